@@ -121,9 +121,31 @@ impl Receipt {
 }
 
 /// The fixed, ordered validator set of a chain. n = 3f + 1 tolerates f faulty.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+/// Never empty, never a validator twice: decoding checks both.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Serialize)]
 pub struct ValidatorSet {
     validators: Vec<AccountId>,
+}
+
+impl Decode for ValidatorSet {
+    fn decode<I: parity_scale_codec::Input>(
+        input: &mut I,
+    ) -> Result<Self, parity_scale_codec::Error> {
+        ValidatorSet::new(Vec::decode(input)?)
+            .ok_or_else(|| "empty or repeating validator set".into())
+    }
+}
+
+impl<'de> Deserialize<'de> for ValidatorSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            validators: Vec<AccountId>,
+        }
+        let raw = Raw::deserialize(deserializer)?;
+        ValidatorSet::new(raw.validators)
+            .ok_or_else(|| serde::de::Error::custom("empty or repeating validator set"))
+    }
 }
 
 impl ValidatorSet {

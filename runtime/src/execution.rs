@@ -421,18 +421,32 @@ pub struct BlockTemplate<'a> {
     pub proposer: AccountId,
 }
 
+/// Whether the candidates given to [`build_block`] still need their
+/// signatures checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidates {
+    /// Every signature was verified already (the node's pool verifies each
+    /// transaction on arrival); checking them again would only cost time.
+    Verified,
+    /// Unknown provenance: verify them (in one batch) and drop bad ones.
+    Unverified,
+}
+
 /// Builds the next block on top of `template.parent` from `candidates`, in
 /// their order, skipping any that are not includable, up to `limits`.
 pub fn build_block(
     store: &dyn StateStore,
     context: &SigningContext,
     template: BlockTemplate<'_>,
-    candidates: Vec<SignedTx>,
+    candidates: (Vec<SignedTx>, Candidates),
     limits: &BlockLimits,
 ) -> Result<Built, StateError> {
     let number = template.parent.number + 1;
     let mut rejected = Vec::new();
-    let candidates = drop_bad_signatures(candidates, context, &mut rejected);
+    let candidates = match candidates {
+        (txs, Candidates::Verified) => txs,
+        (txs, Candidates::Unverified) => drop_bad_signatures(txs, context, &mut rejected),
+    };
 
     let mut state = Overlay::new(store);
     let mut extrinsics = Vec::new();

@@ -292,7 +292,7 @@ mod tests {
     fn genesis_state_holds_the_spec() {
         let genesis = dev_spec().genesis().unwrap();
         let mut store = MemoryStore::default();
-        store.apply(genesis.changes.writes.clone());
+        store.apply(&genesis.changes.writes);
         let state = StateReader::new(&store);
         assert_eq!(state.root().unwrap(), genesis.block.header.state_root);
         assert_eq!(state.chain_id().unwrap().as_deref(), Some("lockstep-dev"));

@@ -39,7 +39,7 @@ pub use block::{
     Block, DispatchError, Header, Justification, JustificationError, Outcome, Receipt, ValidatorSet,
 };
 pub use crypto::{Keypair, Signature};
-pub use execution::{BlockError, BlockLimits, BlockTemplate, Built, Executed, TxError};
+pub use execution::{BlockError, BlockLimits, BlockTemplate, Built, Candidates, Executed, TxError};
 pub use genesis::{ChainSpec, Genesis, SpecError};
 pub use primitives::{AccountId, AssetId, Balance, BlockNumber, Hash, Nonce};
 pub use state::{MemoryStore, StateError, StateReader, StateStore};

@@ -21,13 +21,11 @@
 //! leaf. The shape is therefore a pure function of the set of keys, whatever
 //! the order in which they were inserted.
 
-use std::collections::HashMap;
-
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::primitives::Hash;
-use crate::state::{StateError, StateResult, StateStore};
+use crate::state::{StateError, StateResult, StateStore, WriteSet};
 
 /// Prefix of the state keys that hold tree nodes.
 pub const NODE_KEY_PREFIX: u8 = b'T';
@@ -68,17 +66,19 @@ impl Node {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The stored form: a tag and two 32-byte fields. `None` for empty,
+    /// which is never stored.
+    fn encode(&self) -> Option<[u8; 65]> {
         let (tag, a, b) = match self {
-            Node::Empty => return Vec::new(),
+            Node::Empty => return None,
             Node::Leaf { path, value_hash } => (LEAF, path, &value_hash.0),
             Node::Inner { left, right } => (INNER, &left.0, &right.0),
         };
-        let mut bytes = Vec::with_capacity(65);
-        bytes.push(tag);
-        bytes.extend_from_slice(a);
-        bytes.extend_from_slice(b);
-        bytes
+        let mut bytes = [0u8; 65];
+        bytes[0] = tag;
+        bytes[1..33].copy_from_slice(a);
+        bytes[33..].copy_from_slice(b);
+        Some(bytes)
     }
 
     fn decode(key: &[u8], bytes: &[u8]) -> StateResult<Node> {
@@ -107,26 +107,56 @@ fn bit(path: &Path, depth: usize) -> bool {
     (path[depth / 8] >> (7 - depth % 8)) & 1 == 1
 }
 
-/// The storage key of the node at `depth` on the way to `path`.
-fn node_key(depth: usize, path: &Path) -> Vec<u8> {
-    let full_bytes = depth / 8;
-    let extra_bits = depth % 8;
-    let mut key = Vec::with_capacity(4 + full_bytes);
-    key.push(NODE_KEY_PREFIX);
-    // depth ≤ 256 always fits in two bytes.
-    key.extend_from_slice(&u16::try_from(depth).unwrap_or(u16::MAX).to_be_bytes());
-    key.extend_from_slice(&path[..full_bytes]);
-    if extra_bits > 0 {
-        key.push(path[full_bytes] & (0xffu8 << (8 - extra_bits)));
+/// The storage key of the node at `depth` on the way to `path`: the prefix
+/// byte, the depth (u16 BE), and the path's first `depth` bits.
+struct NodeKey {
+    bytes: [u8; 35],
+    len: usize,
+}
+
+impl NodeKey {
+    fn new(depth: usize, path: &Path) -> NodeKey {
+        let depth = depth.min(MAX_DEPTH);
+        let full_bytes = depth / 8;
+        let extra_bits = depth % 8;
+        let mut bytes = [0u8; 35];
+        bytes[0] = NODE_KEY_PREFIX;
+        // depth ≤ 256 always fits in two bytes.
+        bytes[1..3].copy_from_slice(&u16::try_from(depth).unwrap_or(u16::MAX).to_be_bytes());
+        bytes[3..3 + full_bytes].copy_from_slice(&path[..full_bytes]);
+        let mut len = 3 + full_bytes;
+        if extra_bits > 0 {
+            bytes[len] = path[full_bytes] & (0xffu8 << (8 - extra_bits));
+            len += 1;
+        }
+        NodeKey { bytes, len }
     }
-    key
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+#[cfg(test)]
+fn node_key(depth: usize, path: &Path) -> Vec<u8> {
+    NodeKey::new(depth, path).as_bytes().to_vec()
 }
 
 fn read_node(store: &dyn StateStore, depth: usize, path: &Path) -> StateResult<Node> {
-    let key = node_key(depth, path);
-    match store.get(&key)? {
-        None => Ok(Node::Empty),
-        Some(bytes) => Node::decode(&key, &bytes),
+    read_node_into(store, depth, path, &mut Vec::with_capacity(65))
+}
+
+fn read_node_into(
+    store: &dyn StateStore,
+    depth: usize,
+    path: &Path,
+    buffer: &mut Vec<u8>,
+) -> StateResult<Node> {
+    let key = NodeKey::new(depth, path);
+    if store.get_into(key.as_bytes(), buffer)? {
+        Node::decode(key.as_bytes(), buffer)
+    } else {
+        Ok(Node::Empty)
     }
 }
 
@@ -136,12 +166,12 @@ pub fn root(store: &dyn StateStore) -> StateResult<Hash> {
 }
 
 /// Applies `updates` (leaf paths with the hashes of their new values, sorted
-/// by path, no path twice) to the tree in `store`, writing every changed node
-/// into `writes`, and returns the new root.
+/// by path, no path twice) to the tree in `store`, appending every changed
+/// node to `writes` (each position at most once), and returns the new root.
 pub fn update(
     store: &dyn StateStore,
     updates: &[(Path, Hash)],
-    writes: &mut HashMap<Vec<u8>, Vec<u8>>,
+    writes: &mut WriteSet,
 ) -> StateResult<Hash> {
     if updates.is_empty() {
         return root(store);
@@ -151,13 +181,19 @@ pub fn update(
         "updates sorted and unique"
     );
     let current = read_node(store, 0, &[0; 32])?;
-    let mut updater = Updater { store, writes };
+    let mut updater = Updater {
+        store,
+        writes,
+        buffer: Vec::with_capacity(65),
+    };
     Ok(updater.update_at(0, current, updates)?.hash())
 }
 
 struct Updater<'a> {
     store: &'a dyn StateStore,
-    writes: &'a mut HashMap<Vec<u8>, Vec<u8>>,
+    writes: &'a mut WriteSet,
+    /// Reused for every node read.
+    buffer: Vec<u8>,
 }
 
 impl Updater<'_> {
@@ -190,7 +226,10 @@ impl Updater<'_> {
             }
             Node::Inner { left, right } => self.split(depth, left, right, updates, true)?,
         };
-        self.writes.insert(node_key(depth, &here), new.encode());
+        if let Some(encoded) = new.encode() {
+            self.writes
+                .push(NodeKey::new(depth, &here).as_bytes(), &encoded);
+        }
         Ok(new)
     }
 
@@ -207,7 +246,7 @@ impl Updater<'_> {
     ) -> StateResult<Node> {
         if depth >= MAX_DEPTH {
             return Err(StateError::corrupt(
-                &node_key(MAX_DEPTH, &updates[0].0),
+                NodeKey::new(MAX_DEPTH, &updates[0].0).as_bytes(),
                 "tree deeper than 256",
             ));
         }
@@ -218,7 +257,7 @@ impl Updater<'_> {
                 return Ok(old);
             }
             let current = if children_stored {
-                read_node(self.store, depth + 1, &part[0].0)?
+                read_node_into(self.store, depth + 1, &part[0].0, &mut self.buffer)?
             } else {
                 Node::Empty
             };
@@ -265,7 +304,7 @@ pub fn prove(store: &dyn StateStore, key: &[u8]) -> StateResult<StateProof> {
             Node::Inner { left, right } => {
                 if depth >= MAX_DEPTH {
                     return Err(StateError::corrupt(
-                        &node_key(depth, &path),
+                        NodeKey::new(depth, &path).as_bytes(),
                         "tree deeper than 256",
                     ));
                 }
@@ -326,9 +365,9 @@ mod tests {
             .collect();
         updates.sort_by_key(|u| u.0);
         updates.dedup_by(|a, b| a.0 == b.0);
-        let mut writes = HashMap::new();
+        let mut writes = WriteSet::default();
         let root = update(store, &updates, &mut writes).unwrap();
-        store.apply(writes);
+        store.apply(&writes);
         root
     }
 
@@ -398,7 +437,7 @@ mod tests {
         let mut store = MemoryStore::default();
         let entries: Vec<_> = (0..4096).map(|i| entry(i, 0)).collect();
         apply(&mut store, &entries);
-        let mut writes = HashMap::new();
+        let mut writes = WriteSet::default();
         let key = 17u32.to_be_bytes();
         update(
             &store,
@@ -413,7 +452,9 @@ mod tests {
     #[test]
     fn corrupt_nodes_are_errors_not_panics() {
         let mut store = MemoryStore::default();
-        store.apply([(node_key(0, &[0; 32]), vec![7; 10])]);
+        let mut garbage = WriteSet::default();
+        garbage.push(&node_key(0, &[0; 32]), &[7; 10]);
+        store.apply(&garbage);
         assert!(root(&store).is_err());
         assert!(prove(&store, b"k").is_err());
     }

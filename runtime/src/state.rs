@@ -19,6 +19,7 @@
 //! state root commits to all of them.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -60,18 +61,65 @@ pub trait StateStore {
     /// The value under `key`, `None` if there is none. An `Err` means the
     /// store could not answer; it must never stand for "absent".
     fn get(&self, key: &[u8]) -> StateResult<Option<Vec<u8>>>;
+
+    /// Like [`StateStore::get`], but copies the value into `out` (cleared
+    /// first) and returns whether there was one. The state tree reads its
+    /// nodes through this, hundreds of thousands per block, so a store
+    /// should override it to avoid allocating.
+    fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> StateResult<bool> {
+        out.clear();
+        match self.get(key)? {
+            Some(value) => {
+                out.extend_from_slice(&value);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// A state store in memory, for tests, benchmarks and genesis building.
+///
+/// Its hash map uses a fast, unkeyed hash (keys here are mostly hashes and
+/// account ids): fine for tests and benchmarks, not for a map that hostile
+/// input could fill with colliding keys, which is why the node keeps its
+/// state in RocksDB instead.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
-    entries: HashMap<Vec<u8>, Vec<u8>>,
+    entries: HashMap<Vec<u8>, Vec<u8>, BuildHasherDefault<FastHasher>>,
+}
+
+/// A multiply-rotate hash over 8-byte words (the scheme of rustc's FxHash).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(K);
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.0 =
+            (self.0.rotate_left(26) ^ u64::from_le_bytes(tail) ^ rest.len() as u64).wrapping_mul(K);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
 }
 
 impl MemoryStore {
     /// Writes `changes` into the store.
-    pub fn apply(&mut self, changes: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
-        self.entries.extend(changes);
+    pub fn apply(&mut self, changes: &WriteSet) {
+        self.entries.reserve(changes.len());
+        for (key, value) in changes.iter() {
+            self.entries.insert(key.to_vec(), value.to_vec());
+        }
     }
 
     /// Number of stored keys (entries and tree nodes).
@@ -93,6 +141,76 @@ impl MemoryStore {
 impl StateStore for MemoryStore {
     fn get(&self, key: &[u8]) -> StateResult<Option<Vec<u8>>> {
         Ok(self.entries.get(key).cloned())
+    }
+
+    fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> StateResult<bool> {
+        out.clear();
+        match self.entries.get(key) {
+            Some(value) => {
+                out.extend_from_slice(value);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// A list of key-value writes kept in one buffer: a block writes a few
+/// hundred thousand small keys and values, and one allocation per key or
+/// value would cost more than computing them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct WriteSet {
+    bytes: Vec<u8>,
+    /// Per write: start of the key in `bytes`, key length, value length.
+    spans: Vec<(usize, u32, u32)>,
+}
+
+impl std::fmt::Debug for WriteSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteSet")
+            .field("writes", &self.len())
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl WriteSet {
+    /// An empty set with room for about `writes` writes of `bytes` bytes.
+    pub fn with_capacity(writes: usize, bytes: usize) -> WriteSet {
+        WriteSet {
+            bytes: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(writes),
+        }
+    }
+
+    /// Appends a write. Keys and values are far below 4 GiB each.
+    pub fn push(&mut self, key: &[u8], value: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+        let len = |part: &[u8]| u32::try_from(part.len()).unwrap_or(u32::MAX);
+        self.spans.push((start, len(key), len(value)));
+    }
+
+    /// Number of writes.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are no writes.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The writes, in the order they were pushed.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans.iter().map(|&(start, key_len, value_len)| {
+            let key_end = start + key_len as usize;
+            (
+                &self.bytes[start..key_end],
+                &self.bytes[key_end..key_end + value_len as usize],
+            )
+        })
     }
 }
 
@@ -162,8 +280,9 @@ impl std::fmt::Debug for Overlay<'_> {
 /// state root they produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChanges {
-    /// Entries and tree nodes to write, sorted by key.
-    pub writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Tree nodes (depth first), then entries (by key): each key once, and
+    /// always the same list for the same block on the same state.
+    pub writes: WriteSet,
     /// The state root after the writes.
     pub root: Hash,
 }
@@ -239,12 +358,15 @@ impl<'a> Overlay<'a> {
             .map(|(key, value)| (smt::path_of(key), Hash::digest(value)))
             .collect();
         updates.sort_unstable_by_key(|u| u.0);
-        let mut writes = self.writes;
-        let mut nodes = HashMap::with_capacity(updates.len() * 4);
-        let root = smt::update(self.store, &updates, &mut nodes)?;
-        writes.extend(nodes);
-        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = writes.into_iter().collect();
-        writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut writes = WriteSet::with_capacity(updates.len() * 9, updates.len() * 9 * 100);
+        let root = smt::update(self.store, &updates, &mut writes)?;
+        // Tree nodes come out in a fixed (depth-first) order; sort the entries
+        // too, so that the same block always yields the same write list.
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = self.writes.into_iter().collect();
+        entries.sort_unstable();
+        for (key, value) in &entries {
+            writes.push(key, value);
+        }
         Ok(StateChanges { writes, root })
     }
 }
