@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs exactly what CI runs: formatting, lints, and the whole test suite,
+# slow multi-process tests included.
+#
+# Usage: scripts/test.sh
+#
+# On a fresh Debian machine it first installs the system packages the build
+# needs (libclang-dev for RocksDB's bindings, a C++ compiler), only those
+# that are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+if ((${#missing[@]})); then
+    echo "==> installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> cargo test"
+cargo test --workspace --locked
