@@ -1,9 +1,31 @@
 //! # lockstep-node
 //!
-//! The validator node: RocksDB storage, transaction pool, Tendermint
-//! consensus (driving the pure core in `lockstep-consensus`), libp2p gossip
-//! and sync, and the Substrate-style JSON-RPC server.
+//! The validator node: RocksDB storage, a transaction pool, a Tendermint
+//! consensus engine driving the pure core of `lockstep-consensus`, and a
+//! Substrate-style JSON-RPC server. The binary (`src/main.rs`) only parses
+//! the command line and calls [`service::start`].
 //!
-//! Status: not built yet. The node issue fills this crate; until then it only
-//! holds its place in the workspace so that the dependency direction
-//! `runtime` ← `consensus` ← `node` ← `offchain` ← `account-bridge` is fixed.
+//! ## Tasks
+//!
+//! - the consensus engine ([`consensus::engine::Engine`]): one task owning
+//!   the core; builds, checks and imports blocks;
+//! - the JSON-RPC server (jsonrpsee), one task per connection;
+//! - the Prometheus endpoint ([`metrics`]), if enabled;
+//! - timer tasks that post timeouts back to the engine.
+//!
+//! ## Where to start reading
+//!
+//! [`service`] wires everything; [`chain::Chain`] is the shared state every
+//! task uses (database, pool, notifications); [`storage`] explains the
+//! database layout and the one-batch-per-block rule; [`pool`] the ready and
+//! future queues; [`rpc`] the API and its error codes.
+
+pub mod chain;
+pub mod cli;
+pub mod consensus;
+pub mod keyfile;
+pub mod metrics;
+pub mod pool;
+pub mod rpc;
+pub mod service;
+pub mod storage;

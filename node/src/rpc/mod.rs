@@ -1,0 +1,570 @@
+//! The JSON-RPC server: HTTP and WebSocket on one port (jsonrpsee), with
+//! Substrate's method names.
+//!
+//! The interfaces are the `#[rpc]` traits below; [`RpcHandler`] implements
+//! them over a [`Chain`]. Every parameter is checked before use and every
+//! refusal carries a stable code from [`error`]. Request size, response size,
+//! connections, subscriptions per connection and batch length are bounded
+//! ([`RpcConfig`]).
+
+pub mod error;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use jsonrpsee::core::{async_trait, to_json_raw_value, RpcResult, SubscriptionResult};
+use jsonrpsee::proc_macros::rpc;
+use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::{PendingSubscriptionSink, RpcModule};
+use lockstep_runtime::primitives::{balance_string, from_hex, to_hex};
+use lockstep_runtime::state::StateReader;
+use lockstep_runtime::{
+    merkle, AccountId, AssetId, Balance, BlockNumber, Hash, Header, Justification, Nonce, Outcome,
+    Receipt, SignedTx, MAX_TX_SIZE,
+};
+use parity_scale_codec::Encode;
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use self::error::{internal, HISTORICAL_STATE};
+use crate::chain::{Chain, TxStatus};
+
+/// Limits of the RPC server.
+#[derive(Debug, Clone, Copy)]
+pub struct RpcConfig {
+    /// Largest request body, in bytes.
+    pub max_request_bytes: u32,
+    /// Largest response body, in bytes.
+    pub max_response_bytes: u32,
+    /// Most open connections.
+    pub max_connections: u32,
+    /// Most subscriptions on one WebSocket connection.
+    pub max_subscriptions_per_connection: u32,
+    /// Most calls in one batch.
+    pub max_batch_len: u32,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            max_request_bytes: 1024 * 1024,
+            max_response_bytes: 32 * 1024 * 1024,
+            max_connections: 256,
+            max_subscriptions_per_connection: 16_384,
+            max_batch_len: 256,
+        }
+    }
+}
+
+/// What the network reports to `system_health` (filled in by the network
+/// service; a dev node has none).
+#[derive(Debug, Default)]
+pub struct NetworkInfo {
+    /// Connected peers.
+    pub peers: AtomicU64,
+    /// Whether the node is catching up.
+    pub syncing: AtomicBool,
+    /// Whether the node is meant to have peers.
+    pub should_have_peers: AtomicBool,
+}
+
+/// `system_health`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Connected peers.
+    pub peers: u64,
+    /// Whether the node is catching up.
+    pub is_syncing: bool,
+    /// Whether the node is meant to have peers.
+    pub should_have_peers: bool,
+}
+
+/// `chain_getBlock`: a block with its justification.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedBlockView {
+    /// The block, extrinsics as SCALE hex.
+    pub block: BlockView,
+    /// Its justification (none for genesis).
+    pub justification: Option<Justification>,
+}
+
+/// A block, extrinsics as SCALE hex.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockView {
+    /// The header.
+    pub header: Header,
+    /// The extrinsics, SCALE-encoded, `0x`-hex.
+    pub extrinsics: Vec<String>,
+}
+
+/// `tx_getStatus`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TxStatusView {
+    /// `unknown`, `pool` or `finalized`.
+    pub status: &'static str,
+    /// The block holding it, if finalized.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_hash: Option<Hash>,
+    /// That block's number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_number: Option<BlockNumber>,
+    /// Its position in the block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// Its outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The node's finalized height, so a caller can judge expiry.
+    pub finalized_number: BlockNumber,
+}
+
+/// `tx_getProof`: all a light client needs to check, from the justified
+/// header alone, that the transaction is in the block and what its outcome
+/// was.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TxProof {
+    /// The block's header.
+    pub header: Header,
+    /// Its justification.
+    pub justification: Option<Justification>,
+    /// The transaction, SCALE hex; its hash is the inclusion leaf.
+    pub extrinsic: String,
+    /// Merkle proof of the tx hash under `header.extrinsicsRoot`.
+    pub inclusion_proof: merkle::MerkleProof,
+    /// The receipt; its hash is the outcome leaf.
+    pub receipt: Receipt,
+    /// Merkle proof of the receipt hash under `header.receiptsRoot`.
+    pub receipt_proof: merkle::MerkleProof,
+}
+
+/// A balance as a decimal string.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(transparent)]
+pub struct BalanceView(#[serde(with = "balance_string")] pub Balance);
+
+/// `author_*`.
+#[rpc(server, namespace = "author")]
+pub trait AuthorApi {
+    /// Submits a SCALE-encoded, `0x`-hex signed transaction; returns its hash.
+    #[method(name = "submitExtrinsic")]
+    fn submit_extrinsic(&self, extrinsic: String) -> RpcResult<Hash>;
+
+    /// Submits a transaction and streams its status: `ready` or `future`,
+    /// then `inBlock` and `finalized`, or `invalid` / `dropped`.
+    #[subscription(name = "submitAndWatchExtrinsic" => "extrinsicUpdate", unsubscribe = "unwatchExtrinsic", item = TxEvent)]
+    async fn submit_and_watch_extrinsic(&self, extrinsic: String) -> SubscriptionResult;
+
+    /// The pool's transactions, SCALE hex, in arrival order.
+    #[method(name = "pendingExtrinsics")]
+    fn pending_extrinsics(&self) -> RpcResult<Vec<String>>;
+}
+
+/// `chain_*`.
+#[rpc(server, namespace = "chain")]
+pub trait ChainApi {
+    /// A header by hash; the finalized head without one.
+    #[method(name = "getHeader")]
+    fn header(&self, hash: Option<Hash>) -> RpcResult<Option<Header>>;
+
+    /// A block with its justification by hash; the head without one.
+    #[method(name = "getBlock")]
+    fn block(&self, hash: Option<Hash>) -> RpcResult<Option<SignedBlockView>>;
+
+    /// The hash of the finalized block at a number; the head's without one.
+    #[method(name = "getBlockHash")]
+    fn block_hash(&self, number: Option<BlockNumber>) -> RpcResult<Option<Hash>>;
+
+    /// The finalized head's hash.
+    #[method(name = "getFinalizedHead")]
+    fn finalized_head(&self) -> RpcResult<Hash>;
+
+    /// New best heads. Finality is instant, so these are the finalized heads.
+    #[subscription(name = "subscribeNewHeads" => "newHead", unsubscribe = "unsubscribeNewHeads", item = Header)]
+    async fn subscribe_new_heads(&self) -> SubscriptionResult;
+
+    /// New finalized heads.
+    #[subscription(name = "subscribeFinalizedHeads" => "finalizedHead", unsubscribe = "unsubscribeFinalizedHeads", item = Header)]
+    async fn subscribe_finalized_heads(&self) -> SubscriptionResult;
+}
+
+/// `state_*`.
+#[rpc(server, namespace = "state")]
+pub trait StateApi {
+    /// An account's balance of an asset at the finalized head, as a decimal
+    /// string. `at`, if given, must be the head's hash.
+    #[method(name = "getBalance")]
+    fn balance(
+        &self,
+        account: AccountId,
+        asset: AssetId,
+        at: Option<Hash>,
+    ) -> RpcResult<BalanceView>;
+
+    /// The nonce the account's next transaction must carry.
+    #[method(name = "getNonce")]
+    fn nonce(&self, account: AccountId) -> RpcResult<Nonce>;
+}
+
+/// `tx_*`.
+#[rpc(server, namespace = "tx")]
+pub trait TxApi {
+    /// Where a transaction is: unknown, in the pool, or finalized with its
+    /// block, position and outcome; with the finalized height.
+    #[method(name = "getStatus")]
+    fn status(&self, hash: Hash) -> RpcResult<TxStatusView>;
+
+    /// Proof of a finalized transaction's inclusion and outcome; null if it
+    /// is not finalized here.
+    #[method(name = "getProof")]
+    fn proof(&self, hash: Hash) -> RpcResult<Option<TxProof>>;
+}
+
+/// `system_*`.
+#[rpc(server, namespace = "system")]
+pub trait SystemApi {
+    /// Peers and sync state.
+    #[method(name = "health")]
+    fn health(&self) -> RpcResult<Health>;
+
+    /// The implementation's name.
+    #[method(name = "name")]
+    fn name(&self) -> RpcResult<String>;
+
+    /// The implementation's version.
+    #[method(name = "version")]
+    fn version(&self) -> RpcResult<String>;
+
+    /// The chain's name.
+    #[method(name = "chain")]
+    fn chain(&self) -> RpcResult<String>;
+}
+
+/// Implements every API over a [`Chain`].
+#[derive(Debug, Clone)]
+pub struct RpcHandler {
+    chain: Arc<Chain>,
+    network: Arc<NetworkInfo>,
+}
+
+fn parse_extrinsic(hex: &str) -> Result<Vec<u8>, ErrorObjectOwned> {
+    // Refuse oversize input before decoding the hex.
+    if hex.len() > 2 + 2 * MAX_TX_SIZE {
+        return Err(error::error(
+            error::BAD_EXTRINSIC,
+            format!("extrinsic is larger than the limit of {MAX_TX_SIZE} bytes"),
+        ));
+    }
+    from_hex(hex).map_err(|e| error::error(error::BAD_EXTRINSIC, format!("extrinsic: {e}")))
+}
+
+async fn pipe_heads(chain: &Chain, pending: PendingSubscriptionSink) -> SubscriptionResult {
+    let mut heads = chain.subscribe_heads();
+    let sink = pending.accept().await?;
+    loop {
+        tokio::select! {
+            _ = sink.closed() => return Ok(()),
+            head = heads.recv() => match head {
+                Ok(header) => sink.send(to_json_raw_value(&header)?).await?,
+                Err(RecvError::Lagged(skipped)) => {
+                    tracing::warn!(target: "lockstep::rpc", "a head subscriber lagged; {skipped} heads skipped");
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}
+
+impl RpcHandler {
+    fn header_at(&self, hash: Option<Hash>) -> RpcResult<Option<Header>> {
+        match hash {
+            None => Ok(Some(self.chain.head())),
+            Some(hash) => self.chain.db().header(&hash).map_err(internal),
+        }
+    }
+}
+
+#[async_trait]
+impl AuthorApiServer for RpcHandler {
+    fn submit_extrinsic(&self, extrinsic: String) -> RpcResult<Hash> {
+        let bytes = parse_extrinsic(&extrinsic)?;
+        let (hash, _, _) = self.chain.submit(&bytes, false)?;
+        Ok(hash)
+    }
+
+    async fn submit_and_watch_extrinsic(
+        &self,
+        pending: PendingSubscriptionSink,
+        extrinsic: String,
+    ) -> SubscriptionResult {
+        let bytes = match parse_extrinsic(&extrinsic) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                pending.reject(e).await;
+                return Ok(());
+            }
+        };
+        let mut events = match self.chain.submit(&bytes, true) {
+            Ok((_, _, Some(events))) => events,
+            Ok((_, _, None)) => return Ok(()),
+            Err(e) => {
+                pending.reject(ErrorObjectOwned::from(e)).await;
+                return Ok(());
+            }
+        };
+        let sink = pending.accept().await?;
+        loop {
+            tokio::select! {
+                _ = sink.closed() => return Ok(()),
+                event = events.recv() => {
+                    let Some(event) = event else { return Ok(()) };
+                    sink.send(to_json_raw_value(&event)?).await?;
+                    if event.is_final() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn pending_extrinsics(&self) -> RpcResult<Vec<String>> {
+        Ok(self
+            .chain
+            .pending()
+            .iter()
+            .map(|tx| to_hex(&tx.encode()))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ChainApiServer for RpcHandler {
+    fn header(&self, hash: Option<Hash>) -> RpcResult<Option<Header>> {
+        self.header_at(hash)
+    }
+
+    fn block(&self, hash: Option<Hash>) -> RpcResult<Option<SignedBlockView>> {
+        let hash = hash.unwrap_or_else(|| self.chain.head().hash());
+        let db = self.chain.db();
+        let Some(block) = db.block(&hash).map_err(internal)? else {
+            return Ok(None);
+        };
+        let justification = db.justification(&hash).map_err(internal)?;
+        let extrinsics = block
+            .extrinsics
+            .iter()
+            .map(|tx| to_hex(&tx.encode()))
+            .collect();
+        Ok(Some(SignedBlockView {
+            block: BlockView {
+                header: block.header,
+                extrinsics,
+            },
+            justification,
+        }))
+    }
+
+    fn block_hash(&self, number: Option<BlockNumber>) -> RpcResult<Option<Hash>> {
+        match number {
+            None => Ok(Some(self.chain.head().hash())),
+            Some(number) => self.chain.db().hash_by_number(number).map_err(internal),
+        }
+    }
+
+    fn finalized_head(&self) -> RpcResult<Hash> {
+        Ok(self.chain.head().hash())
+    }
+
+    async fn subscribe_new_heads(&self, pending: PendingSubscriptionSink) -> SubscriptionResult {
+        pipe_heads(&self.chain, pending).await
+    }
+
+    async fn subscribe_finalized_heads(
+        &self,
+        pending: PendingSubscriptionSink,
+    ) -> SubscriptionResult {
+        pipe_heads(&self.chain, pending).await
+    }
+}
+
+impl StateApiServer for RpcHandler {
+    fn balance(
+        &self,
+        account: AccountId,
+        asset: AssetId,
+        at: Option<Hash>,
+    ) -> RpcResult<BalanceView> {
+        if let Some(at) = at {
+            if at != self.chain.head().hash() {
+                return Err(error::error(
+                    HISTORICAL_STATE,
+                    "only the finalized head's state is kept; omit `at` or pass the head's hash",
+                ));
+            }
+        }
+        let state = StateReader::new(self.chain.db());
+        state
+            .balance(&account, asset)
+            .map(BalanceView)
+            .map_err(|e| internal(e.into()))
+    }
+
+    fn nonce(&self, account: AccountId) -> RpcResult<Nonce> {
+        StateReader::new(self.chain.db())
+            .nonce(&account)
+            .map_err(|e| internal(e.into()))
+    }
+}
+
+impl TxApiServer for RpcHandler {
+    fn status(&self, hash: Hash) -> RpcResult<TxStatusView> {
+        let finalized_number = self.chain.head().number;
+        let status = self.chain.tx_status(&hash).map_err(internal)?;
+        let view = |status| TxStatusView {
+            status,
+            block_hash: None,
+            block_number: None,
+            index: None,
+            outcome: None,
+            finalized_number,
+        };
+        Ok(match status {
+            TxStatus::Unknown => view("unknown"),
+            TxStatus::Pool => view("pool"),
+            TxStatus::Finalized(location) => TxStatusView {
+                block_hash: Some(location.block_hash),
+                block_number: Some(location.block_number),
+                index: Some(location.index),
+                outcome: Some(location.outcome),
+                ..view("finalized")
+            },
+        })
+    }
+
+    fn proof(&self, hash: Hash) -> RpcResult<Option<TxProof>> {
+        let db = self.chain.db();
+        let Some(location) = db.tx_location(&hash).map_err(internal)? else {
+            return Ok(None);
+        };
+        let Some(block) = db.block(&location.block_hash).map_err(internal)? else {
+            return Ok(None);
+        };
+        let justification = db.justification(&location.block_hash).map_err(internal)?;
+        let index = location.index as usize;
+        let tx_hashes: Vec<Hash> = block.extrinsics.iter().map(SignedTx::hash).collect();
+        // Receipts are not stored as such: each is (tx hash, outcome), and the
+        // outcomes are in the tx index.
+        let mut receipt_hashes = Vec::with_capacity(tx_hashes.len());
+        for tx_hash in &tx_hashes {
+            let outcome = db
+                .tx_location(tx_hash)
+                .map_err(internal)?
+                .map(|l| l.outcome)
+                .ok_or_else(|| error::error(error::INTERNAL, "tx index incomplete"))?;
+            receipt_hashes.push(
+                Receipt {
+                    tx_hash: *tx_hash,
+                    outcome,
+                }
+                .hash(),
+            );
+        }
+        let (Some(tx), Some(inclusion_proof), Some(receipt_proof)) = (
+            block.extrinsics.get(index),
+            merkle::prove(&tx_hashes, index),
+            merkle::prove(&receipt_hashes, index),
+        ) else {
+            return Err(error::error(
+                error::INTERNAL,
+                "tx index points outside its block",
+            ));
+        };
+        Ok(Some(TxProof {
+            header: block.header,
+            justification,
+            extrinsic: to_hex(&tx.encode()),
+            inclusion_proof,
+            receipt: Receipt {
+                tx_hash: hash,
+                outcome: location.outcome,
+            },
+            receipt_proof,
+        }))
+    }
+}
+
+impl SystemApiServer for RpcHandler {
+    fn health(&self) -> RpcResult<Health> {
+        Ok(Health {
+            peers: self.network.peers.load(Ordering::Relaxed),
+            is_syncing: self.network.syncing.load(Ordering::Relaxed),
+            should_have_peers: self.network.should_have_peers.load(Ordering::Relaxed),
+        })
+    }
+
+    fn name(&self) -> RpcResult<String> {
+        Ok("lockstep-node".into())
+    }
+
+    fn version(&self) -> RpcResult<String> {
+        Ok(env!("CARGO_PKG_VERSION").into())
+    }
+
+    fn chain(&self) -> RpcResult<String> {
+        Ok(self.chain.spec().name.clone())
+    }
+}
+
+/// All methods, plus `rpc_methods` listing them.
+pub fn module(chain: Arc<Chain>, network: Arc<NetworkInfo>) -> RpcModule<()> {
+    let handler = RpcHandler { chain, network };
+    let mut module = RpcModule::new(());
+    // Names are distinct across namespaces, so merging cannot fail.
+    let parts = [
+        AuthorApiServer::into_rpc(handler.clone()).remove_context(),
+        ChainApiServer::into_rpc(handler.clone()).remove_context(),
+        StateApiServer::into_rpc(handler.clone()).remove_context(),
+        TxApiServer::into_rpc(handler.clone()).remove_context(),
+        SystemApiServer::into_rpc(handler).remove_context(),
+    ];
+    for part in parts {
+        if let Err(e) = module.merge(part) {
+            tracing::error!("duplicate RPC method: {e}");
+        }
+    }
+    let mut methods: Vec<String> = module.method_names().map(str::to_owned).collect();
+    methods.push("rpc_methods".into());
+    methods.sort();
+    let listing = serde_json::json!({ "version": 1, "methods": methods });
+    if let Err(e) = module.register_method("rpc_methods", move |_, _, _| listing.clone()) {
+        tracing::error!("duplicate RPC method: {e}");
+    }
+    module
+}
+
+/// Starts the server on `addr`; returns its handle and the bound address.
+pub async fn start(
+    addr: SocketAddr,
+    config: RpcConfig,
+    module: RpcModule<()>,
+) -> std::io::Result<(ServerHandle, SocketAddr)> {
+    let server_config = ServerConfig::builder()
+        .max_request_body_size(config.max_request_bytes)
+        .max_response_body_size(config.max_response_bytes)
+        .max_connections(config.max_connections)
+        .max_subscriptions_per_connection(config.max_subscriptions_per_connection)
+        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_len))
+        .build();
+    let server = Server::builder()
+        .set_config(server_config)
+        .build(addr)
+        .await?;
+    let bound = server.local_addr()?;
+    Ok((server.start(module), bound))
+}

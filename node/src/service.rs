@@ -1,0 +1,251 @@
+//! Wiring: opens the chain, starts the RPC server, the metrics endpoint and
+//! (for a validator) the consensus engine, and stops them together.
+//!
+//! [`start`] takes everything as arguments (addresses may use port 0), so
+//! tests run nodes in-process and read the bound addresses back from
+//! [`RunningNode`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonrpsee::server::ServerHandle;
+use lockstep_runtime::{BlockLimits, ChainSpec, Keypair, SpecError};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::chain::Chain;
+use crate::consensus::engine::{Engine, EngineConfig, EngineError, EngineEvent};
+use crate::consensus::{ConsensusNetwork, NoNetwork};
+use crate::metrics::{self, Metrics};
+use crate::pool::PoolConfig;
+use crate::rpc::{self, NetworkInfo, RpcConfig};
+use crate::storage::StorageError;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The chain.
+    pub spec: ChainSpec,
+    /// Where the node keeps its data (`<base>/chains/<chain id>/db`).
+    pub base_path: PathBuf,
+    /// The validator key; `None` runs a full node that does not vote.
+    pub validator_key: Option<Keypair>,
+    /// RPC listen address (port 0 picks a free port).
+    pub rpc_addr: SocketAddr,
+    /// RPC limits.
+    pub rpc: RpcConfig,
+    /// Prometheus endpoint address, if any.
+    pub prometheus_addr: Option<SocketAddr>,
+    /// Pool bounds.
+    pub pool: PoolConfig,
+    /// Block limits.
+    pub limits: BlockLimits,
+    /// Consensus timeouts.
+    pub timeouts: lockstep_consensus::Config,
+    /// Time between blocks; the spec's block time unless overridden.
+    pub block_time: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for everything but the chain and where to keep it.
+    pub fn new(spec: ChainSpec, base_path: PathBuf) -> NodeConfig {
+        let block_time = Duration::from_millis(spec.block_time_ms);
+        NodeConfig {
+            spec,
+            base_path,
+            validator_key: None,
+            rpc_addr: SocketAddr::from(([127, 0, 0, 1], 9944)),
+            rpc: RpcConfig::default(),
+            prometheus_addr: None,
+            pool: PoolConfig::default(),
+            limits: BlockLimits::default(),
+            timeouts: lockstep_consensus::Config::default(),
+            block_time,
+        }
+    }
+
+    /// The database directory.
+    pub fn database_path(&self) -> PathBuf {
+        self.base_path
+            .join("chains")
+            .join(&self.spec.chain_id)
+            .join("db")
+    }
+}
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The chain spec is unusable.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The database failed to open.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The consensus engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A task panicked.
+    #[error("a node task failed: {0}")]
+    Task(String),
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The chain.
+    pub chain: Arc<Chain>,
+    /// The bound RPC address.
+    pub rpc_addr: SocketAddr,
+    /// The bound metrics address, if any.
+    pub prometheus_addr: Option<SocketAddr>,
+    /// What `system_health` reports; the network service updates it.
+    pub network_info: Arc<NetworkInfo>,
+    /// Feeds the consensus engine (peers' messages, sync); `None` when not
+    /// a validator.
+    pub engine_inbox: Option<mpsc::Sender<EngineEvent>>,
+    shutdown: watch::Sender<bool>,
+    rpc: ServerHandle,
+    engine: Option<JoinHandle<Result<(), EngineError>>>,
+    metrics_task: Option<JoinHandle<()>>,
+}
+
+/// Starts a node with the given consensus network (use [`NoNetwork`] for a
+/// single validator).
+pub async fn start(
+    config: NodeConfig,
+    network: Arc<dyn ConsensusNetwork>,
+) -> Result<RunningNode, NodeError> {
+    let genesis = config.spec.genesis()?;
+    let metrics = Arc::new(Metrics::default());
+    let path = config.database_path();
+    std::fs::create_dir_all(&path)
+        .map_err(|e| StorageError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
+    let chain = Arc::new(Chain::open(
+        &path,
+        config.spec.clone(),
+        &genesis,
+        config.pool,
+        config.limits,
+        metrics.clone(),
+    )?);
+    let head = chain.head();
+    tracing::info!(
+        target: "lockstep::node",
+        "chain {} (genesis {}), finalized head #{} ({})",
+        config.spec.chain_id,
+        genesis.hash(),
+        head.number,
+        head.hash()
+    );
+
+    let network_info = Arc::new(NetworkInfo::default());
+    let module = rpc::module(chain.clone(), network_info.clone());
+    let (rpc, rpc_addr) = rpc::start(config.rpc_addr, config.rpc, module)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.rpc_addr,
+            source,
+        })?;
+    tracing::info!(target: "lockstep::node", "JSON-RPC on http://{rpc_addr} and ws://{rpc_addr}");
+
+    let (metrics_task, prometheus_addr) = match config.prometheus_addr {
+        Some(addr) => {
+            let listener = metrics::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| NodeError::Bind { addr, source })?;
+            tracing::info!(target: "lockstep::node", "Prometheus metrics on http://{bound}/metrics");
+            (
+                Some(tokio::spawn(metrics::serve(listener, metrics.clone()))),
+                Some(bound),
+            )
+        }
+        None => (None, None),
+    };
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (engine, engine_inbox) = match config.validator_key {
+        Some(key) => {
+            tracing::info!(target: "lockstep::node", "validating as {}", key.public());
+            let engine_config = EngineConfig {
+                timeouts: config.timeouts,
+                block_time: config.block_time,
+            };
+            let (engine, inbox) = Engine::new(chain.clone(), key, engine_config, network)?;
+            (Some(tokio::spawn(engine.run(shutdown_rx))), Some(inbox))
+        }
+        None => {
+            tracing::info!(target: "lockstep::node", "no validator key: running as a full node");
+            (None, None)
+        }
+    };
+
+    Ok(RunningNode {
+        chain,
+        rpc_addr,
+        prometheus_addr,
+        network_info,
+        engine_inbox,
+        shutdown,
+        rpc,
+        engine,
+        metrics_task,
+    })
+}
+
+/// Starts a single validator with no network.
+pub async fn start_single(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    start(config, Arc::new(NoNetwork)).await
+}
+
+impl RunningNode {
+    /// Waits until the consensus engine stops (an error, or forever for a
+    /// full node).
+    pub async fn wait(&mut self) -> Result<(), NodeError> {
+        match self.engine.as_mut() {
+            Some(engine) => match engine.await {
+                Ok(result) => {
+                    self.engine = None;
+                    result.map_err(NodeError::from)
+                }
+                Err(join) => {
+                    self.engine = None;
+                    Err(NodeError::Task(join.to_string()))
+                }
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops everything and waits for it: the engine finishes the input it
+    /// is handling (so nothing half-done reaches the database), then RPC.
+    pub async fn stop(mut self) -> Result<(), NodeError> {
+        let _ = self.shutdown.send(true);
+        let result = match self.engine.take() {
+            Some(engine) => match engine.await {
+                Ok(result) => result.map_err(NodeError::from),
+                Err(join) => Err(NodeError::Task(join.to_string())),
+            },
+            None => Ok(()),
+        };
+        let _ = self.rpc.stop();
+        self.rpc.clone().stopped().await;
+        if let Some(task) = self.metrics_task.take() {
+            task.abort();
+        }
+        result
+    }
+}

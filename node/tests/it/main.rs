@@ -1,0 +1,8 @@
+//! In-process tests of a dev node: real RocksDB, real sockets on port 0.
+
+#![allow(clippy::unwrap_used)] // Helpers outside #[test] functions unwrap too.
+
+mod bad_input;
+mod crash;
+mod harness;
+mod transfers;
