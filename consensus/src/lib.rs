@@ -44,9 +44,18 @@
 //!    block-time pacing); on [`Output::Decide`] commit the block with the
 //!    stored signatures of [`Decision::precommits`] as its justification
 //!    (they all sign [`Vote::precommit_signing_bytes`]).
-//! 4. Gossip: periodically re-send [`Core::known_messages`] (or at least
-//!    [`Core::signed_messages`]); a peer behind by whole heights catches up
-//!    by block sync, then [`Input::SyncedTo`].
+//! 4. Gossip: periodically re-send [`Core::known_messages`] to peers at the
+//!    same height (at least [`Core::signed_messages`]); the protocol needs
+//!    every message a correct validator has seen to reach the others. A peer
+//!    behind by whole heights catches up by block sync (blocks plus
+//!    justifications), then [`Input::SyncedTo`].
+//! 5. After a crash: if the last persisted [`Checkpoint`] is for the height
+//!    after the host's chain tip, [`Core::restore`] from it; otherwise
+//!    [`Core::new`] at that height (nothing was signed there). Then
+//!    [`Input::Start`].
+//!
+//! The core is for validators only: it signs as one member of the set. A full
+//! node follows the chain by block sync and needs no core.
 //!
 //! # Invariants
 //!
@@ -57,7 +66,23 @@
 //!   is preceded by a persisted checkpoint that records it.
 //! - No panic and bounded memory on any input: heights other than the
 //!   current and next one are dropped, rounds ahead of the current one are
-//!   limited per validator, each validator counts once per tally.
+//!   limited per validator, each validator counts at most once per tally.
+//!
+//! # Where this goes beyond the paper
+//!
+//! - Block validity is asked of the host asynchronously; rules that need
+//!   `valid(v)` wait for the verdict.
+//! - The proposer schedules the propose timeout too, so a slow host cannot
+//!   leave it in propose forever.
+//! - An equivocating validator's second vote counts toward its own value
+//!   (never twice toward one value) when that value can matter, as the
+//!   paper's counting implies; otherwise a polka shown to one validator only
+//!   can stall a height (see `vote_log`).
+//! - Crash recovery (the paper has none): besides what was signed, the
+//!   checkpoint keeps the polka behind the valid value and the messages that
+//!   justify the current round, which peers may be unable to get from
+//!   anyone else after the crash (see `checkpoint`).
+//! - Round skip (l. 55) goes to the highest round with f+1 senders.
 
 mod checkpoint;
 mod config;

@@ -39,7 +39,8 @@ pub enum Output {
     /// `height`, then answer with
     /// [`Input::ValidationResult`](crate::Input::ValidationResult). Until it
     /// does, the core neither votes for the block nor decides it. Asked at
-    /// most once per block and height.
+    /// most once per block and height. A host that lacks the block body
+    /// answers once it has fetched it (the propose timeout covers the wait).
     ValidateValue {
         /// Height the block is for.
         height: Height,

@@ -695,7 +695,8 @@ impl Sim {
     }
 
     /// Splits the peers into two camps per `(height, round)` and tells the
-    /// second camp a different value; sometimes adds junk far ahead.
+    /// second camp a different value (or, for precommits, nothing); sometimes
+    /// adds junk far ahead.
     fn byzantine_broadcast(&mut self, node: usize, byzantine: Byzantine, message: Message) {
         let key = (message.height(), message.round());
         let (mask, other_value) = match self.nodes[node].camps.get(&key) {
@@ -713,8 +714,15 @@ impl Sim {
                 self.stats.invalid_proposals += 1;
             }
         }
+        // In some rounds the second camp gets no precommit at all, so that
+        // only the first camp can decide.
+        let withhold = (mask >> 63) & 1 == 1
+            && matches!(&message, Message::Vote(vote) if vote.kind == VoteKind::Precommit);
         for peer in 0..self.nodes.len() {
             let first_camp = (mask >> (peer % 64)) & 1 == 1;
+            if !first_camp && withhold {
+                continue;
+            }
             let told = if first_camp {
                 message.clone()
             } else {
@@ -906,9 +914,8 @@ impl Sim {
 
 /// A node's state in one line.
 fn describe(node: &Node) -> String {
-    let short = |value: Option<crate::RoundValue>| {
-        value.map(|v| (v.value_id[..2].to_vec(), v.round))
-    };
+    let short =
+        |value: Option<crate::RoundValue>| value.map(|v| (v.value_id[..2].to_vec(), v.round));
     match &node.core {
         None => format!("crashed, chain {}", node.chain.len()),
         Some(core) => format!(

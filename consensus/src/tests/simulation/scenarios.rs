@@ -70,13 +70,13 @@ fn calm_network_decides_every_height_in_round_zero() {
 
 #[test]
 fn four_validators_stay_safe_and_live_under_every_fault() {
-    let totals = run_seeds(0..40, |seed| Scenario::stormy(4, seed));
+    let totals = run_seeds(0..1_000, |seed| Scenario::stormy(4, seed));
     assert_faults_happened(&totals);
 }
 
 #[test]
 fn seven_validators_with_two_byzantine_stay_safe_and_live() {
-    let totals = run_seeds(0..20, |seed| Scenario {
+    let totals = run_seeds(0..200, |seed| Scenario {
         byzantine: vec![
             Byzantine {
                 index: 5,
@@ -96,7 +96,7 @@ fn seven_validators_with_two_byzantine_stay_safe_and_live() {
 #[test]
 fn invalid_blocks_from_a_byzantine_proposer_are_never_decided() {
     // The simulation panics if a correct validator decides an invalid block.
-    let totals = run_seeds(0..20, |seed| Scenario {
+    let totals = run_seeds(0..200, |seed| Scenario {
         byzantine: vec![Byzantine {
             index: 2,
             invalid_blocks: true,
@@ -124,7 +124,7 @@ fn the_same_seed_gives_the_same_run() {
 #[test]
 #[ignore = "long: thousands of seeds"]
 fn seed_sweep() {
-    let range = std::env::var("SWEEP").unwrap_or_else(|_| "0..3000".to_owned());
+    let range = std::env::var("SWEEP").unwrap_or_else(|_| "1000..5000".to_owned());
     let (from, to) = range.split_once("..").expect("SWEEP=FROM..TO");
     let seeds = from.parse().expect("FROM")..to.parse().expect("TO");
     let totals = run_seeds(seeds.clone(), |seed| Scenario::stormy(4, seed));
