@@ -10,17 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
-command -v g++ >/dev/null 2>&1 || missing+=(g++)
-command -v make >/dev/null 2>&1 || missing+=(make)
-if ((${#missing[@]})); then
-    echo "==> installing ${missing[*]}"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
-fi
+source scripts/lib/ensure-packages.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

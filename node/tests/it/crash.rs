@@ -87,21 +87,22 @@ async fn head(http: &HttpClient) -> Header {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut node = spawn(dir.path());
-    let http = client(node.addr);
+async fn nonce_of(http: &HttpClient, name: &str) -> u64 {
+    http.request("state_getNonce", rpc_params![Keypair::dev(name).public()])
+        .await
+        .unwrap()
+}
 
-    // Load: every dev account sends transfers as fast as the node takes them.
-    let stop = Arc::new(AtomicBool::new(false));
+/// Every dev account sends transfers to the next one as fast as the node
+/// takes them, from its current nonce, until `stop` or an error.
+async fn start_load(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut load = Vec::new();
     for (i, name) in DEV_NAMES.iter().enumerate() {
-        let (http, stop) = (client(node.addr), stop.clone());
+        let (http, stop) = (client(addr), stop.clone());
         let to = DEV_NAMES[(i + 1) % DEV_NAMES.len()];
+        let mut nonce = nonce_of(&http, name).await;
         load.push(tokio::spawn(async move {
-            let mut nonce = 0;
-            while !stop.load(Ordering::Relaxed) && nonce < 100_000 {
+            while !stop.load(Ordering::Relaxed) {
                 let sent: Result<Hash, _> = http
                     .request(
                         "author_submitExtrinsic",
@@ -116,10 +117,14 @@ async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
             }
         }));
     }
+    load
+}
 
-    // Wait until a good number of transactions is final, block by block.
+/// Waits head by head until alice's finalized nonce reaches `target`.
+async fn await_alice_nonce(addr: SocketAddr, target: u64) {
+    let http = client(addr);
     let ws = WsClientBuilder::default()
-        .build(format!("ws://{}", node.addr))
+        .build(format!("ws://{addr}"))
         .await
         .unwrap();
     let mut heads: Subscription<Header> = ws
@@ -130,89 +135,66 @@ async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
         )
         .await
         .unwrap();
-    loop {
+    while nonce_of(&http, "alice").await < target {
         heads.next().await.unwrap().unwrap();
-        let nonce: u64 = http
-            .request(
-                "state_getNonce",
-                rpc_params![Keypair::dev("alice").public()],
-            )
-            .await
-            .unwrap();
-        if nonce >= 200 {
-            break;
-        }
     }
-    let before = head(&http).await;
-    let mut hashes = Vec::new();
-    for number in 0..=before.number {
-        let hash: Hash = http
-            .request("chain_getBlockHash", rpc_params![number])
-            .await
-            .unwrap();
-        hashes.push(hash);
-    }
+}
 
-    // kill -9 while the load is still running.
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await.unwrap();
-    }
-
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
+    let dir = tempfile::tempdir().unwrap();
     let mut node = spawn(dir.path());
-    let http = client(node.addr);
-    let after = head(&http).await;
-    assert!(
-        after.number >= before.number,
-        "finalized head went back: {} < {}",
-        after.number,
-        before.number
-    );
-    for (number, hash) in hashes.iter().enumerate() {
-        let now: Hash = http
-            .request("chain_getBlockHash", rpc_params![number])
-            .await
-            .unwrap();
-        assert_eq!(now, *hash, "block {number} changed across the crash");
-    }
+    let mut hashes: Vec<Hash> = Vec::new();
 
-    // Money is where it should be: the supply is all held, each account's
-    // balance matches its finalized nonces (one unit out per nonce).
-    let mut total = 0u128;
-    let mut nonces = Vec::new();
-    for name in DEV_NAMES {
-        let account = Keypair::dev(name).public();
-        let balance: Value = http
-            .request("state_getBalance", rpc_params![account, DEV_ASSET])
-            .await
-            .unwrap();
-        total += balance.as_str().unwrap().parse::<u128>().unwrap();
-        let nonce: u64 = http
-            .request("state_getNonce", rpc_params![account])
-            .await
-            .unwrap();
-        nonces.push(nonce);
-    }
-    assert_eq!(total, DEV_ENDOWMENT * DEV_NAMES.len() as u128);
-    for (i, name) in DEV_NAMES.iter().enumerate() {
-        let received = nonces[(i + DEV_NAMES.len() - 1) % DEV_NAMES.len()];
-        let account = Keypair::dev(name).public();
-        let balance: Value = http
-            .request("state_getBalance", rpc_params![account, DEV_ASSET])
-            .await
-            .unwrap();
-        let expected = DEV_ENDOWMENT - u128::from(nonces[i]) + u128::from(received);
-        assert_eq!(
-            balance.as_str().unwrap().parse::<u128>().unwrap(),
-            expected,
-            "{name}"
+    for cycle in 0..3 {
+        let http = client(node.addr);
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = start_load(node.addr, stop.clone()).await;
+        let target = nonce_of(&http, "alice").await + 150;
+        await_alice_nonce(node.addr, target).await;
+
+        let before = head(&http).await;
+        for number in hashes.len() as u64..=before.number {
+            let hash: Hash = http
+                .request("chain_getBlockHash", rpc_params![number])
+                .await
+                .unwrap();
+            hashes.push(hash);
+        }
+
+        // kill -9 while the load is still running.
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for task in load {
+            task.await.unwrap();
+        }
+
+        node = spawn(dir.path());
+        let http = client(node.addr);
+        let after = head(&http).await;
+        assert!(
+            after.number >= before.number,
+            "cycle {cycle}: finalized head went back: {} < {}",
+            after.number,
+            before.number
         );
+        for (number, hash) in hashes.iter().enumerate() {
+            let now: Hash = http
+                .request("chain_getBlockHash", rpc_params![number])
+                .await
+                .unwrap();
+            assert_eq!(
+                now, *hash,
+                "cycle {cycle}: block {number} changed across the crash"
+            );
+        }
+        assert_money_in_place(&http).await;
     }
 
     // The pool takes transactions again and they are finalized.
-    let next = transfer("alice", nonces[0], "bob");
+    let http = client(node.addr);
+    let next = transfer("alice", nonce_of(&http, "alice").await, "bob");
     let hash: Hash = http
         .request("author_submitExtrinsic", rpc_params![next])
         .await
@@ -241,4 +223,30 @@ async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
     }
     node.child.kill().unwrap();
     node.child.wait().unwrap();
+}
+
+/// The supply is all held, and each account's balance matches its
+/// finalized nonces: one unit out per own nonce, one in per nonce of the
+/// account before it in the ring.
+async fn assert_money_in_place(http: &HttpClient) {
+    let mut total = 0u128;
+    let mut nonces = Vec::new();
+    let mut balances = Vec::new();
+    for name in DEV_NAMES {
+        let account = Keypair::dev(name).public();
+        let balance: Value = http
+            .request("state_getBalance", rpc_params![account, DEV_ASSET])
+            .await
+            .unwrap();
+        let balance: u128 = balance.as_str().unwrap().parse().unwrap();
+        total += balance;
+        balances.push(balance);
+        nonces.push(nonce_of(http, name).await);
+    }
+    assert_eq!(total, DEV_ENDOWMENT * DEV_NAMES.len() as u128);
+    for (i, name) in DEV_NAMES.iter().enumerate() {
+        let received = nonces[(i + DEV_NAMES.len() - 1) % DEV_NAMES.len()];
+        let expected = DEV_ENDOWMENT - u128::from(nonces[i]) + u128::from(received);
+        assert_eq!(balances[i], expected, "{name}");
+    }
 }

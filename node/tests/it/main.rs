@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // Helpers outside #[test] functions unwrap too.
 
 mod bad_input;
+mod cli;
 mod crash;
 mod harness;
 mod transfers;

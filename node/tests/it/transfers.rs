@@ -236,3 +236,42 @@ async fn pool_chain_and_system_methods_answer() {
     }
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_follow_the_chain() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = lockstep_node::service::NodeConfig::new(spec(), dir.path().to_path_buf());
+    config.rpc_addr = ([127, 0, 0, 1], 0).into();
+    config.prometheus_addr = Some(([127, 0, 0, 1], 0).into());
+    config.validator_key = Some(Keypair::dev("alice"));
+    config.block_time = std::time::Duration::from_millis(50);
+    let node = lockstep_node::service::start_single(config).await.unwrap();
+    let mut heads = node.chain.subscribe_heads();
+    let head = heads.recv().await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(node.prometheus_addr.unwrap())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let finalized: u64 = response
+        .lines()
+        .find_map(|l| l.strip_prefix("lockstep_block_height_finalized "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(finalized >= head.number);
+    for name in [
+        "lockstep_pool_transactions",
+        "lockstep_block_transactions",
+        "lockstep_block_import_microseconds",
+    ] {
+        assert!(response.contains(name), "{name} missing");
+    }
+    node.stop().await.unwrap();
+}
