@@ -27,6 +27,9 @@ use crate::storage::{ChainDb, StorageError, StorageResult, TxLocation};
 
 /// Most transaction watchers at once, over all connections.
 pub const MAX_WATCHERS: usize = 65_536;
+/// Accepted transactions waiting to be gossiped; beyond this the network
+/// skips some (peers still get them in blocks).
+const ACCEPTED_TX_QUEUE: usize = 16_384;
 
 /// What happens to a watched transaction, in Substrate's vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,6 +111,8 @@ pub struct Chain {
     context: SigningContext,
     limits: BlockLimits,
     heads: broadcast::Sender<Header>,
+    /// Transactions accepted from local clients, for the network to gossip.
+    accepted: broadcast::Sender<Vec<u8>>,
     watchers: Mutex<HashMap<Hash, Vec<mpsc::Sender<TxEvent>>>>,
     metrics: Arc<Metrics>,
 }
@@ -138,6 +143,7 @@ impl Chain {
     ) -> StorageResult<Chain> {
         let db = ChainDb::open(path, genesis)?;
         let (heads, _) = broadcast::channel(256);
+        let (accepted, _) = broadcast::channel(ACCEPTED_TX_QUEUE);
         let head = db.head();
         metrics.best_height.store(head.number, Ordering::Relaxed);
         metrics
@@ -150,6 +156,7 @@ impl Chain {
             context: genesis.signing_context(),
             limits,
             heads,
+            accepted,
             watchers: Mutex::new(HashMap::new()),
             metrics,
         })
@@ -185,8 +192,10 @@ impl Chain {
         self.heads.subscribe()
     }
 
-    /// Decodes, checks and pools a transaction; returns its hash and whether
-    /// it is ready. With `watch`, also returns a channel of its events.
+    /// Decodes, checks and pools a transaction from a local client; returns
+    /// its hash and whether it is ready. With `watch`, also returns a
+    /// channel of its events. Accepted transactions are offered to the
+    /// network for gossip ([`Chain::subscribe_accepted`]).
     pub fn submit(
         &self,
         bytes: &[u8],
@@ -194,10 +203,27 @@ impl Chain {
     ) -> Result<(Hash, Readiness, Option<mpsc::Receiver<TxEvent>>), SubmitError> {
         let tx = SignedTx::decode_bounded(bytes).map_err(SubmitError::Decode)?;
         let result = self.submit_decoded(tx, bytes.len(), watch);
-        if result.is_err() {
-            self.metrics.rejected_txs.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(_) => {
+                let _ = self.accepted.send(bytes.to_vec());
+            }
+            Err(_) => {
+                self.metrics.rejected_txs.fetch_add(1, Ordering::Relaxed);
+            }
         }
         result
+    }
+
+    /// Pools a transaction gossiped by a peer. Not offered for gossip again:
+    /// gossipsub forwards what the network task accepts.
+    pub fn submit_from_peer(&self, bytes: &[u8]) -> Result<(), SubmitError> {
+        let tx = SignedTx::decode_bounded(bytes).map_err(SubmitError::Decode)?;
+        self.submit_decoded(tx, bytes.len(), false).map(|_| ())
+    }
+
+    /// Transactions accepted from local clients, SCALE-encoded.
+    pub fn subscribe_accepted(&self) -> broadcast::Receiver<Vec<u8>> {
+        self.accepted.subscribe()
     }
 
     fn submit_decoded(

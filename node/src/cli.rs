@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use lockstep_consensus::{Config as Timeouts, TimeoutSchedule};
 use lockstep_runtime::{ChainSpec, Keypair};
 
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
+
 use crate::keyfile;
+use crate::network::{self, NetworkConfig};
 use crate::pool::PoolConfig;
 use crate::service::{self, NodeConfig};
 
@@ -86,10 +90,18 @@ struct NodeArgs {
     /// Prometheus metrics port (on the RPC host); off unless given.
     #[arg(long)]
     prometheus_port: Option<u16>,
-    /// Peer-to-peer port. Reserved: validators on separate processes arrive
-    /// with the networking service.
-    #[arg(long)]
-    p2p_port: Option<u16>,
+    /// Peer-to-peer (libp2p TCP) port for `run`; 0 picks a free one. The
+    /// dev chain has no peers and ignores it.
+    #[arg(long, default_value_t = 30333)]
+    p2p_port: u16,
+    /// Peer-to-peer listen address.
+    #[arg(long, default_value = "0.0.0.0")]
+    p2p_host: IpAddr,
+    /// Peers to connect to, as multiaddrs (e.g.
+    /// /ip4/127.0.0.1/tcp/30333 or .../p2p/<peer id>), comma-separated or
+    /// repeated. Unconnected ones are dialled again every few seconds.
+    #[arg(long, value_delimiter = ',', value_name = "MULTIADDR")]
+    bootnodes: Vec<Multiaddr>,
     /// Time between blocks in milliseconds (default: the chain spec's).
     #[arg(long)]
     block_time_ms: Option<u64>,
@@ -214,6 +226,13 @@ impl NodeArgs {
         }
         config
     }
+
+    fn network(&self, base_path: &Path) -> NetworkConfig {
+        let listen = Multiaddr::from(self.p2p_host).with(Protocol::Tcp(self.p2p_port));
+        let mut network = NetworkConfig::new(vec![listen], network::key::key_path(base_path));
+        network.bootnodes = self.bootnodes.clone();
+        network
+    }
 }
 
 /// Runs the command line.
@@ -319,10 +338,14 @@ fn purge_chain(args: &PurgeArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
+    // gossipsub warns whenever a block announcement another validator
+    // published first is published again: expected here, so quieted.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_gossipsub=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -354,16 +377,10 @@ fn run_spec(args: &RunArgs) -> anyhow::Result<()> {
         .base_path
         .clone()
         .context("--base-path is required with `run` (the chain's data lives there)")?;
-    let mut config = args.node.config(spec, base_path);
+    let mut config = args.node.config(spec, base_path.clone());
+    config.network = Some(args.node.network(&base_path));
     if let Some(key) = &args.key {
         config.validator_key = Some(keyfile::read(key)?);
-    }
-    if config.spec.validators.len() > 1 {
-        tracing::warn!(
-            "this chain has {} validators, but this build has no peer-to-peer networking yet: \
-             it cannot reach a quorum alone",
-            config.spec.validators.len()
-        );
     }
     run(config)
 }
@@ -373,7 +390,7 @@ fn run(config: NodeConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut node = service::start_single(config).await?;
+        let mut node = service::start(config).await?;
         let result = tokio::select! {
             result = node.wait() => result.map_err(anyhow::Error::from),
             signal = shutdown_signal() => {

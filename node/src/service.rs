@@ -1,5 +1,6 @@
-//! Wiring: opens the chain, starts the RPC server, the metrics endpoint and
-//! (for a validator) the consensus engine, and stops them together.
+//! Wiring: opens the chain, starts the RPC server, the metrics endpoint,
+//! the network (when configured) and (for a validator) the consensus
+//! engine, and stops them together.
 //!
 //! [`start`] takes everything as arguments (addresses may use port 0), so
 //! tests run nodes in-process and read the bound addresses back from
@@ -19,6 +20,7 @@ use crate::chain::Chain;
 use crate::consensus::engine::{Engine, EngineConfig, EngineError, EngineEvent};
 use crate::consensus::{ConsensusNetwork, NoNetwork};
 use crate::metrics::{self, Metrics};
+use crate::network::{NetworkConfig, NetworkError, NetworkService};
 use crate::pool::PoolConfig;
 use crate::rpc::{self, NetworkInfo, RpcConfig};
 use crate::storage::StorageError;
@@ -46,6 +48,8 @@ pub struct NodeConfig {
     pub timeouts: lockstep_consensus::Config,
     /// Time between blocks; the spec's block time unless overridden.
     pub block_time: Duration,
+    /// Peer-to-peer networking; `None` for a node alone (the dev chain).
+    pub network: Option<NetworkConfig>,
 }
 
 impl NodeConfig {
@@ -63,6 +67,7 @@ impl NodeConfig {
             limits: BlockLimits::default(),
             timeouts: lockstep_consensus::Config::default(),
             block_time,
+            network: None,
         }
     }
 
@@ -95,6 +100,9 @@ pub enum NodeError {
     /// The consensus engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The network could not start.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
     /// A task panicked.
     #[error("a node task failed: {0}")]
     Task(String),
@@ -118,14 +126,13 @@ pub struct RunningNode {
     rpc: ServerHandle,
     engine: Option<JoinHandle<Result<(), EngineError>>>,
     metrics_task: Option<JoinHandle<()>>,
+    network_task: Option<JoinHandle<()>>,
 }
 
-/// Starts a node with the given consensus network (use [`NoNetwork`] for a
-/// single validator).
-pub async fn start(
-    config: NodeConfig,
-    network: Arc<dyn ConsensusNetwork>,
-) -> Result<RunningNode, NodeError> {
+/// Starts a node: with [`NodeConfig::network`], on libp2p (validators
+/// exchange consensus messages, everyone gossips and syncs blocks);
+/// without, alone.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let genesis = config.spec.genesis()?;
     let metrics = Arc::new(Metrics::default());
     let path = config.database_path();
@@ -177,21 +184,42 @@ pub async fn start(
     };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (network_service, consensus_network): (Option<NetworkService>, Arc<dyn ConsensusNetwork>) =
+        match config.network.clone() {
+            Some(network_config) => {
+                let (service, consensus) = NetworkService::new(
+                    network_config,
+                    chain.clone(),
+                    network_info.clone(),
+                    config.validator_key.is_some(),
+                )?;
+                (Some(service), Arc::new(consensus))
+            }
+            None => (None, Arc::new(NoNetwork)),
+        };
     let (engine, engine_inbox) = match config.validator_key {
         Some(key) => {
             tracing::info!(target: "lockstep::node", "validating as {}", key.public());
             let engine_config = EngineConfig {
-                timeouts: config.timeouts,
+                timeouts: paced_timeouts(config.timeouts, config.block_time),
                 block_time: config.block_time,
+                rebroadcast_interval: rebroadcast_interval(&config.timeouts),
             };
-            let (engine, inbox) = Engine::new(chain.clone(), key, engine_config, network)?;
-            (Some(tokio::spawn(engine.run(shutdown_rx))), Some(inbox))
+            let (engine, inbox) =
+                Engine::new(chain.clone(), key, engine_config, consensus_network)?;
+            (
+                Some(tokio::spawn(engine.run(shutdown_rx.clone()))),
+                Some(inbox),
+            )
         }
         None => {
             tracing::info!(target: "lockstep::node", "no validator key: running as a full node");
             (None, None)
         }
     };
+
+    let network_task = network_service
+        .map(|service| tokio::spawn(service.run(engine_inbox.clone(), shutdown_rx.clone())));
 
     Ok(RunningNode {
         chain,
@@ -203,12 +231,45 @@ pub async fn start(
         rpc,
         engine,
         metrics_task,
+        network_task,
     })
 }
 
+/// Re-send consensus messages a few times per round: half the smallest
+/// round-0 timeout, within 200 ms ..= 2 s.
+fn rebroadcast_interval(timeouts: &lockstep_consensus::Config) -> Duration {
+    let smallest = timeouts
+        .propose
+        .base_ms
+        .min(timeouts.prevote.base_ms)
+        .min(timeouts.precommit.base_ms);
+    Duration::from_millis((smallest / 2).clamp(200, 2000))
+}
+
+/// The proposer waits up to one block time before proposing, and its own
+/// propose timeout runs meanwhile: keep that timeout a good margin above the
+/// block time, or every slow round would end in a nil block.
+fn paced_timeouts(
+    mut timeouts: lockstep_consensus::Config,
+    block_time: Duration,
+) -> lockstep_consensus::Config {
+    let block_ms = u64::try_from(block_time.as_millis()).unwrap_or(u64::MAX);
+    let floor = block_ms.saturating_mul(2).max(1000);
+    if timeouts.propose.base_ms < floor {
+        tracing::info!(
+            target: "lockstep::node",
+            "propose timeout raised from {} ms to {floor} ms (twice the block time)",
+            timeouts.propose.base_ms
+        );
+        timeouts.propose.base_ms = floor;
+    }
+    timeouts
+}
+
 /// Starts a single validator with no network.
-pub async fn start_single(config: NodeConfig) -> Result<RunningNode, NodeError> {
-    start(config, Arc::new(NoNetwork)).await
+pub async fn start_single(mut config: NodeConfig) -> Result<RunningNode, NodeError> {
+    config.network = None;
+    start(config).await
 }
 
 impl RunningNode {
@@ -245,6 +306,9 @@ impl RunningNode {
         self.rpc.clone().stopped().await;
         if let Some(task) = self.metrics_task.take() {
             task.abort();
+        }
+        if let Some(task) = self.network_task.take() {
+            let _ = task.await;
         }
         result
     }

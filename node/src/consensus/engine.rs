@@ -13,7 +13,12 @@
 //!    block from the pool; `ValidateValue` re-executes the proposed block on
 //!    the head's state and checks every root;
 //! 5. `Decide` imports the block with the decided round's precommit
-//!    signatures as its justification, in one atomic write.
+//!    signatures as its justification, in one atomic write (if block sync
+//!    imported that height first, the decision is already on disk);
+//! 6. a ticker re-sends the height's known proposal and votes, with their
+//!    stored signatures, whenever the core has stayed at one (height, round)
+//!    for a whole interval: gossip is best effort, and Tendermint needs every
+//!    message a correct validator saw to reach the others eventually.
 //!
 //! Blocks are produced every block time even when the pool is empty: the
 //! chain's height is its clock, and transaction expiry (`valid_until`) is
@@ -24,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lockstep_consensus::{
-    Checkpoint, Config, Core, Decision, Evidence, Input, Output, Proposal, Step, ValidatorSet,
-    ValueId, Vote,
+    Checkpoint, Config, Core, Decision, Evidence, Input, Message, Output, Proposal, Step,
+    ValidatorSet, ValueId, Vote,
 };
 use lockstep_runtime::codec::decode_exact;
 use lockstep_runtime::{AccountId, Block, Executed, Hash, Justification, Keypair, Signature};
@@ -68,6 +73,8 @@ pub enum EngineEvent {
     },
     /// The chain was advanced by sync to this height: move the core on.
     Synced,
+    /// Time to re-send what the engine knows of the current height.
+    Rebroadcast,
 }
 
 /// Engine settings.
@@ -77,6 +84,10 @@ pub struct EngineConfig {
     pub timeouts: Config,
     /// Time between blocks.
     pub block_time: Duration,
+    /// How often the engine re-sends the signed proposal and votes it knows
+    /// for the current height (TENDERMINT.md, "Gossip"): a message lost on
+    /// the way, or sent before a peer connected, still arrives.
+    pub rebroadcast_interval: Duration,
 }
 
 /// Why the engine stopped with an error.
@@ -118,6 +129,12 @@ pub struct Engine {
     outbox: mpsc::Sender<EngineEvent>,
     candidates: HashMap<ValueId, Candidate>,
     signatures: HashMap<Vote, Signature>,
+    /// Signatures of the proposals seen at the current height, to re-send.
+    proposal_signatures: HashMap<Proposal, Signature>,
+    /// (height, round) at the last rebroadcast tick: messages are re-sent
+    /// only when the core has stayed there for a whole interval, so a
+    /// progressing chain does not pay for re-sending its (large) proposals.
+    last_tick_position: (u64, u32),
 }
 
 impl std::fmt::Debug for Engine {
@@ -206,6 +223,8 @@ impl Engine {
             outbox: outbox.clone(),
             candidates,
             signatures: HashMap::new(),
+            proposal_signatures: HashMap::new(),
+            last_tick_position: (0, 0),
         };
         Ok((engine, outbox))
     }
@@ -213,6 +232,27 @@ impl Engine {
     /// Runs until `shutdown` turns true or the database fails.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
         self.step(Input::Start)?;
+        let outbox = self.outbox.clone();
+        let interval = self.config.rebroadcast_interval;
+        let ticker = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                // Skipped when the inbox is full: the engine is busy anyway.
+                if let Err(mpsc::error::TrySendError::Closed(_)) =
+                    outbox.try_send(EngineEvent::Rebroadcast)
+                {
+                    return;
+                }
+            }
+        });
+        let result = self.run_loop(&mut shutdown).await;
+        ticker.abort();
+        result
+    }
+
+    async fn run_loop(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), EngineError> {
         loop {
             let event = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
@@ -246,6 +286,51 @@ impl Engine {
                 self.forget_decided(height);
                 self.step(Input::SyncedTo { height })
             }
+            EngineEvent::Rebroadcast => {
+                let position = (self.core.height(), self.core.round());
+                if std::mem::replace(&mut self.last_tick_position, position) == position {
+                    self.rebroadcast();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Re-sends every message of the current height the core knows and this
+    /// engine holds a signature for (its own are re-signed: ed25519 is
+    /// deterministic, so the bytes are the same as the first time).
+    fn rebroadcast(&mut self) {
+        for message in self.core.known_messages() {
+            match message {
+                Message::Proposal(proposal) => {
+                    let signature = match self.proposal_signatures.get(&proposal) {
+                        Some(signature) => *signature,
+                        None if proposal.proposer == self.core.me() => {
+                            self.key.sign(&proposal.signing_bytes(&self.chain_id))
+                        }
+                        None => continue,
+                    };
+                    let Some(candidate) = self.candidates.get(&proposal.value_id) else {
+                        continue;
+                    };
+                    let block = candidate.block.clone();
+                    self.network.broadcast(Gossip::Proposal {
+                        proposal,
+                        signature,
+                        block,
+                    });
+                }
+                Message::Vote(vote) => {
+                    let signature = match self.signatures.get(&vote) {
+                        Some(signature) => *signature,
+                        None if vote.validator == self.core.me() => {
+                            self.key.sign(&vote.signing_bytes(&self.chain_id))
+                        }
+                        None => continue,
+                    };
+                    self.network.broadcast(Gossip::Vote { vote, signature });
+                }
+            }
         }
     }
 
@@ -256,8 +341,17 @@ impl Engine {
         }
         match gossip {
             Gossip::Proposal {
-                proposal, block, ..
+                proposal,
+                block,
+                signature,
             } => {
+                if proposal.height == self.core.height()
+                    && self.proposal_signatures.len() < MAX_CANDIDATES
+                {
+                    self.proposal_signatures
+                        .entry(proposal.clone())
+                        .or_insert(signature);
+                }
                 if proposal.height == self.core.height()
                     && !self.candidates.contains_key(&proposal.value_id)
                     && self.candidates.len() < MAX_CANDIDATES
@@ -521,8 +615,24 @@ impl Engine {
                 decision.precommits.len() - justification.signatures.len()
             );
         }
-        self.chain
-            .import(&candidate.block, &justification, &executed)?;
+        match self
+            .chain
+            .import(&candidate.block, &justification, &executed)
+        {
+            Ok(()) => {}
+            // Block sync imported this height first: same block (finality
+            // is unique), nothing left to do.
+            Err(crate::storage::StorageError::NotOnHead { .. })
+                if self.chain.head().number >= decision.height =>
+            {
+                tracing::debug!(
+                    target: "lockstep::consensus",
+                    "#{} was imported by sync first",
+                    decision.height
+                );
+            }
+            Err(error) => return Err(error.into()),
+        }
         self.chain.db().clear_candidates()?;
         self.forget_decided(decision.height);
         Ok(())
@@ -533,5 +643,7 @@ impl Engine {
         self.candidates
             .retain(|_, c| c.block.header.number > height);
         self.signatures.retain(|vote, _| vote.height > height);
+        self.proposal_signatures
+            .retain(|proposal, _| proposal.height > height);
     }
 }

@@ -11,7 +11,7 @@ pub mod error;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use jsonrpsee::core::{async_trait, to_json_raw_value, RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
@@ -58,8 +58,9 @@ impl Default for RpcConfig {
     }
 }
 
-/// What the network reports to `system_health` (filled in by the network
-/// service; a dev node has none).
+/// What the network reports to `system_health`, `system_peers` and
+/// `system_localPeerId` (filled in by the network service; a dev node has
+/// none).
 #[derive(Debug, Default)]
 pub struct NetworkInfo {
     /// Connected peers.
@@ -68,6 +69,33 @@ pub struct NetworkInfo {
     pub syncing: AtomicBool,
     /// Whether the node is meant to have peers.
     pub should_have_peers: AtomicBool,
+    /// This node's peer id (empty without a network).
+    pub local_peer_id: Mutex<String>,
+    /// The addresses the network listens on.
+    pub listen_addresses: Mutex<Vec<String>>,
+    /// The connected peers (bounded by the network service).
+    pub peer_list: Mutex<Vec<PeerView>>,
+}
+
+/// `system_peers`: one connected peer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerView {
+    /// Its peer id.
+    pub peer_id: String,
+    /// The address of the connection.
+    pub address: Option<String>,
+    /// Its finalized height, from its last status.
+    pub finalized_number: BlockNumber,
+    /// Its finalized head, from its last status.
+    pub finalized_hash: Hash,
+    /// Its score (misbehaviour lowers it; at -100 it is dropped).
+    pub score: i32,
+}
+
+/// Locks a mutex of [`NetworkInfo`], whether or not a holder panicked.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `system_health`.
@@ -244,6 +272,19 @@ pub trait SystemApi {
     /// The chain's name.
     #[method(name = "chain")]
     fn chain(&self) -> RpcResult<String>;
+
+    /// The connected peers.
+    #[method(name = "peers")]
+    fn peers(&self) -> RpcResult<Vec<PeerView>>;
+
+    /// This node's libp2p peer id (empty for a node without a network).
+    #[method(name = "localPeerId")]
+    fn local_peer_id(&self) -> RpcResult<String>;
+
+    /// The multiaddrs this node listens on (with `/p2p/<peer id>` appended,
+    /// ready for `--bootnodes`).
+    #[method(name = "localListenAddresses")]
+    fn local_listen_addresses(&self) -> RpcResult<Vec<String>>;
 }
 
 /// Implements every API over a [`Chain`].
@@ -518,6 +559,22 @@ impl SystemApiServer for RpcHandler {
 
     fn chain(&self) -> RpcResult<String> {
         Ok(self.chain.spec().name.clone())
+    }
+
+    fn peers(&self) -> RpcResult<Vec<PeerView>> {
+        Ok(lock(&self.network.peer_list).clone())
+    }
+
+    fn local_peer_id(&self) -> RpcResult<String> {
+        Ok(lock(&self.network.local_peer_id).clone())
+    }
+
+    fn local_listen_addresses(&self) -> RpcResult<Vec<String>> {
+        let peer_id = lock(&self.network.local_peer_id).clone();
+        Ok(lock(&self.network.listen_addresses)
+            .iter()
+            .map(|a| format!("{a}/p2p/{peer_id}"))
+            .collect())
     }
 }
 

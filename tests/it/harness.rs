@@ -1,0 +1,414 @@
+//! A testnet of real `lockstep-node` processes on loopback ports.
+//!
+//! [`Testnet::start`] writes a chain spec and validator keys with
+//! `lockstep-node build-spec`, picks free ports, starts every node with all
+//! the others as bootnodes (so the mesh survives any node going down) and
+//! waits until each has finalized a block. Nodes can be killed with SIGKILL,
+//! wiped and restarted on the same ports. Every process is killed when the
+//! testnet is dropped; a failing test prints the tail of each node's log.
+//!
+//! Waits poll JSON-RPC with a bounded deadline: the processes are separate,
+//! so there is no in-process event to await, and a deadline turns a hang
+//! into a failure with logs.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use jsonrpsee::core::client::ClientT;
+use jsonrpsee::core::params::ArrayParams;
+use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use jsonrpsee::rpc_params;
+use lockstep_runtime::genesis::DEV_ASSET;
+use lockstep_runtime::primitives::to_hex;
+use lockstep_runtime::{Call, ChainSpec, Hash, Keypair, SignedTx, SigningContext};
+use parity_scale_codec::Encode;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// How long any wait may take before the test fails. Generous: CI machines
+/// are slow and twenty-odd processes share two cores.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Scenarios take this lock so that only one testnet runs at a time.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// The `lockstep-node` binary, built once per test run with the same
+/// profile as this test binary so that it is never stale.
+pub fn node_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| match build_node_binary() {
+        Ok(path) => path,
+        Err(error) => panic!("cannot provide the lockstep-node binary: {error:#}"),
+    })
+}
+
+fn build_node_binary() -> anyhow::Result<PathBuf> {
+    // target/<profile>/deps/it-<hash>
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable is not under target/<profile>/deps")?
+        .to_path_buf();
+    let binary = profile_dir.join("lockstep-node");
+    // Set by cargo when it runs the tests (and when it compiled them).
+    let cargo = std::env::var("CARGO")
+        .ok()
+        .or_else(|| option_env!("CARGO").map(String::from));
+    if let Some(cargo) = cargo {
+        let mut command = Command::new(cargo);
+        command.args([
+            "build",
+            "--quiet",
+            "-p",
+            "lockstep-node",
+            "--bin",
+            "lockstep-node",
+        ]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            command.arg("--release");
+        }
+        let status = command.status().context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build -p lockstep-node failed: {status}");
+        }
+    }
+    if !binary.exists() {
+        bail!(
+            "{} is missing: run `cargo build -p lockstep-node` first (or run the tests through cargo)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// One node process and how to restart it.
+pub struct NodeProcess {
+    child: Option<Child>,
+    /// Its base path.
+    pub base_path: PathBuf,
+    /// Its validator key, if a validator.
+    pub key: Option<PathBuf>,
+    /// Its RPC port.
+    pub rpc_port: u16,
+    /// Its p2p port.
+    pub p2p_port: u16,
+    log: PathBuf,
+    restarts: u32,
+    /// Its RPC client.
+    pub rpc: HttpClient,
+}
+
+/// A testnet.
+pub struct Testnet {
+    dir: tempfile::TempDir,
+    spec_path: PathBuf,
+    /// The chain spec.
+    pub spec: ChainSpec,
+    /// Validators first, then full nodes.
+    pub nodes: Vec<NodeProcess>,
+    /// What transactions sign over.
+    pub context: SigningContext,
+}
+
+impl Testnet {
+    /// Starts `validators` validators and `full_nodes` full nodes, and
+    /// waits until every node has finalized block 1.
+    pub async fn start(validators: usize, full_nodes: usize) -> Testnet {
+        let binary = node_binary();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let status = Command::new(binary)
+            .args([
+                "build-spec",
+                "--chain-id",
+                "lockstep-it",
+                "--block-time-ms",
+                "200",
+            ])
+            .arg("--validators")
+            .arg(validators.to_string())
+            .arg("--out")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("lockstep-node build-spec");
+        assert!(status.success(), "build-spec failed");
+        let spec_path = dir.path().join("chain-spec.json");
+        let spec = ChainSpec::from_json(&std::fs::read_to_string(&spec_path).expect("spec"))
+            .expect("valid spec");
+        let context = SigningContext::new(spec.genesis().expect("genesis").hash());
+        let nodes = (0..validators + full_nodes)
+            .map(|i| {
+                let rpc_port = free_port();
+                let rpc = HttpClientBuilder::default()
+                    .request_timeout(Duration::from_secs(10))
+                    .build(format!("http://127.0.0.1:{rpc_port}"))
+                    .expect("rpc client");
+                NodeProcess {
+                    child: None,
+                    base_path: dir.path().join(format!("node-{i}")),
+                    key: (i < validators).then(|| dir.path().join(format!("validator-{i}.json"))),
+                    rpc_port,
+                    p2p_port: free_port(),
+                    log: dir.path().join(format!("node-{i}.log")),
+                    restarts: 0,
+                    rpc,
+                }
+            })
+            .collect();
+        let mut net = Testnet {
+            dir,
+            spec_path,
+            spec,
+            nodes,
+            context,
+        };
+        for i in 0..net.nodes.len() {
+            net.spawn(i);
+        }
+        let all: Vec<usize> = (0..net.nodes.len()).collect();
+        net.await_height(&all, 1).await;
+        net
+    }
+
+    /// The multiaddr of node `i`.
+    pub fn p2p_addr(&self, i: usize) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}", self.nodes[i].p2p_port)
+    }
+
+    /// Starts (or restarts) node `i` on its base path and ports.
+    pub fn spawn(&mut self, i: usize) {
+        let bootnodes: Vec<String> = (0..self.nodes.len())
+            .filter(|&j| j != i)
+            .map(|j| self.p2p_addr(j))
+            .collect();
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "node {i} is running already");
+        let log_name = if node.restarts == 0 {
+            node.log.clone()
+        } else {
+            node.log.with_extension(format!("{}.log", node.restarts))
+        };
+        let log = std::fs::File::create(&log_name).expect("log file");
+        let mut command = Command::new(node_binary());
+        command
+            .arg("run")
+            .arg("--chain")
+            .arg(&self.spec_path)
+            .arg("--base-path")
+            .arg(&node.base_path)
+            .args(["--rpc-port", &node.rpc_port.to_string()])
+            .args(["--p2p-host", "127.0.0.1"])
+            .args(["--p2p-port", &node.p2p_port.to_string()])
+            .args(["--bootnodes", &bootnodes.join(",")])
+            .args(["--timeout-propose-ms", "1000"])
+            .args(["--timeout-prevote-ms", "500"])
+            .args(["--timeout-precommit-ms", "500"])
+            .args(["--timeout-delta-ms", "250"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(key) = &node.key {
+            command.arg("--key").arg(key);
+        }
+        node.child = Some(command.spawn().expect("spawn lockstep-node"));
+        node.restarts += 1;
+    }
+
+    /// Kills node `i` with SIGKILL and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Deletes node `i`'s base path (it must be stopped).
+    pub fn wipe(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "wipe a stopped node");
+        std::fs::remove_dir_all(&self.nodes[i].base_path).expect("wipe base path");
+    }
+
+    /// A JSON-RPC call to node `i`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        i: usize,
+        method: &str,
+        params: ArrayParams,
+    ) -> anyhow::Result<T> {
+        self.nodes[i]
+            .rpc
+            .request(method, params)
+            .await
+            .with_context(|| format!("{method} on node {i}"))
+    }
+
+    /// Node `i`'s finalized height, or `None` if it does not answer.
+    pub async fn finalized(&self, i: usize) -> Option<u64> {
+        let header: Value = self.call(i, "chain_getHeader", rpc_params![]).await.ok()?;
+        header["number"].as_u64()
+    }
+
+    /// The highest finalized height among `nodes`.
+    pub async fn best(&self, nodes: &[usize]) -> u64 {
+        let mut best = 0;
+        for &i in nodes {
+            best = best.max(self.finalized(i).await.unwrap_or(0));
+        }
+        best
+    }
+
+    /// Waits until every node in `nodes` has finalized `height`.
+    pub async fn await_height(&self, nodes: &[usize], height: u64) {
+        self.await_condition(&format!("nodes {nodes:?} at #{height}"), || async {
+            for &i in nodes {
+                if self.finalized(i).await.unwrap_or(0) < height {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
+    /// Polls `condition` every 100 ms until it holds, or fails the test
+    /// with the nodes' logs after [`DEADLINE`].
+    pub async fn await_condition<F, Fut>(&self, what: &str, mut condition: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while !condition().await {
+            if started.elapsed() > DEADLINE {
+                panic!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Node `i`'s header at `number` (JSON as served), if it has one.
+    pub async fn header_at(&self, i: usize, number: u64) -> Option<Value> {
+        let hash: Option<Hash> = self
+            .call(i, "chain_getBlockHash", rpc_params![number])
+            .await
+            .ok()?;
+        let hash = hash?;
+        self.call(i, "chain_getHeader", rpc_params![hash])
+            .await
+            .ok()
+    }
+
+    /// Checks that `nodes` hold identical headers (hence block hashes,
+    /// state roots and receipt roots) at every height each of them has,
+    /// and that there is at most one finalized block per height.
+    pub async fn assert_agreement(&self, nodes: &[usize]) {
+        let mut lowest = u64::MAX;
+        for &i in nodes {
+            lowest = lowest.min(self.finalized(i).await.expect("node answers"));
+        }
+        for number in 1..=lowest {
+            let reference = self.header_at(nodes[0], number).await;
+            assert!(reference.is_some(), "node {} lacks #{number}", nodes[0]);
+            for &i in &nodes[1..] {
+                let header = self.header_at(i, number).await;
+                assert_eq!(
+                    header, reference,
+                    "nodes {} and {i} disagree at #{number}",
+                    nodes[0]
+                );
+            }
+        }
+    }
+
+    /// A signed dev-account transfer.
+    pub fn transfer(&self, from: &str, nonce: u64, to: &str, amount: u128) -> SignedTx {
+        let call = Call::Transfer {
+            asset: DEV_ASSET,
+            to: Keypair::dev(to).public(),
+            amount,
+            reference: None,
+        };
+        SignedTx::sign(&Keypair::dev(from), &self.context, nonce, 1_000_000, call)
+    }
+
+    /// Submits `tx` to node `i`; returns its hash.
+    pub async fn submit(&self, i: usize, tx: &SignedTx) -> Hash {
+        self.call(
+            i,
+            "author_submitExtrinsic",
+            rpc_params![to_hex(&tx.encode())],
+        )
+        .await
+        .expect("submit")
+    }
+
+    /// Waits until `tx` is finalized on node `i`; returns its status.
+    pub async fn await_tx(&self, i: usize, tx: &Hash) -> Value {
+        let started = Instant::now();
+        loop {
+            if let Ok(status) = self.call::<Value>(i, "tx_getStatus", rpc_params![tx]).await {
+                if status["status"] == "finalized" {
+                    return status;
+                }
+            }
+            if started.elapsed() > DEADLINE {
+                panic!("timed out waiting for tx {tx} on node {i}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn dump_logs(&self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            for run in 0..node.restarts.max(1) {
+                let path = if run == 0 {
+                    node.log.clone()
+                } else {
+                    node.log.with_extension(format!("{run}.log"))
+                };
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                // Everything but the routine "finalized #n" lines, and the last of those.
+                let last_finalized = text.lines().rev().find(|l| l.contains("finalized #"));
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.contains("finalized #"))
+                    .chain(last_finalized)
+                    .collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
+                eprintln!("---- node {i}, run {run} ({}) ----", path.display());
+                for line in tail {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        eprintln!("(testnet directory {})", self.dir.path().display());
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
