@@ -1,0 +1,456 @@
+//! What an event is: the registration request and its checks, the stored
+//! record, transitions with their evidence, and the bridge's receipt with the
+//! exact bytes it signs.
+
+use lockstep_runtime::primitives::from_hex;
+use lockstep_runtime::{crypto, AccountId, BlockNumber, Hash, Signature, SignedTx, MAX_TX_SIZE};
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::{Reason, State};
+
+/// Longest event id, in bytes.
+pub const MAX_EVENT_ID: usize = 128;
+/// Longest payer or payee account, in bytes.
+pub const MAX_PARTY: usize = 128;
+/// Longest payment reference in a receipt, in bytes.
+pub const MAX_PAYMENT_REFERENCE: usize = 128;
+
+/// Domain tag that starts every receipt signing payload.
+pub const RECEIPT_DOMAIN: &[u8] = b"lockstep/receipt/v1";
+
+/// Why a request field is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Checks an event id: 1 to [`MAX_EVENT_ID`] bytes of `A-Z a-z 0-9 . _ : -`.
+/// The charset keeps ids printable and free of the store's key separator.
+pub fn check_event_id(id: &str) -> Result<(), InvalidField> {
+    if id.is_empty() || id.len() > MAX_EVENT_ID {
+        return Err(invalid(
+            "id",
+            format!("must be 1 to {MAX_EVENT_ID} bytes, got {}", id.len()),
+        ));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        return Err(invalid("id", "allowed characters are A-Z a-z 0-9 . _ : -"));
+    }
+    Ok(())
+}
+
+/// The fiat payment that settles a transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PaymentInstruction {
+    /// The ledger account that pays.
+    pub payer: String,
+    /// The ledger account that is paid.
+    pub payee: String,
+    /// Integer minor units (cents), as a decimal string.
+    pub amount: String,
+    /// Three upper-case letters, ISO 4217-like.
+    pub currency: String,
+}
+
+impl PaymentInstruction {
+    /// Checks every field.
+    pub fn check(&self) -> Result<(), InvalidField> {
+        for (field, party) in [
+            ("payment.payer", &self.payer),
+            ("payment.payee", &self.payee),
+        ] {
+            if party.is_empty() || party.len() > MAX_PARTY {
+                return Err(invalid(field, format!("must be 1 to {MAX_PARTY} bytes")));
+            }
+            if !party.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(field, "must be printable ASCII without spaces"));
+            }
+        }
+        if self.payer == self.payee {
+            return Err(invalid("payment.payee", "payer and payee are the same"));
+        }
+        let amount = &self.amount;
+        if amount.is_empty()
+            || amount.len() > 39
+            || !amount.bytes().all(|b| b.is_ascii_digit())
+            || (amount.len() > 1 && amount.starts_with('0'))
+        {
+            return Err(invalid(
+                "payment.amount",
+                "must be a decimal integer of minor units without sign or leading zeros",
+            ));
+        }
+        match amount.parse::<u128>() {
+            Ok(0) => return Err(invalid("payment.amount", "must be positive")),
+            Ok(_) => {}
+            Err(_) => return Err(invalid("payment.amount", "does not fit in 128 bits")),
+        }
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid(
+                "payment.currency",
+                "must be three upper-case letters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `event_register`'s parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The client's idempotency key.
+    pub id: String,
+    /// The signed transfer, SCALE `0x`-hex; or give `txHash` and `validUntil`.
+    #[serde(default)]
+    pub tx: Option<String>,
+    /// The transfer's hash, when `tx` is not given.
+    #[serde(default)]
+    pub tx_hash: Option<Hash>,
+    /// The transfer's expiry, when `tx` is not given.
+    #[serde(default)]
+    pub valid_until: Option<BlockNumber>,
+    /// The fiat side.
+    pub payment: PaymentInstruction,
+}
+
+/// A registration after its checks: what is stored and compared for
+/// idempotency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    /// The event id.
+    pub id: String,
+    /// The transfer's hash.
+    pub tx_hash: Hash,
+    /// The last block at which the transfer may be included.
+    pub valid_until: BlockNumber,
+    /// The fiat side.
+    pub payment: PaymentInstruction,
+}
+
+impl RegisterRequest {
+    /// Checks the request and derives the registration. With `tx`, the hash
+    /// and expiry come from the transaction itself (and must agree with
+    /// `txHash`/`validUntil` if those are given too).
+    pub fn check(&self) -> Result<Registration, InvalidField> {
+        check_event_id(&self.id)?;
+        self.payment.check()?;
+        let (tx_hash, valid_until) = match &self.tx {
+            Some(hex) => {
+                if hex.len() > 2 + 2 * MAX_TX_SIZE {
+                    return Err(invalid("tx", format!("larger than {MAX_TX_SIZE} bytes")));
+                }
+                let bytes = from_hex(hex).map_err(|e| invalid("tx", e.to_string()))?;
+                let tx = SignedTx::decode_bounded(&bytes)
+                    .map_err(|e| invalid("tx", format!("not a signed transaction: {e}")))?;
+                let hash = tx.hash();
+                if self.tx_hash.is_some_and(|h| h != hash) {
+                    return Err(invalid("txHash", "does not match the hash of `tx`"));
+                }
+                if self.valid_until.is_some_and(|v| v != tx.valid_until) {
+                    return Err(invalid("validUntil", "does not match `tx`"));
+                }
+                (hash, tx.valid_until)
+            }
+            None => match (self.tx_hash, self.valid_until) {
+                (Some(hash), Some(valid_until)) => (hash, valid_until),
+                _ => {
+                    return Err(invalid(
+                        "tx",
+                        "give the signed transaction, or both txHash and validUntil",
+                    ))
+                }
+            },
+        };
+        Ok(Registration {
+            id: self.id.clone(),
+            tx_hash,
+            valid_until,
+            payment: self.payment.clone(),
+        })
+    }
+}
+
+/// Why an event moved, as proven by the quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// The block that holds the transfer (none for an expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_hash: Option<Hash>,
+    /// Its number; for an expiry, the lowest finalized height the quorum
+    /// reported.
+    pub block_number: BlockNumber,
+    /// The outcome the quorum agreed on, if included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<lockstep_runtime::Outcome>,
+    /// The nodes that agreed (their configured URLs).
+    pub confirmed_by: Vec<String>,
+    /// How many nodes were asked.
+    pub nodes_asked: usize,
+}
+
+/// The bridge's receipt for a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PaymentReceipt {
+    /// The event paid.
+    pub event_id: String,
+    /// `"paid"`: the only outcome the lifecycle knows (a finalized transfer
+    /// cannot be undone, so the payment is owed until it is made).
+    pub outcome: String,
+    /// The bridge's reference for the payment (its ledger entry).
+    pub payment_reference: String,
+    /// ed25519 signature by the bridge key over [`PaymentReceipt::signing_bytes`].
+    pub signature: Signature,
+}
+
+/// Why a receipt is refused before the store is consulted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// A field is malformed.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    /// The signature is not the bridge key's over these bytes.
+    #[error("receipt signature does not verify against the configured bridge key")]
+    BadSignature,
+}
+
+impl PaymentReceipt {
+    /// The signed bytes, unambiguous by length prefixes:
+    ///
+    /// ```text
+    /// "lockstep/receipt/v1" ‖ u32 LE len(event id) ‖ event id
+    ///   ‖ u32 LE len(outcome) ‖ outcome ‖ u32 LE len(payment reference) ‖ payment reference
+    /// ```
+    pub fn signing_bytes(event_id: &str, outcome: &str, payment_reference: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(RECEIPT_DOMAIN.len() + 12 + event_id.len() + 64);
+        out.extend_from_slice(RECEIPT_DOMAIN);
+        for part in [event_id, outcome, payment_reference] {
+            // Parts are bounded far below u32::MAX by the checks.
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+
+    /// Signs a receipt (the bridge's side; also used by tests).
+    pub fn sign(
+        key: &lockstep_runtime::Keypair,
+        event_id: &str,
+        payment_reference: &str,
+    ) -> PaymentReceipt {
+        let signature = key.sign(&Self::signing_bytes(event_id, "paid", payment_reference));
+        PaymentReceipt {
+            event_id: event_id.to_owned(),
+            outcome: "paid".to_owned(),
+            payment_reference: payment_reference.to_owned(),
+            signature,
+        }
+    }
+
+    /// Checks the fields and the signature.
+    pub fn verify(&self, bridge_key: &AccountId) -> Result<(), ReceiptError> {
+        check_event_id(&self.event_id).map_err(|mut e| {
+            e.field = "eventId";
+            e
+        })?;
+        if self.outcome != "paid" {
+            return Err(invalid("outcome", "the only receipt outcome is \"paid\"").into());
+        }
+        let reference = &self.payment_reference;
+        if reference.is_empty()
+            || reference.len() > MAX_PAYMENT_REFERENCE
+            || !reference.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(invalid(
+                "paymentReference",
+                format!("must be 1 to {MAX_PAYMENT_REFERENCE} printable ASCII bytes"),
+            )
+            .into());
+        }
+        let bytes = Self::signing_bytes(&self.event_id, &self.outcome, reference);
+        if !crypto::verify(bridge_key, &bytes, &self.signature) {
+            return Err(ReceiptError::BadSignature);
+        }
+        Ok(())
+    }
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// The event id (the client's idempotency key).
+    pub id: String,
+    /// The transfer's hash.
+    pub tx_hash: Hash,
+    /// The transfer's expiry.
+    pub valid_until: BlockNumber,
+    /// The fiat side.
+    pub payment: PaymentInstruction,
+    /// The current state.
+    pub state: State,
+    /// When it was registered (ms since the Unix epoch).
+    pub created_at_ms: u64,
+    /// When it entered its current state.
+    pub state_since_ms: u64,
+    /// When the reconciler next looks at it (none once final).
+    #[serde(default)]
+    pub due_at_ms: Option<u64>,
+    /// Quorum checks that decided nothing (drives the re-check backoff).
+    pub checks: u32,
+    /// Times the payment instruction was re-sent (drives the resend backoff).
+    pub resends: u32,
+    /// The evidence of the on-chain outcome, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    /// The bridge's receipt, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<PaymentReceipt>,
+}
+
+impl Event {
+    /// The registration this event was created from.
+    pub fn registration(&self) -> Registration {
+        Registration {
+            id: self.id.clone(),
+            tx_hash: self.tx_hash,
+            valid_until: self.valid_until,
+            payment: self.payment.clone(),
+        }
+    }
+}
+
+/// One entry of the append-only history (and of the global feed
+/// `event_subscribe` streams).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    /// Global, gap-free sequence number (from 1).
+    pub seq: u64,
+    /// The event.
+    pub event_id: String,
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The state before; none for the registration itself.
+    pub from: Option<State>,
+    /// The state after.
+    pub to: State,
+    /// Why; none for the registration.
+    pub reason: Option<Reason>,
+    /// The quorum's evidence, for on-chain outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    /// The payment reference, for a receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_reference: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_runtime::Keypair;
+
+    fn payment() -> PaymentInstruction {
+        PaymentInstruction {
+            payer: "acct:bob".into(),
+            payee: "acct:alice".into(),
+            amount: "1250".into(),
+            currency: "EUR".into(),
+        }
+    }
+
+    #[test]
+    fn ids_are_bounded_and_plain() {
+        assert!(check_event_id("order-42:a_b.c").is_ok());
+        assert!(check_event_id("").is_err());
+        assert!(check_event_id(&"x".repeat(MAX_EVENT_ID)).is_ok());
+        assert!(check_event_id(&"x".repeat(MAX_EVENT_ID + 1)).is_err());
+        assert!(check_event_id("a b").is_err());
+        assert!(check_event_id("a\0b").is_err());
+        assert!(check_event_id("é").is_err());
+    }
+
+    #[test]
+    fn payment_checks() {
+        assert!(payment().check().is_ok());
+        for (amount, ok) in [
+            ("0", false),
+            ("01", false),
+            ("-1", false),
+            ("1.5", false),
+            ("", false),
+            ("1", true),
+        ] {
+            let p = PaymentInstruction {
+                amount: amount.into(),
+                ..payment()
+            };
+            assert_eq!(p.check().is_ok(), ok, "{amount}");
+        }
+        let huge = PaymentInstruction {
+            amount: "9".repeat(39),
+            ..payment()
+        };
+        assert!(huge.check().is_err());
+        for currency in ["eur", "EURO", "E1R", ""] {
+            let p = PaymentInstruction {
+                currency: currency.into(),
+                ..payment()
+            };
+            assert!(p.check().is_err(), "{currency}");
+        }
+        let same = PaymentInstruction {
+            payee: "acct:bob".into(),
+            ..payment()
+        };
+        assert!(same.check().is_err());
+    }
+
+    #[test]
+    fn receipt_signature_binds_every_part() {
+        let key = Keypair::dev("bridge");
+        let receipt = PaymentReceipt::sign(&key, "e1", "pay-1");
+        assert!(receipt.verify(&key.public()).is_ok());
+        let other = Keypair::dev("mallory");
+        assert_eq!(
+            receipt.verify(&other.public()),
+            Err(ReceiptError::BadSignature)
+        );
+        let moved = PaymentReceipt {
+            event_id: "e2".into(),
+            ..receipt.clone()
+        };
+        assert_eq!(moved.verify(&key.public()), Err(ReceiptError::BadSignature));
+        let changed = PaymentReceipt {
+            payment_reference: "pay-2".into(),
+            ..receipt.clone()
+        };
+        assert_eq!(
+            changed.verify(&key.public()),
+            Err(ReceiptError::BadSignature)
+        );
+        // Length prefixes: moving a byte between parts changes the bytes.
+        assert_ne!(
+            PaymentReceipt::signing_bytes("ab", "paid", "c"),
+            PaymentReceipt::signing_bytes("a", "paid", "bc")
+        );
+    }
+}

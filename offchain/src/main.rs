@@ -1,0 +1,144 @@
+//! `lockstep-offchain`: parses the command line and runs the event system.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lockstep_offchain::confirmer::Quorum;
+use lockstep_offchain::Config;
+use lockstep_runtime::AccountId;
+
+/// Lockstep's off-chain event system.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep-offchain", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the event system until SIGINT or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Node JSON-RPC URLs, comma-separated (http://host:port); the watcher
+    /// follows the first that works, the quorum asks them all.
+    #[arg(long, value_delimiter = ',', required = true)]
+    nodes: Vec<String>,
+    /// Share of the nodes that must agree before an event moves (more than
+    /// 1/2, at most 1).
+    #[arg(long, default_value = "2/3")]
+    quorum: Quorum,
+    /// Data directory (the store is <base-path>/events).
+    #[arg(long)]
+    base_path: PathBuf,
+    /// JSON-RPC port (HTTP and WebSocket); 0 picks a free one.
+    #[arg(long, default_value_t = 9955)]
+    rpc_port: u16,
+    /// Address to listen on for JSON-RPC and metrics.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: std::net::IpAddr,
+    /// The account bridge's public key (0x-hex): receipts must be signed by it.
+    #[arg(long)]
+    bridge_key: AccountId,
+    /// Time between reconciler passes (e.g. 500ms, 5s, 1m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    scan_interval: Duration,
+    /// Age of a Registered event before the reconciler re-checks it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    grace: Duration,
+    /// Largest delay between re-checks of an undecided Registered event.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    recheck_cap: Duration,
+    /// Timeout of each node call.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    call_timeout: Duration,
+    /// First delay before an acknowledged but unreceipted instruction is re-sent.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    resend_base: Duration,
+    /// Largest resend delay (the backoff doubles up to it, without end).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    resend_cap: Duration,
+    /// A PendingAccount event without receipt for this long is overdue.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    overdue_after: Duration,
+    /// Prometheus metrics port, if wanted.
+    #[arg(long)]
+    prometheus_port: Option<u16>,
+    /// Do not fsync writes (faster; survives process crashes but not power loss).
+    #[arg(long)]
+    no_fsync: bool,
+}
+
+/// `250ms`, `5s`, `2m`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: add a unit (ms, s, m, h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, like 5s"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{text:?}: unit must be ms, s, m or h"))?;
+    if millis == 0 {
+        return Err(format!("{text:?}: must be positive"));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Run(args) = Cli::parse().command;
+    let mut config = Config::new(args.nodes, args.base_path, args.bridge_key);
+    config.quorum = args.quorum;
+    config.rpc_addr = SocketAddr::new(args.listen, args.rpc_port);
+    config.prometheus_addr = args
+        .prometheus_port
+        .map(|p| SocketAddr::new(args.listen, p));
+    config.scan_interval = args.scan_interval;
+    config.grace = args.grace;
+    config.recheck_cap = args.recheck_cap;
+    config.call_timeout = args.call_timeout;
+    config.resend_base = args.resend_base;
+    config.resend_cap = args.resend_cap;
+    config.overdue_after = args.overdue_after;
+    config.sync_writes = !args.no_fsync;
+    let service = lockstep_offchain::start(config)
+        .await
+        .context("starting the event system")?;
+    // A line on stdout that scripts and tests can wait for.
+    println!("lockstep-offchain listening on {}", service.rpc_addr);
+    wait_for_signal().await?;
+    tracing::info!(target: "lockstep::offchain", "shutting down");
+    service.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

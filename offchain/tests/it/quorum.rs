@@ -1,0 +1,123 @@
+//! The quorum with one node of three lying or down, and with too few honest
+//! answers.
+
+use std::sync::atomic::Ordering;
+
+use jsonrpsee::rpc_params;
+use lockstep_runtime::genesis::DEV_ENDOWMENT;
+use lockstep_runtime::Keypair;
+use serde_json::json;
+
+use crate::harness::{down_node, proxy, Behaviour, DevNode, EventSystem};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_liar_of_three_cannot_sway_the_quorum() {
+    let node = DevNode::start().await;
+    let (_l, liar) = proxy(node.addr, Behaviour::Lying).await;
+    let (_h, honest) = proxy(node.addr, Behaviour::Honest).await;
+    let events = EventSystem::start(vec![node.url(), liar.clone(), honest.clone()], "2/3").await;
+
+    let good = node.transfer("alice", 0, 1_000_000, Keypair::dev("bob").public(), 7);
+    let bad = node.transfer(
+        "eve",
+        0,
+        1_000_000,
+        Keypair::dev("bob").public(),
+        DEV_ENDOWMENT + 1,
+    );
+    events.register("good", &good, 1).await.unwrap();
+    events.register("bad", &bad, 2).await.unwrap();
+    node.submit(&good).await;
+    node.submit(&bad).await;
+
+    let pending = events.await_state("good", "PendingAccount").await;
+    assert_eq!(
+        pending["evidence"]["confirmedBy"],
+        json!([node.url(), honest.clone()])
+    );
+    assert_eq!(
+        pending["evidence"]["blockHash"],
+        node.status(&good.hash()).await["blockHash"]
+    );
+    // The liar claims success; the honest majority says failed.
+    let cancelled = events.await_state("bad", "Cancelled").await;
+    assert_eq!(
+        cancelled["evidence"]["confirmedBy"],
+        json!([node.url(), honest])
+    );
+    assert_eq!(cancelled["evidence"]["outcome"]["status"], "failed");
+    // Every check saw the liar contradict the others.
+    assert!(
+        events
+            .service()
+            .metrics
+            .quorum_checks
+            .load(Ordering::Relaxed)
+            >= 2
+    );
+
+    events.stop().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_down_of_three_and_the_watcher_fails_over() {
+    let node = DevNode::start().await;
+    let (_h, honest) = proxy(node.addr, Behaviour::Honest).await;
+    // The down node comes first: the watcher must fail over to the next.
+    let down = down_node().await;
+    let events = EventSystem::start(vec![down, node.url(), honest.clone()], "2/3").await;
+
+    let tx = node.transfer("alice", 0, 1_000_000, Keypair::dev("bob").public(), 7);
+    events.register("with-one-down", &tx, 1).await.unwrap();
+    node.submit(&tx).await;
+    let pending = events.await_state("with-one-down", "PendingAccount").await;
+    assert_eq!(
+        pending["evidence"]["confirmedBy"],
+        json!([node.url(), honest])
+    );
+    assert!(
+        events
+            .service()
+            .metrics
+            .watcher_failovers
+            .load(Ordering::Relaxed)
+            >= 1
+    );
+
+    events.stop().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_honest_answers_move_nothing() {
+    let node = DevNode::start().await;
+    let (_l, liar) = proxy(node.addr, Behaviour::Lying).await;
+    let down = down_node().await;
+    let events = EventSystem::start(vec![node.url(), liar, down], "2/3").await;
+
+    let tx = node.transfer("alice", 0, 1_000_000, Keypair::dev("bob").public(), 7);
+    events.register("contested", &tx, 1).await.unwrap();
+    node.submit(&tx).await;
+    // The honest node and the liar disagree on the block; the third is
+    // down: no quorum. Wait for a few disagreements (the watcher's check and
+    // the reconciler's re-checks).
+    events
+        .await_metrics(|m| m.quorum_disagreements.load(Ordering::Relaxed) >= 3)
+        .await;
+    let event = events.get("contested").await;
+    assert_eq!(event["state"], "Registered");
+    assert!(event["checks"].as_u64().unwrap() >= 1);
+    let history = events
+        .call("event_history", rpc_params!["contested"])
+        .await
+        .unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    assert_eq!(node.status(&tx.hash()).await["status"], "finalized");
+    let stats = events.stats().await;
+    assert_eq!(stats["registered"], 1);
+    assert_eq!(stats["busDepth"], 0);
+
+    events.stop().await;
+    node.stop().await;
+}
