@@ -295,9 +295,22 @@ impl Testnet {
         let started = Instant::now();
         while !condition().await {
             if started.elapsed() > DEADLINE {
+                self.print_log_tails();
                 panic!("timed out waiting for {what}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Prints the end of every node's log, to explain a failure.
+    pub fn print_log_tails(&self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("---- node {i}: last lines of {} ----", node.log.display());
+            for line in &lines[lines.len().saturating_sub(25)..] {
+                eprintln!("{line}");
+            }
         }
     }
 
