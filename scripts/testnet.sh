@@ -63,7 +63,7 @@ start() {
     fi
     source scripts/lib/ensure-packages.sh
     echo "==> cargo build --release --locked"
-    cargo build --release --locked --bin lockstep-node --bin lockstep
+    cargo build --release --locked --bin lockstep-node --bin lockstep --bin lockstep-offchain
 
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR"
