@@ -89,11 +89,28 @@ fn build_node_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// A loopback port that is free now and stays out of the way of outgoing
+/// connections: ports the kernel hands out for `bind(0)` and for the source
+/// side of connections come from the ephemeral range (32768 and up on
+/// Linux), so a port picked there can be taken as a connection's source
+/// port before the node binds it (or while a killed node is down, before
+/// it binds it again). Ports are taken below that range instead, each at
+/// most once per test run.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Start somewhere different in each test process.
+    let offset = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (offset + n) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// One node process and how to restart it.
