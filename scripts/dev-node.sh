@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/ensure-packages.sh
 cargo build --release --locked --bin lockstep-node --bin lockstep
-exec target/release/lockstep-node --dev "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/lockstep-node" --dev "$@"

@@ -18,7 +18,9 @@ cd "$(dirname "$0")/.."
 RUN_DIR=run/testnet
 PIDS="$RUN_DIR/pids"
 NODES="$RUN_DIR/nodes"
-BIN=target/release/lockstep-node
+# Built binaries live where cargo puts them (CARGO_TARGET_DIR, when set).
+RELEASE="${CARGO_TARGET_DIR:-target}/release"
+BIN="$RELEASE/lockstep-node"
 
 rpc() { # rpc PORT METHOD [PARAMS-JSON]
     curl -s --max-time 2 -H 'Content-Type: application/json' \
@@ -117,7 +119,7 @@ start() {
     cat <<NEXT
 
 next:
-  target/release/lockstep --rpc http://127.0.0.1:$first_rpc transfer --from alice --to bob --amount 100 --wait
+  $RELEASE/lockstep --rpc http://127.0.0.1:$first_rpc transfer --from alice --to bob --amount 100 --wait
   scripts/testnet.sh status
   scripts/testnet.sh stop
 NEXT
