@@ -12,12 +12,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use lockstep_runtime::execution::{build_block, check_block, BlockTemplate};
+use lockstep_runtime::execution::{
+    build_block, check_block_with, first_bad_signature, BlockTemplate,
+};
 use lockstep_runtime::state::StateReader;
 use lockstep_runtime::{
     AccountId, Block, BlockError, BlockLimits, Built, Candidates, ChainSpec, Executed, Genesis,
     Hash, Header, Justification, SignedTx, SigningContext, StateError,
 };
+use parity_scale_codec::Encode;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 
@@ -214,11 +217,35 @@ impl Chain {
         result
     }
 
-    /// Pools a transaction gossiped by a peer. Not offered for gossip again:
-    /// gossipsub forwards what the network task accepts.
-    pub fn submit_from_peer(&self, bytes: &[u8]) -> Result<(), SubmitError> {
-        let tx = SignedTx::decode_bounded(bytes).map_err(SubmitError::Decode)?;
-        self.submit_decoded(tx, bytes.len(), false).map(|_| ())
+    /// Pools a batch of transactions gossiped by a peer; returns how many
+    /// were new to the pool. Those the pool holds already are skipped
+    /// before any signature check; the others are verified in one batch,
+    /// and one bad signature refuses the whole message (an honest peer
+    /// forwards only what its pool verified). Not offered for gossip
+    /// again: gossipsub forwards what the network task accepts.
+    pub fn submit_batch_from_peer(&self, txs: Vec<SignedTx>) -> Result<usize, SubmitError> {
+        let (fresh, hashes): (Vec<SignedTx>, Vec<Hash>) = {
+            let pool = lock(&self.pool);
+            txs.into_iter()
+                .map(|tx| {
+                    let hash = tx.hash();
+                    (tx, hash)
+                })
+                .filter(|(_, hash)| !pool.contains(hash))
+                .unzip()
+        };
+        if first_bad_signature(&fresh, &self.context).is_some() {
+            return Err(SubmitError::BadSignature(self.context.genesis_hash));
+        }
+        let mut pooled = 0;
+        for (tx, hash) in fresh.into_iter().zip(hashes) {
+            let size = tx.encoded_size();
+            // Known, stale, expired or a full pool: not the sender's fault.
+            if self.pool_verified(tx, hash, size, false).is_ok() {
+                pooled += 1;
+            }
+        }
+        Ok(pooled)
     }
 
     /// Transactions accepted from local clients, SCALE-encoded.
@@ -232,10 +259,21 @@ impl Chain {
         encoded_len: usize,
         watch: bool,
     ) -> Result<(Hash, Readiness, Option<mpsc::Receiver<TxEvent>>), SubmitError> {
-        let hash = tx.hash();
         if !tx.verify_signature(&self.context) {
             return Err(SubmitError::BadSignature(self.context.genesis_hash));
         }
+        let hash = tx.hash();
+        self.pool_verified(tx, hash, encoded_len, watch)
+    }
+
+    /// Pools a transaction whose signature has been verified.
+    fn pool_verified(
+        &self,
+        tx: SignedTx,
+        hash: Hash,
+        encoded_len: usize,
+        watch: bool,
+    ) -> Result<(Hash, Readiness, Option<mpsc::Receiver<TxEvent>>), SubmitError> {
         if self.db.tx_location(&hash)?.is_some() {
             return Err(SubmitError::AlreadyFinalized(hash));
         }
@@ -321,10 +359,26 @@ impl Chain {
     }
 
     /// Checks a block proposed on top of the head: linkage, limits,
-    /// re-execution and roots.
+    /// re-execution and roots. Signatures of transactions the pool holds
+    /// were verified when they arrived and are not verified again.
     pub fn check(&self, block: &Block) -> Result<Executed, BlockError> {
+        let verified: Vec<bool> = {
+            let pool = lock(&self.pool);
+            block
+                .extrinsics
+                .iter()
+                .map(|tx| pool.contains(&tx.hash()))
+                .collect()
+        };
         let head = self.db.head();
-        check_block(&self.db, &self.context, &head, block, &self.limits)
+        check_block_with(
+            &self.db,
+            &self.context,
+            &head,
+            block,
+            &self.limits,
+            &verified,
+        )
     }
 
     /// Writes a finalized block, then updates the pool and tells subscribers.

@@ -179,6 +179,11 @@ pub fn check_includable(
 /// Index of the first transaction whose signature is bad, if any: one batch
 /// check, then one by one only if the batch fails.
 pub fn first_bad_signature(txs: &[SignedTx], context: &SigningContext) -> Option<usize> {
+    let txs: Vec<&SignedTx> = txs.iter().collect();
+    first_bad_signature_of(&txs, context)
+}
+
+fn first_bad_signature_of(txs: &[&SignedTx], context: &SigningContext) -> Option<usize> {
     let payloads: Vec<Vec<u8>> = txs.iter().map(|tx| tx.signing_payload(context)).collect();
     let messages: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
     let signers: Vec<AccountId> = txs.iter().map(|tx| tx.signer).collect();
@@ -310,8 +315,28 @@ pub fn execute(
     number: BlockNumber,
     txs: &[SignedTx],
 ) -> Result<Executed, BlockError> {
+    execute_with(store, context, number, txs, &[])
+}
+
+/// [`execute`], skipping the signature check of every transaction whose
+/// flag in `verified` is set (index by index; missing flags count as
+/// unset). A node sets the flag for transactions its pool holds: the pool
+/// verified their signatures on arrival, and a transaction's hash covers
+/// its signature, so the bytes are the ones that were verified.
+pub fn execute_with(
+    store: &dyn StateStore,
+    context: &SigningContext,
+    number: BlockNumber,
+    txs: &[SignedTx],
+    verified: &[bool],
+) -> Result<Executed, BlockError> {
     let tx_hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
-    if let Some(index) = first_bad_signature(txs, context) {
+    let unverified: Vec<usize> = (0..txs.len())
+        .filter(|&i| !verified.get(i).copied().unwrap_or(false))
+        .collect();
+    let to_check: Vec<&SignedTx> = unverified.iter().map(|&i| &txs[i]).collect();
+    if let Some(bad) = first_bad_signature_of(&to_check, context) {
+        let index = unverified[bad];
         return Err(BlockError::NotIncludable {
             index,
             tx_hash: tx_hashes[index],
@@ -341,6 +366,19 @@ pub fn check_block(
     parent: &Header,
     block: &Block,
     limits: &BlockLimits,
+) -> Result<Executed, BlockError> {
+    check_block_with(store, context, parent, block, limits, &[])
+}
+
+/// [`check_block`], skipping the signature check of the transactions
+/// flagged in `verified` (see [`execute_with`]).
+pub fn check_block_with(
+    store: &dyn StateStore,
+    context: &SigningContext,
+    parent: &Header,
+    block: &Block,
+    limits: &BlockLimits,
+    verified: &[bool],
 ) -> Result<Executed, BlockError> {
     let header = &block.header;
     let parent_hash = parent.hash();
@@ -376,7 +414,7 @@ pub fn check_block(
             limits.max_tx_bytes
         )));
     }
-    let executed = execute(store, context, header.number, &block.extrinsics)?;
+    let executed = execute_with(store, context, header.number, &block.extrinsics, verified)?;
     for (which, in_header, computed) in [
         (
             "extrinsics",

@@ -17,15 +17,17 @@
 //!
 //! [`NetworkService::run`] reacts to swarm events, to consensus messages
 //! from the engine ([`P2pConsensus`], bounded queue, dropped when full: the
-//! engine re-sends), to transactions accepted by the local pool, to new
-//! finalized heads (a validator announces them on the blocks topic), and to
-//! two ticks: status requests to every peer, and re-dialling bootnodes that
-//! are not connected.
+//! engine re-sends), to transactions accepted by the local pool (gathered
+//! into batches of up to [`protocol::MAX_TXS_PER_GOSSIP`], one gossip
+//! message each, flushed every 20 ms), to new finalized heads (a validator
+//! announces them on the blocks topic), and to three ticks: status requests
+//! to every peer, re-dialling bootnodes that are not connected, and the
+//! transaction batch flush.
 //!
 //! Gossip is validated before gossipsub forwards it (`validate_messages`):
 //! consensus messages are decoded and their signatures checked, block
-//! announcements their justification, transactions go through
-//! [`Chain::submit_from_peer`]. Undecodable or falsely signed data gets the
+//! announcements their justification, transaction batches go through
+//! [`Chain::submit_batch_from_peer`] (one batch signature check). Undecodable or falsely signed data gets the
 //! sender dropped and refused ([`peers::Offence`]).
 //!
 //! # Sync
@@ -64,9 +66,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use self::peers::{Offence, PeerTable};
 use self::protocol::{
-    BlockAnnouncement, SyncCodec, SyncRequest, SyncRequestFrame, SyncResponse, Topics,
-    MAX_BLOCKS_PER_RESPONSE, MAX_BLOCK_MESSAGE, MAX_CONSENSUS_MESSAGE, MAX_TX_MESSAGE,
-    SOFT_SYNC_RESPONSE_BYTES,
+    decode_tx_batch, BlockAnnouncement, SyncCodec, SyncRequest, SyncRequestFrame, SyncResponse,
+    Topics, TxBatch, MAX_BLOCKS_PER_RESPONSE, MAX_BLOCK_MESSAGE, MAX_CONSENSUS_MESSAGE,
+    MAX_TX_MESSAGE, SOFT_SYNC_RESPONSE_BYTES,
 };
 use self::sync::{ImportError, SyncProgress};
 use crate::chain::{Chain, SubmitError};
@@ -78,6 +80,8 @@ use crate::rpc::{NetworkInfo, PeerView};
 const CONSENSUS_QUEUE: usize = 4096;
 /// Most peers listed by `system_peers`.
 const MAX_LISTED_PEERS: usize = 1024;
+/// Longest an accepted transaction waits for its gossip batch to fill.
+const TX_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Network settings.
 #[derive(Debug, Clone)]
@@ -318,6 +322,12 @@ impl NetworkService {
         let mut heads = self.chain.subscribe_heads();
         let mut status_tick = tokio::time::interval(self.config.status_interval);
         let mut redial_tick = tokio::time::interval(self.config.redial_interval);
+        // Accepted transactions go out in batches: one gossip message (and
+        // one gossip signature to make and check) per batch, sent when full
+        // or at the next flush tick.
+        let mut tx_batch = TxBatch::default();
+        let mut tx_flush_tick = tokio::time::interval(TX_FLUSH_INTERVAL);
+        tx_flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         redial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -330,8 +340,10 @@ impl NetworkService {
                 }
                 tx = accepted_txs.recv() => match tx {
                     Ok(bytes) => {
-                        let topic = self.topics.transactions.clone();
-                        self.publish(topic, bytes);
+                        if let Some(message) = tx_batch.push(&bytes) {
+                            let topic = self.topics.transactions.clone();
+                            self.publish(topic, message);
+                        }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(target: "lockstep::network", "{n} transactions not gossiped (queue lagged)");
@@ -349,6 +361,12 @@ impl NetworkService {
                     self.maybe_sync();
                 }
                 _ = redial_tick.tick() => self.redial(),
+                _ = tx_flush_tick.tick() => {
+                    if let Some(message) = tx_batch.take() {
+                        let topic = self.topics.transactions.clone();
+                        self.publish(topic, message);
+                    }
+                }
             }
         }
     }
@@ -544,8 +562,17 @@ impl NetworkService {
     }
 
     fn on_transaction(&mut self, data: &[u8]) -> (MessageAcceptance, Option<(Offence, String)>) {
-        match self.chain.submit_from_peer(data) {
-            Ok(()) => (MessageAcceptance::Accept, None),
+        let txs = match decode_tx_batch(data) {
+            Ok(txs) => txs,
+            Err(error) => {
+                return (
+                    MessageAcceptance::Reject,
+                    Some((Offence::Undecodable, format!("transactions: {error}"))),
+                )
+            }
+        };
+        match self.chain.submit_batch_from_peer(txs) {
+            Ok(_) => (MessageAcceptance::Accept, None),
             Err(SubmitError::Decode(error)) => (
                 MessageAcceptance::Reject,
                 Some((Offence::Undecodable, format!("transaction: {error}"))),

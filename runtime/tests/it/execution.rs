@@ -1,7 +1,7 @@
 //! The state transition: inclusion rules, dispatch outcomes, conservation,
 //! determinism, and the proofs a light client relies on.
 
-use lockstep_runtime::execution::{check_block, execute, TxError};
+use lockstep_runtime::execution::{check_block, execute, execute_with, TxError};
 use lockstep_runtime::genesis::{DEV_ASSET, DEV_ENDOWMENT};
 use lockstep_runtime::{
     merkle, smt, state, AssetId, BlockError, Call, DispatchError, Hash, Keypair, Outcome, SignedTx,
@@ -147,6 +147,39 @@ fn a_future_nonce_waits_and_a_bad_signature_is_named() {
             ..
         })
     ));
+}
+
+#[test]
+fn only_unflagged_signatures_are_checked_and_a_bad_one_keeps_its_index() {
+    let chain = TestChain::dev();
+    let alice = dev("alice");
+    let mut txs: Vec<SignedTx> = (0..8)
+        .map(|i| chain.transfer(&dev(&format!("u{i}")), 0, alice.public(), 1))
+        .collect();
+    txs[2].signature.0[0] ^= 1;
+    txs[6].signature.0[0] ^= 1;
+    let number = chain.head.number + 1;
+    let bad_signature_at = |verified: &[bool]| {
+        match execute_with(&chain.store, &chain.context, number, &txs, verified) {
+            Err(BlockError::NotIncludable {
+                index,
+                error: TxError::BadSignature,
+                ..
+            }) => Some(index),
+            Ok(_) => None,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(bad_signature_at(&[]), Some(2));
+    // Flagged as verified (by a pool that checked these very bytes): not
+    // checked again. The first bad one left keeps its index in the block.
+    let mut verified = [false; 8];
+    verified[2] = true;
+    assert_eq!(bad_signature_at(&verified), Some(6));
+    verified[6] = true;
+    assert_eq!(bad_signature_at(&verified), None);
+    // Fewer flags than transactions: the rest are checked.
+    assert_eq!(bad_signature_at(&[true, true, true]), Some(6));
 }
 
 #[test]
