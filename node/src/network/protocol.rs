@@ -297,7 +297,7 @@ mod tests {
     fn a_tx_batch_fills_up_then_starts_again_and_round_trips() {
         let mut batch = TxBatch::default();
         assert_eq!(batch.take(), None);
-        let txs: Vec<SignedTx> = (0..MAX_TXS_PER_GOSSIP as u64 + 3).map(|n| tx(n)).collect();
+        let txs: Vec<SignedTx> = (0..MAX_TXS_PER_GOSSIP as u64 + 3).map(tx).collect();
         let mut sent = Vec::new();
         for tx in &txs {
             sent.extend(batch.push(&tx.encode()));
@@ -316,7 +316,7 @@ mod tests {
     fn bad_tx_batches_are_refused() {
         assert!(decode_tx_batch(&[0xff; 40]).is_err());
         assert!(decode_tx_batch(&vec![0u8; MAX_TX_MESSAGE + 1]).is_err());
-        let too_many: Vec<SignedTx> = (0..MAX_TXS_PER_GOSSIP as u64 + 1).map(|n| tx(n)).collect();
+        let too_many: Vec<SignedTx> = (0..MAX_TXS_PER_GOSSIP as u64 + 1).map(tx).collect();
         assert!(decode_tx_batch(&too_many.encode()).is_err());
         let mut trailing = vec![tx(0)].encode();
         trailing.push(0);

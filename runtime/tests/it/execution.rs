@@ -159,16 +159,20 @@ fn only_unflagged_signatures_are_checked_and_a_bad_one_keeps_its_index() {
     txs[2].signature.0[0] ^= 1;
     txs[6].signature.0[0] ^= 1;
     let number = chain.head.number + 1;
-    let bad_signature_at = |verified: &[bool]| {
-        match execute_with(&chain.store, &chain.context, number, &txs, verified) {
-            Err(BlockError::NotIncludable {
-                index,
-                error: TxError::BadSignature,
-                ..
-            }) => Some(index),
-            Ok(_) => None,
-            Err(other) => panic!("unexpected {other:?}"),
-        }
+    let bad_signature_at = |verified: &[bool]| match execute_with(
+        &chain.store,
+        &chain.context,
+        number,
+        &txs,
+        verified,
+    ) {
+        Err(BlockError::NotIncludable {
+            index,
+            error: TxError::BadSignature,
+            ..
+        }) => Some(index),
+        Ok(_) => None,
+        Err(other) => panic!("unexpected {other:?}"),
     };
     assert_eq!(bad_signature_at(&[]), Some(2));
     // Flagged as verified (by a pool that checked these very bytes): not
