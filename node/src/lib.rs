@@ -28,7 +28,8 @@
 pub mod chain;
 pub mod cli;
 pub mod consensus;
-pub mod keyfile;
+// Key files moved to the runtime (the bridge reads them too); the old path stays.
+pub use lockstep_runtime::keyfile;
 pub mod metrics;
 pub mod network;
 pub mod pool;

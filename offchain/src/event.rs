@@ -14,6 +14,13 @@ pub const MAX_EVENT_ID: usize = 128;
 pub const MAX_PARTY: usize = 128;
 /// Longest payment reference in a receipt, in bytes.
 pub const MAX_PAYMENT_REFERENCE: usize = 128;
+/// Longest failure reason in a receipt, in bytes.
+pub const MAX_FAILURE_REASON: usize = 256;
+
+/// The receipt outcome of a payment made.
+pub const OUTCOME_PAID: &str = "paid";
+/// The receipt outcome of a payment attempted and refused by the ledger.
+pub const OUTCOME_FAILED: &str = "failed";
 
 /// Domain tag that starts every receipt signing payload.
 pub const RECEIPT_DOMAIN: &[u8] = b"lockstep/receipt/v1";
@@ -207,18 +214,50 @@ pub struct Evidence {
 }
 
 /// The bridge's receipt for a payment.
+///
+/// `"paid"` completes the event. `"failed"` reports an attempt the ledger
+/// refused (insufficient funds, unknown account, ...), with a `reason`: it
+/// is recorded on the event as [`PaymentFailure`] and moves nothing, since a
+/// finalized transfer cannot be undone and the payment stays owed; the
+/// reconciler keeps re-sending the instruction, and a later `"paid"`
+/// receipt completes the event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaymentReceipt {
     /// The event paid.
     pub event_id: String,
-    /// `"paid"`: the only outcome the lifecycle knows (a finalized transfer
-    /// cannot be undone, so the payment is owed until it is made).
+    /// [`OUTCOME_PAID`] or [`OUTCOME_FAILED`].
     pub outcome: String,
     /// The bridge's reference for the payment (its ledger entry).
     pub payment_reference: String,
-    /// ed25519 signature by the bridge key over [`PaymentReceipt::signing_bytes`].
+    /// Why the payment failed: required with `"failed"`, absent with `"paid"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// ed25519 signature by the bridge key over [`PaymentReceipt::signing_bytes`]
+    /// (`"paid"`) or [`PaymentReceipt::failure_signing_bytes`] (`"failed"`).
     pub signature: Signature,
+}
+
+impl PaymentReceipt {
+    /// Whether this reports a refused payment rather than a payment made.
+    pub fn is_failure(&self) -> bool {
+        self.outcome == OUTCOME_FAILED
+    }
+}
+
+/// The last payment failure the bridge reported for an event still in
+/// PendingAccount; cleared when the payment is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentFailure {
+    /// The bridge's reason.
+    pub reason: String,
+    /// The bridge's reference for the attempt.
+    pub payment_reference: String,
+    /// When it was recorded (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// Failure reports received for this event so far.
+    pub reports: u32,
 }
 
 /// Why a receipt is refused before the store is consulted.
@@ -233,16 +272,35 @@ pub enum ReceiptError {
 }
 
 impl PaymentReceipt {
-    /// The signed bytes, unambiguous by length prefixes:
+    /// The signed bytes of a `"paid"` receipt, unambiguous by length prefixes:
     ///
     /// ```text
     /// "lockstep/receipt/v1" ‖ u32 LE len(event id) ‖ event id
     ///   ‖ u32 LE len(outcome) ‖ outcome ‖ u32 LE len(payment reference) ‖ payment reference
     /// ```
     pub fn signing_bytes(event_id: &str, outcome: &str, payment_reference: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(RECEIPT_DOMAIN.len() + 12 + event_id.len() + 64);
+        Self::parts(&[event_id, outcome, payment_reference])
+    }
+
+    /// The signed bytes of a `"failed"` receipt: the same parts with the
+    /// outcome `"failed"`, then the reason, length-prefixed too:
+    ///
+    /// ```text
+    /// "lockstep/receipt/v1" ‖ u32 LE len ‖ event id ‖ u32 LE len ‖ "failed"
+    ///   ‖ u32 LE len ‖ payment reference ‖ u32 LE len ‖ reason
+    /// ```
+    ///
+    /// The outcome is a length-prefixed part, so no failure's bytes can equal
+    /// a payment's, and `"paid"` receipts sign exactly what they always did.
+    pub fn failure_signing_bytes(event_id: &str, payment_reference: &str, reason: &str) -> Vec<u8> {
+        Self::parts(&[event_id, OUTCOME_FAILED, payment_reference, reason])
+    }
+
+    fn parts(parts: &[&str]) -> Vec<u8> {
+        let size = parts.iter().map(|p| 4 + p.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(RECEIPT_DOMAIN.len() + size);
         out.extend_from_slice(RECEIPT_DOMAIN);
-        for part in [event_id, outcome, payment_reference] {
+        for part in parts {
             // Parts are bounded far below u32::MAX by the checks.
             out.extend_from_slice(&(part.len() as u32).to_le_bytes());
             out.extend_from_slice(part.as_bytes());
@@ -250,17 +308,53 @@ impl PaymentReceipt {
         out
     }
 
-    /// Signs a receipt (the bridge's side; also used by tests).
+    /// The bytes this receipt's signature must cover.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        match &self.reason {
+            Some(reason) if self.is_failure() => {
+                Self::failure_signing_bytes(&self.event_id, &self.payment_reference, reason)
+            }
+            _ => Self::signing_bytes(&self.event_id, &self.outcome, &self.payment_reference),
+        }
+    }
+
+    /// Signs a `"paid"` receipt (the bridge's side; also used by tests).
     pub fn sign(
         key: &lockstep_runtime::Keypair,
         event_id: &str,
         payment_reference: &str,
     ) -> PaymentReceipt {
-        let signature = key.sign(&Self::signing_bytes(event_id, "paid", payment_reference));
+        let signature = key.sign(&Self::signing_bytes(
+            event_id,
+            OUTCOME_PAID,
+            payment_reference,
+        ));
         PaymentReceipt {
             event_id: event_id.to_owned(),
-            outcome: "paid".to_owned(),
+            outcome: OUTCOME_PAID.to_owned(),
             payment_reference: payment_reference.to_owned(),
+            reason: None,
+            signature,
+        }
+    }
+
+    /// Signs a `"failed"` receipt: the payment was attempted and refused.
+    pub fn sign_failure(
+        key: &lockstep_runtime::Keypair,
+        event_id: &str,
+        payment_reference: &str,
+        reason: &str,
+    ) -> PaymentReceipt {
+        let signature = key.sign(&Self::failure_signing_bytes(
+            event_id,
+            payment_reference,
+            reason,
+        ));
+        PaymentReceipt {
+            event_id: event_id.to_owned(),
+            outcome: OUTCOME_FAILED.to_owned(),
+            payment_reference: payment_reference.to_owned(),
+            reason: Some(reason.to_owned()),
             signature,
         }
     }
@@ -271,8 +365,31 @@ impl PaymentReceipt {
             e.field = "eventId";
             e
         })?;
-        if self.outcome != "paid" {
-            return Err(invalid("outcome", "the only receipt outcome is \"paid\"").into());
+        match (self.outcome.as_str(), &self.reason) {
+            (OUTCOME_PAID, None) => {}
+            (OUTCOME_PAID, Some(_)) => {
+                return Err(invalid("reason", "only a \"failed\" receipt has a reason").into())
+            }
+            (OUTCOME_FAILED, Some(reason)) => {
+                if reason.is_empty()
+                    || reason.len() > MAX_FAILURE_REASON
+                    || !reason.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+                {
+                    return Err(invalid(
+                        "reason",
+                        format!("must be 1 to {MAX_FAILURE_REASON} printable ASCII bytes"),
+                    )
+                    .into());
+                }
+            }
+            (OUTCOME_FAILED, None) => {
+                return Err(invalid("reason", "a \"failed\" receipt needs a reason").into())
+            }
+            _ => {
+                return Err(
+                    invalid("outcome", "receipt outcomes are \"paid\" and \"failed\"").into(),
+                )
+            }
         }
         let reference = &self.payment_reference;
         if reference.is_empty()
@@ -285,8 +402,7 @@ impl PaymentReceipt {
             )
             .into());
         }
-        let bytes = Self::signing_bytes(&self.event_id, &self.outcome, reference);
-        if !crypto::verify(bridge_key, &bytes, &self.signature) {
+        if !crypto::verify(bridge_key, &self.signed_bytes(), &self.signature) {
             return Err(ReceiptError::BadSignature);
         }
         Ok(())
@@ -324,6 +440,10 @@ pub struct Event {
     /// The bridge's receipt, once completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<PaymentReceipt>,
+    /// The last payment failure the bridge reported, while PendingAccount
+    /// (cleared by the receipt that completes the event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_failure: Option<PaymentFailure>,
 }
 
 impl Event {
@@ -452,5 +572,66 @@ mod tests {
             PaymentReceipt::signing_bytes("ab", "paid", "c"),
             PaymentReceipt::signing_bytes("a", "paid", "bc")
         );
+    }
+
+    #[test]
+    fn failure_receipts_sign_their_reason_and_keep_paid_bytes() {
+        // "paid" bytes are what they were before failures existed.
+        let mut expected = b"lockstep/receipt/v1".to_vec();
+        for part in ["e1", "paid", "pay-1"] {
+            expected.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            expected.extend_from_slice(part.as_bytes());
+        }
+        assert_eq!(
+            PaymentReceipt::signing_bytes("e1", "paid", "pay-1"),
+            expected
+        );
+
+        let key = Keypair::dev("bridge");
+        let failure = PaymentReceipt::sign_failure(&key, "e1", "pay-1", "insufficient funds");
+        assert!(failure.is_failure());
+        assert!(failure.verify(&key.public()).is_ok());
+        let reworded = PaymentReceipt {
+            reason: Some("unknown account".into()),
+            ..failure.clone()
+        };
+        assert_eq!(
+            reworded.verify(&key.public()),
+            Err(ReceiptError::BadSignature)
+        );
+        // A failure's signature does not make a payment.
+        let as_paid = PaymentReceipt {
+            outcome: "paid".into(),
+            reason: None,
+            ..failure.clone()
+        };
+        assert_eq!(
+            as_paid.verify(&key.public()),
+            Err(ReceiptError::BadSignature)
+        );
+        // Shape: a reason only with "failed", and a printable one.
+        let no_reason = PaymentReceipt {
+            reason: None,
+            ..failure.clone()
+        };
+        assert!(matches!(
+            no_reason.verify(&key.public()),
+            Err(ReceiptError::Invalid(_))
+        ));
+        let paid_with_reason = PaymentReceipt {
+            reason: Some("x".into()),
+            ..PaymentReceipt::sign(&key, "e1", "pay-1")
+        };
+        assert!(matches!(
+            paid_with_reason.verify(&key.public()),
+            Err(ReceiptError::Invalid(_))
+        ));
+        for reason in ["", "line\nbreak", &"x".repeat(MAX_FAILURE_REASON + 1)] {
+            let bad = PaymentReceipt::sign_failure(&key, "e1", "pay-1", reason);
+            assert!(
+                matches!(bad.verify(&key.public()), Err(ReceiptError::Invalid(_))),
+                "{reason:?}"
+            );
+        }
     }
 }

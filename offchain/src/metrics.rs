@@ -1,5 +1,7 @@
 //! Prometheus metrics in the text exposition format: a handful of atomics
-//! and a tiny HTTP endpoint (`GET /metrics`), like the node's.
+//! and a tiny HTTP endpoint (`GET /metrics`), like the node's. The endpoint
+//! ([`serve`]) takes anything that [`Render`]s, so the account bridge serves
+//! its own metrics with it.
 //!
 //! Besides the counters, [`Metrics::changed`] is bumped after every quorum
 //! round and reconciler pass, so tests (and operators' tools) can await
@@ -163,18 +165,34 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, value) in rest {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
+            write_metric(&mut out, name, kind, help, value.load(Ordering::Relaxed));
         }
         out
     }
 }
 
+/// Metrics that render themselves in the Prometheus text format.
+pub trait Render: Send + Sync + 'static {
+    /// The exposition text.
+    fn render(&self) -> String;
+}
+
+impl Render for Metrics {
+    fn render(&self) -> String {
+        Metrics::render(self)
+    }
+}
+
+/// Appends one metric with its `HELP` and `TYPE` lines.
+pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    out.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    ));
+}
+
 /// Serves `GET /metrics` on `listener` until the task is dropped. Requests
 /// are read up to a small bound; anything else gets 404.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve<M: Render>(listener: TcpListener, metrics: Arc<M>) {
     loop {
         let Ok((mut socket, _)) = listener.accept().await else {
             continue;

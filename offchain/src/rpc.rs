@@ -9,13 +9,18 @@
 //! | `event_list` | `{state?, overdue?, cursor?, limit?}` | `{events, nextCursor}` (limit ≤ 500, default 100) |
 //! | `event_stats` | — | counts per state, overdue, oldest ages, bus depth, last seq and height |
 //! | `event_subscribe` | `fromSeq?` | subscription `event_transition`: transitions with `seq ≥ fromSeq` (default: only new ones), then live; unsubscribe `event_unsubscribe` |
-//! | `event_postReceipt` | `{eventId, outcome: "paid", paymentReference, signature}` | the completed event |
+//! | `event_postReceipt` | `{eventId, outcome: "paid" \| "failed", paymentReference, reason?, signature}` | `"paid"`: the completed event; `"failed"` (`reason` required): the event, still PendingAccount, with `paymentFailure {reason, paymentReference, atMs, reports}` |
 //! | `bus_pull` | `max?` (≤ 1000, default 100), `leaseMs?` (100 ms to 10 min, default 30 s) | `{leaseId, deadlineMs, messages}` |
 //! | `bus_ack` | `leaseId`, `messageIds?` | `{acked}` |
 //!
 //! The receipt signature is ed25519 by the configured bridge key over
-//! [`PaymentReceipt::signing_bytes`]:
-//! `"lockstep/receipt/v1" ‖ u32le len ‖ event id ‖ u32le len ‖ "paid" ‖ u32le len ‖ payment reference`.
+//! [`PaymentReceipt::signing_bytes`] for `"paid"`:
+//! `"lockstep/receipt/v1" ‖ u32le len ‖ event id ‖ u32le len ‖ "paid" ‖ u32le len ‖ payment reference`,
+//! and [`PaymentReceipt::failure_signing_bytes`] for `"failed"`:
+//! `"lockstep/receipt/v1" ‖ u32le len ‖ event id ‖ u32le len ‖ "failed" ‖ u32le len ‖ payment reference ‖ u32le len ‖ reason`.
+//! A failure report moves no state: the payment stays owed, the reconciler
+//! keeps re-sending the instruction, and a later `"paid"` receipt completes
+//! the event and clears `paymentFailure`.
 //!
 //! Error codes are part of the API: a code, once given a meaning, keeps it.
 //!
@@ -392,7 +397,14 @@ impl EventApiServer for EventRpc {
             ReceiptError::BadSignature => error(BAD_RECEIPT_SIGNATURE, e.to_string()),
         })?;
         let (event, written) = self.store.post_receipt(&receipt, now_ms())?;
-        if written {
+        if receipt.is_failure() {
+            tracing::warn!(
+                target: "lockstep::offchain",
+                "event {:?}: the bridge could not pay: {}",
+                event.id,
+                receipt.reason.as_deref().unwrap_or_default()
+            );
+        } else if written {
             tracing::info!(target: "lockstep::offchain", "event {:?} -> Completed ({})", event.id, receipt.payment_reference);
         }
         Ok(event)

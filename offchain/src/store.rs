@@ -38,7 +38,9 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::event::{Event, Evidence, PaymentInstruction, PaymentReceipt, Registration, Transition};
+use crate::event::{
+    Event, Evidence, PaymentFailure, PaymentInstruction, PaymentReceipt, Registration, Transition,
+};
 use crate::lifecycle::{next_state, IllegalMove, Reason, State};
 
 const CF_EVENTS: &str = "events";
@@ -514,6 +516,7 @@ impl EventStore {
                 resends: 0,
                 evidence: None,
                 receipt: None,
+                payment_failure: None,
             };
             let id = event.id.as_str();
             pending
@@ -787,6 +790,12 @@ impl EventStore {
     /// Records the bridge's (already verified) receipt: PendingAccount →
     /// Completed, the outbox entry removed, in one batch. A receipt equal to
     /// the recorded one returns the event with `false` (nothing written).
+    ///
+    /// A `"failed"` receipt moves nothing: it is recorded on the PendingAccount
+    /// event as its [`PaymentFailure`] (no transition; the outbox entry and
+    /// the reconciler's resend schedule stay as they are, so the instruction
+    /// keeps coming back until it is paid). For an event in any other state
+    /// it is refused like any receipt.
     pub fn post_receipt(
         &self,
         receipt: &PaymentReceipt,
@@ -795,6 +804,31 @@ impl EventStore {
         let mut guard = self.lock();
         let id = receipt.event_id.as_str();
         let mut event = self.must_get(id)?;
+        if receipt.is_failure() {
+            if event.state != State::PendingAccount {
+                return Err(StoreError::NotAwaitingReceipt {
+                    id: id.to_owned(),
+                    state: event.state,
+                });
+            }
+            let reports = event
+                .payment_failure
+                .as_ref()
+                .map_or(0, |f| f.reports)
+                .saturating_add(1);
+            event.payment_failure = Some(PaymentFailure {
+                reason: receipt.reason.clone().unwrap_or_default(),
+                payment_reference: receipt.payment_reference.clone(),
+                at_ms: now_ms,
+                reports,
+            });
+            let mut pending = self.begin(&guard);
+            pending
+                .batch
+                .put_cf(self.cf(CF_EVENTS)?, id, encode(&event));
+            self.commit(&mut guard, pending)?;
+            return Ok((event, true));
+        }
         if let Some(existing) = &event.receipt {
             return if existing.payment_reference == receipt.payment_reference
                 && existing.outcome == receipt.outcome
@@ -832,6 +866,7 @@ impl EventStore {
         event.state_since_ms = now_ms;
         event.due_at_ms = None;
         event.receipt = Some(receipt.clone());
+        event.payment_failure = None;
         pending
             .batch
             .put_cf(self.cf(CF_EVENTS)?, id, encode(&event));
@@ -1389,6 +1424,54 @@ mod tests {
         assert!(store.post_receipt(&receipt, 13).is_err());
         assert_eq!(snapshot(&store), before);
         assert_eq!(store.history("e1").expect("history").len(), 2);
+    }
+
+    #[test]
+    fn failure_receipt_is_recorded_without_a_move_and_cleared_by_payment() {
+        let (_dir, store) = open();
+        let key = lockstep_runtime::Keypair::dev("bridge");
+        store
+            .register(&registration("e1", 1), 10, 20)
+            .expect("register");
+        // Not PendingAccount yet: refused, nothing written.
+        let early = PaymentReceipt::sign_failure(&key, "e1", "p1", "insufficient funds");
+        let before = snapshot(&store);
+        assert!(matches!(
+            store.post_receipt(&early, 11),
+            Err(StoreError::NotAwaitingReceipt { .. })
+        ));
+        assert_eq!(snapshot(&store), before);
+        store
+            .transition("e1", Reason::Succeeded, Some(evidence()), 12, 1000)
+            .expect("succeed");
+        let seq = *store.watch_seq().borrow();
+        for (n, at) in [(1, 20), (2, 30)] {
+            let (event, written) = store.post_receipt(&early, at).expect("failure");
+            assert!(written);
+            assert_eq!(event.state, State::PendingAccount);
+            let failure = event.payment_failure.expect("failure recorded");
+            assert_eq!(failure.reason, "insufficient funds");
+            assert_eq!((failure.at_ms, failure.reports), (at, n));
+        }
+        // No transition, and the instruction stays in the bus.
+        assert_eq!(*store.watch_seq().borrow(), seq);
+        assert_eq!(store.bus_depth().expect("depth"), 1);
+        let stored = store.get("e1").expect("get").expect("event");
+        assert_eq!(stored.state, State::PendingAccount);
+        assert!(stored.payment_failure.is_some());
+
+        let paid = PaymentReceipt::sign(&key, "e1", "p1");
+        let (done, written) = store.post_receipt(&paid, 40).expect("paid");
+        assert!(written);
+        assert_eq!(done.state, State::Completed);
+        assert_eq!(done.payment_failure, None);
+        // A failure after completion is refused and changes nothing.
+        let before = snapshot(&store);
+        assert!(matches!(
+            store.post_receipt(&early, 50),
+            Err(StoreError::NotAwaitingReceipt { .. })
+        ));
+        assert_eq!(snapshot(&store), before);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! # lockstep-runtime
 //!
 //! The chain's primitives and its deterministic state transition. No I/O, no
-//! async, no clock: every function here is a pure function of its inputs, so
-//! every node that executes the same block on the same state gets the same
-//! receipts and the same roots.
+//! async, no clock (the small [`keyfile`] module aside): every function here
+//! is a pure function of its inputs, so every node that executes the same
+//! block on the same state gets the same receipts and the same roots.
 //!
 //! ## Layout
 //!
@@ -21,6 +21,9 @@
 //!   blocks. Start reading here.
 //! - [`genesis`]: the JSON chain spec and the genesis block it defines.
 //! - [`codec`]: bounded decoding of untrusted bytes.
+//! - [`keyfile`]: JSON key files for the binaries (node, CLI, bridge). The
+//!   one module that touches the file system; nothing in the state
+//!   transition uses it.
 //!
 //! All consensus-critical encodings are SCALE (`parity-scale-codec`).
 
@@ -29,6 +32,7 @@ pub mod codec;
 pub mod crypto;
 pub mod execution;
 pub mod genesis;
+pub mod keyfile;
 pub mod merkle;
 pub mod primitives;
 pub mod smt;

@@ -184,6 +184,28 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
         events.call("event_postReceipt", rpc_params![refused]).await,
         INVALID_FIELD,
     );
+    // Failure reports: only for PendingAccount events, with a reason.
+    for id in ["waiting", "paid"] {
+        let failure = PaymentReceipt::sign_failure(&bridge_key(), id, "ledger-5", "no funds");
+        expect(
+            events.call("event_postReceipt", rpc_params![failure]).await,
+            NOT_AWAITING_RECEIPT,
+        );
+    }
+    let mut no_reason = serde_json::to_value(PaymentReceipt::sign_failure(
+        &bridge_key(),
+        "paid",
+        "l",
+        "x",
+    ))
+    .unwrap();
+    no_reason.as_object_mut().unwrap().remove("reason");
+    expect(
+        events
+            .call("event_postReceipt", rpc_params![no_reason])
+            .await,
+        INVALID_FIELD,
+    );
     // The original receipt again: idempotent.
     let again = events
         .call("event_postReceipt", rpc_params![receipt])

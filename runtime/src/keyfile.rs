@@ -1,4 +1,5 @@
-//! Key files: an ed25519 secret seed and its public key, as JSON.
+//! Key files: an ed25519 secret seed and its public key, as JSON (the
+//! node, the `lockstep` CLI and the account bridge share the format).
 //!
 //! ```json
 //! { "type": "ed25519", "publicKey": "0x…", "secretSeed": "0x…" }
@@ -10,8 +11,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use lockstep_runtime::primitives::{from_hex, to_hex};
-use lockstep_runtime::{AccountId, Keypair};
+use crate::primitives::{from_hex, to_hex};
+use crate::{AccountId, Keypair};
 use serde::{Deserialize, Serialize};
 
 /// Largest key file read.

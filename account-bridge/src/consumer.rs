@@ -1,0 +1,218 @@
+//! A bus consumer: pull a batch of instructions, pay it in one SQL
+//! transaction, and acknowledge it only after the commit.
+//!
+//! The order is what makes delivery exactly-once in effect:
+//!
+//! 1. `bus_pull` leases a batch (the bus re-delivers it if we vanish);
+//! 2. each message is decoded and checked ([`Instruction::parse`]);
+//! 3. the ledger pays the valid ones in one transaction; each payment also
+//!    writes its receipt to the outbox, so once the commit returns, the
+//!    payment and the obligation to report it are durable together;
+//! 4. the poster is woken (receipts leave from the outbox, never from
+//!    memory);
+//! 5. `bus_ack`. A crash anywhere before this means re-delivery, which the
+//!    ledger absorbs: the payment row keyed by event id is found and only
+//!    its receipt is queued again.
+//!
+//! A batch that fails to commit (a database error) is not acknowledged: its
+//! lease runs out and the bus hands it out again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_offchain::backoff;
+use lockstep_offchain::event::{check_event_id, PaymentReceipt, MAX_FAILURE_REASON};
+use lockstep_offchain::store::BusMessage;
+use lockstep_runtime::Keypair;
+use tokio::sync::{watch, Notify};
+
+use crate::client::{EventSystemClient, Pulled, MAX_BATCH_CALLS};
+use crate::ledger::{Instruction, LedgerError, PayOutcome, PaymentLedger};
+use crate::metrics::BridgeMetrics;
+use crate::now_ms;
+
+/// The payment reference of a failure receipt for an instruction that
+/// wrote nothing (there is no ledger entry to name).
+pub const REJECTED_REFERENCE: &str = "rejected";
+
+/// One consumer task.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Its number, for logs.
+    pub id: usize,
+    /// The event system.
+    pub client: EventSystemClient,
+    /// The ledger.
+    pub ledger: Arc<dyn PaymentLedger>,
+    /// Signs failure receipts of rejected instructions.
+    pub key: Arc<Keypair>,
+    /// The metrics.
+    pub metrics: Arc<BridgeMetrics>,
+    /// Wakes the receipt poster after a commit.
+    pub wake_poster: Arc<Notify>,
+    /// Most instructions per pull.
+    pub batch: usize,
+    /// Lease of a pulled batch.
+    pub lease: Duration,
+    /// Pause after an empty pull; base of the backoff after errors.
+    pub poll_interval: Duration,
+    /// Test-only: abort right after a commit that paid.
+    pub crash_after_commit: bool,
+}
+
+/// Makes text fit a failure receipt's `reason`: printable ASCII, bounded.
+pub fn receipt_reason(text: &str) -> String {
+    let mut reason: String = text
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(MAX_FAILURE_REASON)
+        .collect();
+    if reason.is_empty() {
+        reason.push_str("refused");
+    }
+    reason
+}
+
+impl Consumer {
+    /// Pulls and pays until `shutdown` turns true; a batch in hand is
+    /// always finished first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut errors = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let pulled = tokio::select! {
+                _ = shutdown.changed() => return,
+                pulled = self.client.pull(self.batch, self.lease) => pulled,
+            };
+            let pause = match pulled {
+                Ok(pulled) if !pulled.messages.is_empty() => {
+                    errors = 0;
+                    match self.handle(pulled).await {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            errors = errors.saturating_add(1);
+                            tracing::error!(target: "lockstep::bridge", "consumer {}: {e}; the batch is left to its lease", self.id);
+                            backoff(self.poll_interval, Duration::from_secs(5), errors)
+                        }
+                    }
+                }
+                Ok(_) => {
+                    errors = 0;
+                    self.poll_interval
+                }
+                Err(e) => {
+                    errors = errors.saturating_add(1);
+                    BridgeMetrics::add(&self.metrics.event_system_errors, 1);
+                    if errors == 1 || errors.is_power_of_two() {
+                        tracing::warn!(target: "lockstep::bridge", "consumer {}: bus_pull: {e}", self.id);
+                    }
+                    backoff(self.poll_interval, Duration::from_secs(5), errors)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Pays one pulled batch and acknowledges it. An error means the batch
+    /// was not committed and is not acknowledged.
+    async fn handle(&self, pulled: Pulled) -> Result<(), LedgerError> {
+        let mut valid = Vec::with_capacity(pulled.messages.len());
+        let mut rejected: Vec<(String, String)> = Vec::new();
+        for raw in pulled.messages {
+            let id = raw["eventId"].as_str().map(str::to_owned);
+            match serde_json::from_value::<BusMessage>(raw) {
+                Ok(message) => match Instruction::parse(&message.event_id, &message.payment) {
+                    Ok(instruction) => valid.push(instruction),
+                    Err(e) => rejected.push((message.event_id, e.to_string())),
+                },
+                Err(e) => match id {
+                    Some(id) => rejected.push((id, format!("malformed instruction: {e}"))),
+                    None => {
+                        BridgeMetrics::add(&self.metrics.invalid, 1);
+                        tracing::error!(target: "lockstep::bridge", "malformed bus message without an event id: {e}");
+                    }
+                },
+            }
+        }
+        let mut paid = 0;
+        if !valid.is_empty() {
+            let ledger = self.ledger.clone();
+            let now = now_ms();
+            let instructions = valid.clone();
+            let outcomes =
+                tokio::task::spawn_blocking(move || ledger.pay_batch(&instructions, now))
+                    .await
+                    .map_err(|e| LedgerError::Corrupt(format!("ledger task failed: {e}")))??;
+            let (mut duplicates, mut failures) = (0, 0);
+            for (instruction, outcome) in valid.iter().zip(outcomes) {
+                match outcome {
+                    Ok(PayOutcome::Paid { .. }) => paid += 1,
+                    Ok(PayOutcome::AlreadyPaid { .. }) => duplicates += 1,
+                    Ok(PayOutcome::Refused { refusal, .. }) => {
+                        failures += 1;
+                        tracing::warn!(target: "lockstep::bridge", "event {:?} not paid: {refusal}", instruction.event_id);
+                    }
+                    Err(e) => rejected.push((instruction.event_id.clone(), e.to_string())),
+                }
+            }
+            if self.crash_after_commit && paid > 0 {
+                eprintln!(
+                    "{}: aborting after the commit (test hook)",
+                    crate::CRASH_AFTER_COMMIT_ENV
+                );
+                std::process::abort();
+            }
+            BridgeMetrics::add(&self.metrics.payments, paid);
+            BridgeMetrics::add(&self.metrics.duplicates, duplicates);
+            BridgeMetrics::add(&self.metrics.failures, failures);
+            BridgeMetrics::add(&self.metrics.batches, 1);
+            self.wake_poster.notify_one();
+        }
+        if !rejected.is_empty() {
+            self.report_rejected(rejected).await;
+        }
+        if let Err(e) = self.client.ack(&pulled.lease_id).await {
+            // The payments are committed: a re-delivery is absorbed.
+            BridgeMetrics::add(&self.metrics.event_system_errors, 1);
+            tracing::warn!(target: "lockstep::bridge", "bus_ack {}: {e}; the batch will be re-delivered and absorbed", pulled.lease_id);
+        }
+        self.metrics.bump();
+        Ok(())
+    }
+
+    /// Instructions that wrote nothing: logged, counted, and reported with
+    /// a failure receipt posted directly (best effort: every re-delivery
+    /// reports again).
+    async fn report_rejected(&self, rejected: Vec<(String, String)>) {
+        BridgeMetrics::add(&self.metrics.invalid, rejected.len() as u64);
+        let mut receipts = Vec::with_capacity(rejected.len());
+        for (id, why) in rejected {
+            tracing::error!(target: "lockstep::bridge", "event {id:?}: instruction refused, nothing written: {why}");
+            if check_event_id(&id).is_ok() {
+                receipts.push(PaymentReceipt::sign_failure(
+                    &self.key,
+                    &id,
+                    REJECTED_REFERENCE,
+                    &receipt_reason(&why),
+                ));
+            }
+        }
+        for chunk in receipts.chunks(MAX_BATCH_CALLS) {
+            if let Err(e) = self.client.post_receipts(chunk).await {
+                BridgeMetrics::add(&self.metrics.event_system_errors, 1);
+                tracing::warn!(target: "lockstep::bridge", "failure receipts not posted: {e}");
+            }
+        }
+    }
+}

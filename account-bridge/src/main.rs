@@ -1,0 +1,410 @@
+//! `lockstep-bridge`: parses the command line, then runs the bridge or a
+//! ledger or key operation. Exit codes: 0 success, 1 failure (the message
+//! says why), 2 bad usage.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lockstep_bridge::ledger::{
+    parse_amount, Durability, LedgerError, PaymentLedger, PaymentStatus, SqliteLedger,
+};
+use lockstep_bridge::{Config, CRASH_AFTER_COMMIT_ENV};
+use lockstep_runtime::{keyfile, Keypair};
+
+/// Lockstep's account bridge: pays each event exactly once in a
+/// double-entry ledger and posts signed receipts. Amounts are integer minor
+/// units (cents): 1250 is 12.50.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep-bridge", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the bridge until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Operates on the ledger: open and fund accounts, balances, payments.
+    Ledger(LedgerArgs),
+    /// Bridge keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The event system's JSON-RPC URL (http://host:port).
+    #[arg(long)]
+    event_system: String,
+    /// The ledger file (SQLite; created if missing).
+    #[arg(long)]
+    ledger: PathBuf,
+    /// The bridge's key file (from `lockstep-bridge key generate`); the event
+    /// system must be started with its public key as --bridge-key.
+    #[arg(long)]
+    key: PathBuf,
+    /// Consumers pulling and paying batches concurrently (1 to 64).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Most instructions pulled and paid in one SQL transaction (1 to 1000).
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// How long a pulled batch is held before the bus re-delivers it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    lease: Duration,
+    /// Pause after an empty pull.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    poll_interval: Duration,
+    /// Timeout of each call to the event system.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    call_timeout: Duration,
+    /// First delay before an unacknowledged receipt is posted again.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    receipt_retry_base: Duration,
+    /// Largest delay between posts of one receipt (the backoff doubles up to it).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    receipt_retry_cap: Duration,
+    /// Receipt batches (of up to 100) in flight at once (1 to 64).
+    #[arg(long, default_value_t = 4)]
+    post_concurrency: usize,
+    /// Prometheus metrics port, if wanted.
+    #[arg(long)]
+    metrics_port: Option<u16>,
+    /// Address the metrics endpoint listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: IpAddr,
+    /// Do not fsync each commit (SQLite synchronous=NORMAL: survives a
+    /// process crash, not power loss).
+    #[arg(long)]
+    no_fsync: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct LedgerArgs {
+    /// The ledger file (SQLite; created if missing).
+    #[arg(long, global = true, env = "LOCKSTEP_BRIDGE_LEDGER")]
+    ledger: Option<PathBuf>,
+    #[command(subcommand)]
+    command: LedgerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Opens accounts, optionally funded.
+    ///
+    /// Idempotent: an account that exists on the same terms is left alone
+    /// and gets no deposit, so seeding can be re-run. Example, seeding a
+    /// testnet: `ledger open alice bob charlie --currency USD --deposit 100000000`.
+    Open {
+        /// Account ids (printable ASCII, no spaces, not starting with @).
+        #[arg(required = true)]
+        accounts: Vec<String>,
+        /// Three upper-case letters, e.g. USD.
+        #[arg(long)]
+        currency: String,
+        /// How far below zero the account may go, in minor units.
+        #[arg(long, default_value = "0", allow_hyphen_values = true)]
+        overdraft: String,
+        /// Minor units deposited into each newly opened account.
+        #[arg(long, allow_hyphen_values = true)]
+        deposit: Option<String>,
+    },
+    /// Deposits money into an account (from the currency's external system
+    /// account, as a double entry).
+    Deposit {
+        /// The account.
+        account: String,
+        /// Minor units, a positive integer.
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+    },
+    /// Shows one account, or every account with the per-currency totals
+    /// (zero while money is conserved).
+    Balance {
+        /// The account (all when omitted).
+        account: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists every payment, oldest first.
+    Payments {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Writes a new random key file (mode 0600; never overwrites) and
+    /// prints its public key.
+    Generate {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prints a key file's public key.
+    Inspect {
+        /// The key file.
+        file: PathBuf,
+    },
+}
+
+/// `250ms`, `5s`, `2m`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: add a unit (ms, s, m, h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, like 5s"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{text:?}: unit must be ms, s, m or h"))?;
+    if millis == 0 {
+        return Err(format!("{text:?}: must be positive"));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Ledger(args) => ledger(args),
+        Command::Key { command } => key(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let key = keyfile::read(&args.key).context("reading the bridge key")?;
+    let durability = if args.no_fsync {
+        Durability::Normal
+    } else {
+        Durability::Full
+    };
+    let ledger: Arc<dyn PaymentLedger> =
+        Arc::new(SqliteLedger::open_with(&args.ledger, durability).context("opening the ledger")?);
+    let mut config = Config::new(args.event_system);
+    config.concurrency = args.concurrency;
+    config.batch = args.batch;
+    config.lease = args.lease;
+    config.poll_interval = args.poll_interval;
+    config.call_timeout = args.call_timeout;
+    config.receipt_retry_base = args.receipt_retry_base;
+    config.receipt_retry_cap = args.receipt_retry_cap;
+    config.post_concurrency = args.post_concurrency;
+    config.metrics_addr = args.metrics_port.map(|p| SocketAddr::new(args.listen, p));
+    config.crash_after_commit = std::env::var(CRASH_AFTER_COMMIT_ENV).is_ok_and(|v| v == "1");
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let public = key.public();
+        let bridge = lockstep_bridge::start(config, ledger, key)
+            .await
+            .context("starting the bridge")?;
+        // A line on stdout that scripts and tests can wait for.
+        println!("lockstep-bridge running with key {public}");
+        wait_for_signal().await?;
+        tracing::info!(target: "lockstep::bridge", "shutting down");
+        bridge.stop().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn open_ledger(path: Option<&Path>) -> anyhow::Result<SqliteLedger> {
+    let path = path.context("--ledger <file> is required (or LOCKSTEP_BRIDGE_LEDGER)")?;
+    Ok(SqliteLedger::open(path)?)
+}
+
+fn optional_amount(text: &str) -> Result<i128, LedgerError> {
+    if text == "0" {
+        Ok(0)
+    } else {
+        parse_amount(text)
+    }
+}
+
+fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
+    let now = lockstep_bridge::now_ms();
+    match args.command {
+        LedgerCommand::Open {
+            accounts,
+            currency,
+            overdraft,
+            deposit,
+        } => {
+            let overdraft = optional_amount(&overdraft).map_err(|e| rename(e, "overdraft"))?;
+            let deposit = match deposit {
+                Some(text) => parse_amount(&text).map_err(|e| rename(e, "deposit"))?,
+                None => 0,
+            };
+            let ledger = open_ledger(args.ledger.as_deref())?;
+            let created = ledger.open_accounts(&accounts, &currency, overdraft, deposit, now)?;
+            for (account, created) in accounts.iter().zip(created) {
+                if created {
+                    println!(
+                        "opened {account} ({currency}, overdraft {overdraft}, deposit {deposit})"
+                    );
+                } else {
+                    println!("{account} exists on the same terms; left unchanged");
+                }
+            }
+        }
+        LedgerCommand::Deposit { account, amount } => {
+            let amount = parse_amount(&amount)?;
+            let ledger = open_ledger(args.ledger.as_deref())?;
+            let reference = ledger.deposit(&account, amount, now)?;
+            let balance = ledger
+                .account(&account)?
+                .map(|a| a.balance)
+                .unwrap_or_default();
+            println!("{reference}: deposited {amount} into {account}; balance {balance}");
+        }
+        LedgerCommand::Balance { account, json } => {
+            let ledger = open_ledger(args.ledger.as_deref())?;
+            let accounts = match &account {
+                Some(id) => vec![ledger
+                    .account(id)?
+                    .ok_or_else(|| LedgerError::UnknownAccount(id.clone()))?],
+                None => ledger.accounts()?,
+            };
+            let totals = ledger.totals()?;
+            if json {
+                let totals: Vec<_> = totals
+                    .iter()
+                    .map(|(currency, sum)| serde_json::json!({"currency": currency, "sum": sum.to_string()}))
+                    .collect();
+                let accounts: Vec<_> = accounts
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "id": a.id, "currency": a.currency, "balance": a.balance.to_string(),
+                            "overdraft": a.overdraft.to_string(), "system": a.system,
+                        })
+                    })
+                    .collect();
+                let out = if account.is_some() {
+                    accounts.into_iter().next().unwrap_or_default()
+                } else {
+                    serde_json::json!({"accounts": accounts, "totals": totals})
+                };
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!(
+                    "{:<32} {:<8} {:>22} {:>20}",
+                    "account", "currency", "balance", "overdraft"
+                );
+                for a in &accounts {
+                    let overdraft = if a.system {
+                        "system".to_string()
+                    } else {
+                        a.overdraft.to_string()
+                    };
+                    println!(
+                        "{:<32} {:<8} {:>22} {:>20}",
+                        a.id, a.currency, a.balance, overdraft
+                    );
+                }
+                if account.is_none() {
+                    for (currency, sum) in totals {
+                        println!("total {currency}: {sum} (zero while money is conserved)");
+                    }
+                }
+            }
+        }
+        LedgerCommand::Payments { json } => {
+            let ledger = open_ledger(args.ledger.as_deref())?;
+            let payments = ledger.payments()?;
+            if json {
+                let rows: Vec<_> = payments
+                    .iter()
+                    .map(|p| {
+                        let mut row = serde_json::to_value(p).unwrap_or_default();
+                        row["amount"] = serde_json::json!(p.amount.to_string());
+                        row
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{} payments", payments.len());
+                for p in payments {
+                    let status = match p.status {
+                        PaymentStatus::Paid => "paid".to_string(),
+                        PaymentStatus::Failed => {
+                            format!("failed: {}", p.failure.as_deref().unwrap_or("?"))
+                        }
+                    };
+                    println!(
+                        "{} {} {} -> {} {} {} (attempts {}) {status}",
+                        p.reference, p.event_id, p.payer, p.payee, p.amount, p.currency, p.attempts
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rename(e: LedgerError, name: &'static str) -> LedgerError {
+    match e {
+        LedgerError::Invalid { reason, .. } => LedgerError::Invalid {
+            field: name,
+            reason,
+        },
+        other => other,
+    }
+}
+
+fn key(command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Generate { out } => {
+            let key = Keypair::generate();
+            keyfile::write(&out, &key)?;
+            println!("{}", key.public());
+        }
+        KeyCommand::Inspect { file } => {
+            let key = keyfile::read(&file)?;
+            println!("{}", key.public());
+        }
+    }
+    Ok(())
+}

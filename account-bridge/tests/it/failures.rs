@@ -1,0 +1,148 @@
+//! Payments the ledger refuses: a failure receipt, the event flagged and
+//! still PendingAccount, then paid once the funds arrive; instructions the
+//! ledger can never pay write nothing and are reported.
+
+use lockstep_bridge::ledger::{PaymentLedger, PaymentStatus, SqliteLedger};
+use std::sync::atomic::Ordering;
+
+use crate::harness::{
+    assert_conserved, await_metrics, dump, ledger_cli, payment, start_bridge, DevNode, EventSystem,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insufficient_funds_reports_failure_then_pays_after_deposit() {
+    let node = DevNode::start().await;
+    let events = EventSystem::start(&node).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let (bridge, ledger) = start_bridge(&events.url(), &path).await;
+    ledger
+        .open_accounts(&["poor".into(), "shop".into()], "EUR", 0, 100, 1)
+        .unwrap();
+
+    events
+        .pending_event(
+            &node,
+            "short-1",
+            "dave",
+            0,
+            payment("poor", "shop", "500", "EUR"),
+        )
+        .await;
+    let flagged = events.await_failure("short-1").await;
+    assert_eq!(flagged["state"], "PendingAccount");
+    let reason = flagged["paymentFailure"]["reason"].as_str().unwrap();
+    assert!(reason.contains("insufficient funds"), "{reason}");
+    let record = ledger.payment("short-1").unwrap().unwrap();
+    assert_eq!(record.status, PaymentStatus::Failed);
+    assert_eq!(
+        flagged["paymentFailure"]["paymentReference"],
+        record.reference.as_str()
+    );
+    assert_eq!(ledger.account("poor").unwrap().unwrap().balance, 100);
+    assert_conserved(ledger.as_ref());
+
+    // Funds arrive through the operator CLI (another process, same file,
+    // while the bridge runs); the reconciler's next re-send pays it.
+    let out = ledger_cli(&path, &["deposit", "poor", "1000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = events.await_state("short-1", "Completed").await;
+    assert!(done["paymentFailure"].is_null(), "{done}");
+    assert_eq!(
+        done["receipt"]["paymentReference"],
+        record.reference.as_str()
+    );
+    let record = ledger.payment("short-1").unwrap().unwrap();
+    assert_eq!(record.status, PaymentStatus::Paid);
+    assert!(record.attempts >= 2, "{record:?}");
+    assert_eq!(ledger.account("poor").unwrap().unwrap().balance, 600);
+    assert_eq!(ledger.account("shop").unwrap().unwrap().balance, 600);
+    assert_conserved(ledger.as_ref());
+    assert!(bridge.metrics.failures.load(Ordering::SeqCst) >= 1);
+    assert_eq!(bridge.metrics.payments.load(Ordering::SeqCst), 1);
+    bridge.stop().await;
+    events.stop().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unpayable_instructions_are_reported_and_write_nothing_or_a_refusal() {
+    let node = DevNode::start().await;
+    let events = EventSystem::start(&node).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = SqliteLedger::open(&path).unwrap();
+    ledger
+        .open_accounts(&["payer".into(), "payee".into()], "USD", 0, 1_000, 1)
+        .unwrap();
+    drop(ledger);
+    let before = dump(&path);
+
+    // Valid for the event system (it takes up to 128-bit amounts and any
+    // currency code), but not payable by this ledger.
+    let too_big = "9223372036854775808"; // i64::MAX + 1
+    events
+        .pending_event(
+            &node,
+            "too-big",
+            "eve",
+            0,
+            payment("payer", "payee", too_big, "USD"),
+        )
+        .await;
+    events
+        .pending_event(
+            &node,
+            "pounds",
+            "eve",
+            1,
+            payment("payer", "payee", "10", "GBP"),
+        )
+        .await;
+    let (bridge, ledger) = start_bridge(&events.url(), &path).await;
+    for (id, expected) in [("too-big", "exceeds"), ("pounds", "GBP")] {
+        let event = events.await_failure(id).await;
+        assert_eq!(event["state"], "PendingAccount");
+        let failure = &event["paymentFailure"];
+        assert_eq!(failure["paymentReference"], "rejected");
+        let reason = failure["reason"].as_str().unwrap();
+        assert!(reason.contains(expected), "{id}: {reason}");
+    }
+    await_metrics(&bridge, |m| m.invalid.load(Ordering::SeqCst) >= 2).await;
+    bridge.stop().await;
+    assert_eq!(
+        dump(&path),
+        before,
+        "an invalid instruction wrote to the ledger"
+    );
+
+    // An account that does not exist (yet) is a refusal that may heal: a
+    // failed payment row, no money moved.
+    let (bridge, ledger2) = start_bridge(&events.url(), &path).await;
+    events
+        .pending_event(
+            &node,
+            "nobody",
+            "eve",
+            2,
+            payment("payer", "ghost", "10", "USD"),
+        )
+        .await;
+    let event = events.await_failure("nobody").await;
+    assert!(event["paymentFailure"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("unknown account ghost"));
+    let record = ledger2.payment("nobody").unwrap().unwrap();
+    assert_eq!(record.status, PaymentStatus::Failed);
+    assert_eq!(ledger2.account("payer").unwrap().unwrap().balance, 1_000);
+    assert_conserved(ledger2.as_ref());
+    bridge.stop().await;
+    drop(ledger);
+    events.stop().await;
+    node.stop().await;
+}

@@ -1,0 +1,424 @@
+//! A dev chain and the event system in this process (real services on
+//! loopback ports), the bridge in-process or as its real binary, and
+//! helpers to get events into PendingAccount for real.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
+use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use jsonrpsee::rpc_params;
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
+use lockstep_bridge::ledger::{PaymentLedger, SqliteLedger};
+use lockstep_bridge::{Config, RunningBridge};
+use lockstep_node::service::{self, NodeConfig, RunningNode};
+use lockstep_offchain::RunningService;
+use lockstep_runtime::genesis::DEV_ASSET;
+use lockstep_runtime::primitives::to_hex;
+use lockstep_runtime::{keyfile, Call, ChainSpec, Keypair, SignedTx, SigningContext};
+use parity_scale_codec::Encode;
+use serde_json::{json, Value};
+
+/// Generous bound on any awaited condition, so a bug fails the test rather
+/// than hanging it. Not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn bridge_key() -> Keypair {
+    Keypair::dev("bridge")
+}
+
+/// The dev bridge key written to `dir/bridge-key.json`.
+pub fn bridge_key_file(dir: &Path) -> PathBuf {
+    let path = dir.join("bridge-key.json");
+    if !path.exists() {
+        keyfile::write(&path, &bridge_key()).unwrap();
+    }
+    path
+}
+
+/// Polls `check` until it returns `Some`, with a deadline. For conditions
+/// nothing can be subscribed to (another process's files, its exit).
+pub async fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A single-validator dev chain producing a block every 100 ms.
+pub struct DevNode {
+    pub node: Option<RunningNode>,
+    pub http: HttpClient,
+    pub context: SigningContext,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl DevNode {
+    pub async fn start() -> DevNode {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ChainSpec::dev("lockstep-bridge-test", &[Keypair::dev("alice").public()]);
+        let mut config = NodeConfig::new(spec, dir.path().to_path_buf());
+        config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.validator_key = Some(Keypair::dev("alice"));
+        config.block_time = Duration::from_millis(100);
+        let node = service::start_single(config).await.unwrap();
+        let addr = node.rpc_addr;
+        let http = HttpClientBuilder::default()
+            .build(format!("http://{addr}"))
+            .unwrap();
+        let context = *node.chain.signing_context();
+        DevNode {
+            node: Some(node),
+            http,
+            context,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn head(&self) -> u64 {
+        let header: Value = self
+            .http
+            .request("chain_getHeader", rpc_params![])
+            .await
+            .unwrap();
+        header["number"].as_u64().unwrap()
+    }
+
+    /// A transfer of 1 unit of the dev asset from `from` to bob.
+    pub async fn transfer(&self, from: &str, nonce: u64) -> SignedTx {
+        let call = Call::Transfer {
+            asset: DEV_ASSET,
+            to: Keypair::dev("bob").public(),
+            amount: 1,
+            reference: None,
+        };
+        let valid_until = self.head().await + 200;
+        SignedTx::sign(&Keypair::dev(from), &self.context, nonce, valid_until, call)
+    }
+
+    pub async fn submit(&self, tx: &SignedTx) {
+        let _: Value = self
+            .http
+            .request("author_submitExtrinsic", rpc_params![to_hex(&tx.encode())])
+            .await
+            .unwrap();
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(node) = self.node.take() {
+            node.stop().await.unwrap();
+        }
+    }
+}
+
+pub fn payment(payer: &str, payee: &str, amount: &str, currency: &str) -> Value {
+    json!({"payer": payer, "payee": payee, "amount": amount, "currency": currency})
+}
+
+/// The event system in this process, with short intervals.
+pub struct EventSystem {
+    pub service: Option<RunningService>,
+    pub http: HttpClient,
+    pub ws: WsClient,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl EventSystem {
+    pub async fn start(node: &DevNode) -> EventSystem {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = lockstep_offchain::Config::new(
+            vec![node.url()],
+            dir.path().to_path_buf(),
+            bridge_key().public(),
+        );
+        config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.quorum = "1/1".parse().unwrap();
+        config.scan_interval = Duration::from_millis(100);
+        config.grace = Duration::from_millis(300);
+        config.recheck_cap = Duration::from_millis(500);
+        config.call_timeout = Duration::from_secs(2);
+        config.resend_base = Duration::from_millis(200);
+        config.resend_cap = Duration::from_millis(500);
+        config.watcher_retry = Duration::from_millis(100);
+        config.sync_writes = false;
+        let service = lockstep_offchain::start(config).await.unwrap();
+        let addr = service.rpc_addr;
+        let http = HttpClientBuilder::default()
+            .build(format!("http://{addr}"))
+            .unwrap();
+        let ws = WsClientBuilder::default()
+            .build(format!("ws://{addr}"))
+            .await
+            .unwrap();
+        EventSystem {
+            service: Some(service),
+            http,
+            ws,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        params: jsonrpsee::core::params::ArrayParams,
+    ) -> Result<Value, ErrorObjectOwned> {
+        match self.http.request::<Value, _>(method, params).await {
+            Ok(value) => Ok(value),
+            Err(jsonrpsee::core::client::Error::Call(e)) => Err(e),
+            Err(e) => panic!("{method}: transport error {e}"),
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Value {
+        self.call("event_get", rpc_params![id]).await.unwrap()
+    }
+
+    /// Registers an event for a fresh transfer by `signer` (its `nonce`th),
+    /// submits the transfer, and waits until the event is PendingAccount.
+    pub async fn pending_event(
+        &self,
+        node: &DevNode,
+        id: &str,
+        signer: &str,
+        nonce: u64,
+        payment: Value,
+    ) -> Value {
+        let tx = node.transfer(signer, nonce).await;
+        self.call(
+            "event_register",
+            rpc_params![json!({"id": id, "tx": to_hex(&tx.encode()), "payment": payment})],
+        )
+        .await
+        .unwrap();
+        node.submit(&tx).await;
+        self.await_state(id, "PendingAccount").await
+    }
+
+    /// Waits for `id` to reach `state` by following `event_subscribe` from
+    /// the start; panics if it reaches another final state.
+    pub async fn await_state(&self, id: &str, state: &str) -> Value {
+        let mut feed: Subscription<Value> = self
+            .ws
+            .subscribe("event_subscribe", rpc_params![1], "event_unsubscribe")
+            .await
+            .unwrap();
+        let wait = async {
+            loop {
+                let transition = feed.next().await.unwrap().unwrap();
+                if transition["eventId"] != id {
+                    continue;
+                }
+                if transition["to"] == state {
+                    return;
+                }
+                assert!(
+                    transition["to"] != "Cancelled" && transition["to"] != "Completed",
+                    "{id} reached {} instead of {state}",
+                    transition["to"]
+                );
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{id} did not reach {state}"));
+        self.get(id).await
+    }
+
+    /// Waits until the event carries a payment failure (there is no
+    /// transition to follow: a failure report moves nothing).
+    pub async fn await_failure(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let event = self.get(id).await;
+            if !event["paymentFailure"].is_null() {
+                return event;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id}: no payment failure recorded: {event}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(service) = self.service.take() {
+            service.stop().await;
+        }
+    }
+}
+
+/// Quick settings for a bridge under test.
+pub fn bridge_config(event_system: &str) -> Config {
+    let mut config = Config::new(event_system);
+    config.poll_interval = Duration::from_millis(50);
+    config.lease = Duration::from_secs(2);
+    config.receipt_retry_base = Duration::from_millis(100);
+    config.receipt_retry_cap = Duration::from_millis(500);
+    config
+}
+
+/// The bridge in this process, on the ledger at `path`.
+pub async fn start_bridge(event_system: &str, path: &Path) -> (RunningBridge, Arc<SqliteLedger>) {
+    let ledger = Arc::new(SqliteLedger::open(path).unwrap());
+    let bridge = lockstep_bridge::start(bridge_config(event_system), ledger.clone(), bridge_key())
+        .await
+        .unwrap();
+    (bridge, ledger)
+}
+
+/// Waits until `check` holds on the bridge's metrics, re-testing after
+/// every committed batch or round of receipt posts.
+pub async fn await_metrics(
+    bridge: &RunningBridge,
+    check: impl Fn(&lockstep_bridge::metrics::BridgeMetrics) -> bool,
+) {
+    let metrics = bridge.metrics.clone();
+    let mut changed = metrics.changed();
+    let wait = async {
+        while !check(&metrics) {
+            changed.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("bridge metrics condition not reached");
+}
+
+/// The bridge binary.
+pub fn bridge_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lockstep-bridge"))
+}
+
+/// Runs `lockstep-bridge ledger --ledger <path> <args>`.
+pub fn ledger_cli(path: &Path, args: &[&str]) -> Output {
+    bridge_bin()
+        .arg("ledger")
+        .arg("--ledger")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The bridge binary running `run`.
+pub struct BridgeProcess {
+    pub child: Child,
+}
+
+impl BridgeProcess {
+    /// Starts `lockstep-bridge run` and waits for its "running" line.
+    pub fn start(
+        event_system: &str,
+        ledger: &Path,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> BridgeProcess {
+        use std::io::{BufRead, BufReader};
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("bridge.log"))
+            .unwrap();
+        let mut child = bridge_bin()
+            .args(["run", "--event-system", event_system, "--ledger"])
+            .arg(ledger)
+            .arg("--key")
+            .arg(bridge_key_file(dir))
+            .args(["--poll-interval", "50ms", "--lease", "1s"])
+            .args([
+                "--receipt-retry-base",
+                "100ms",
+                "--receipt-retry-cap",
+                "500ms",
+            ])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        // With the crash hook, the process may abort before it prints.
+        if env.is_empty() {
+            assert!(
+                line.contains("running"),
+                "the bridge did not start: {line:?}"
+            );
+        }
+        BridgeProcess { child }
+    }
+
+    /// SIGTERM, then waits; returns whether it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap().success()
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every row of every ledger table, to compare before and after.
+pub fn dump(path: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut out = Vec::new();
+    for table in [
+        "accounts",
+        "payments",
+        "deposits",
+        "postings",
+        "receipt_outbox",
+    ] {
+        let mut statement = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        let columns = statement.column_count();
+        let mut rows = statement.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            let values: Vec<String> = (0..columns)
+                .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                .collect();
+            out.push(format!("{table}: {}", values.join(", ")));
+        }
+    }
+    out
+}
+
+/// Asserts that every currency's balances sum to zero, and so do postings.
+pub fn assert_conserved(ledger: &dyn PaymentLedger) {
+    for (currency, total) in ledger.totals().unwrap() {
+        assert_eq!(total, 0, "{currency}: balances do not sum to zero");
+    }
+    for (currency, total) in ledger.posting_totals().unwrap() {
+        assert_eq!(total, 0, "{currency}: postings do not sum to zero");
+    }
+}
