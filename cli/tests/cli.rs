@@ -1,4 +1,5 @@
-//! `lockstep` against a dev node running in this process.
+//! `lockstep` as a child process against a dev node, and against the whole
+//! system (dev node, event system, account bridge) running in this process.
 
 #![allow(clippy::unwrap_used)]
 
@@ -6,16 +7,25 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::time::Duration;
 
+#[path = "it/system.rs"]
+mod system;
+
 use lockstep_node::service::{self, NodeConfig};
 use lockstep_runtime::genesis::DEV_ENDOWMENT;
 use lockstep_runtime::{ChainSpec, Keypair};
 
 /// Runs the binary on a blocking thread, so the node in this process keeps
 /// serving meanwhile.
-async fn lockstep(args: Vec<String>) -> Output {
+pub(crate) async fn lockstep(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
             .args(args)
+            // The caller's shell must not point the binary elsewhere.
+            .env_remove("LOCKSTEP_RPC")
+            .env_remove("LOCKSTEP_NODES")
+            .env_remove("LOCKSTEP_EVENTS")
+            .env_remove("LOCKSTEP_LEDGER")
+            .env_remove("LOCKSTEP_CHAIN_SPEC")
             .output()
             .unwrap()
     })

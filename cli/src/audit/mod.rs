@@ -1,0 +1,262 @@
+//! `lockstep audit`: the protocol's invariants (ARCHITECTURE.md, "The
+//! protocol"), checked across the three places that hold the truth: the
+//! chain (through a quorum of nodes), the event store and the ledger.
+//!
+//! Reading order makes the audit sound on a running system, not only a
+//! quiescent one: the ledger is read first (a payment there has an event
+//! registered before it: registration precedes submission precedes
+//! payment, and events are never deleted), then every event and its
+//! history, then the ledger again (a Completed event's payment was made
+//! before its receipt, so the second read has it), then the chain (finality
+//! never reverts, so what the nodes report then holds for every event read
+//! earlier).
+//!
+//! What it checks, per event:
+//! - Completed: a quorum of the nodes agrees the transfer is finalized and
+//!   succeeded, in the block the event's evidence names; exactly one Paid
+//!   ledger payment with the event's id, whose payer, payee, amount and
+//!   currency are the instruction's and whose reference is the receipt's.
+//! - PendingAccount: the same on chain; its payment may exist (the receipt
+//!   is on its way) and must then match.
+//! - Cancelled: no node reports the transfer finalized and successful; no
+//!   ledger payment row at all (no instruction is ever sent for it).
+//! - Registered: no ledger payment row (the instruction is only written on
+//!   the move to PendingAccount).
+//! - History: starts with the registration, each move is legal and starts
+//!   where the previous one ended, sequence numbers increase, and it ends
+//!   in the event's state.
+//!
+//! And overall: no ledger payment without its event; transition sequence
+//! numbers gap-free and event counts equal to the store's (when the store
+//! did not change during the audit); ledger money conserved (per currency
+//! the balances, system accounts included, sum to 0 or `--ledger-total`);
+//! chain supply conserved (per asset, the balances of every account that
+//! ever held it sum to the genesis supply plus successful mints).
+//!
+//! ## Layout
+//!
+//! - [`events`]: every event and its history from the event store; legal
+//!   moves; nothing lost.
+//! - [`payments`]: the ledger against the events; money conserved.
+//! - [`quorum`]: each transfer's outcome on a quorum of nodes against its
+//!   event.
+//! - [`supply`]: the chain's asset supply conserved.
+
+mod events;
+mod payments;
+mod quorum;
+mod supply;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use lockstep_offchain::lifecycle::State;
+use lockstep_offchain::nodes::Node;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::args::AuditArgs;
+use crate::event::EventsClient;
+use crate::ledger;
+use crate::output::Progress;
+
+/// Calls in one JSON-RPC batch to a node (its limit is 256).
+const NODE_BATCH: usize = 64;
+/// Timeout of each node call.
+const NODE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One broken invariant.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Violation {
+    /// A stable name for the kind, for scripts.
+    pub kind: &'static str,
+    /// The event concerned, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// What is wrong, with the facts.
+    pub detail: String,
+}
+
+/// What the audit found: violations, and notes on what it could not check.
+#[derive(Debug, Default)]
+struct Findings {
+    violations: Vec<Violation>,
+    notes: Vec<String>,
+}
+
+impl Findings {
+    fn violation(&mut self, kind: &'static str, event_id: Option<&str>, detail: String) {
+        self.violations.push(Violation {
+            kind,
+            event_id: event_id.map(str::to_owned),
+            detail,
+        });
+    }
+}
+
+/// `lockstep audit`.
+pub async fn run(
+    nodes: &[String],
+    events_url: &str,
+    json_mode: bool,
+    args: AuditArgs,
+) -> anyhow::Result<ExitCode> {
+    let events = EventsClient::new(events_url)?;
+    let chain_nodes = nodes
+        .iter()
+        .map(|url| Node::new(url, NODE_TIMEOUT).map_err(|e| anyhow!("{e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let threshold = args.quorum.threshold(chain_nodes.len()).max(1);
+    let concurrency = args.concurrency as usize;
+    let mut progress = Progress::on_terminal();
+    let mut findings = Findings::default();
+
+    progress.update("reading the ledger");
+    let ledger_before = ledger::read(&args.ledger)?;
+    progress.update("reading the event store");
+    let stats_before = events.stats().await?;
+    let all_events = events::read_events(&events, &mut progress).await?;
+    let histories =
+        events::read_histories(&events, &all_events, concurrency, &mut progress).await?;
+    let stats_after = events.stats().await?;
+    let ledger_after = ledger::read(&args.ledger)?;
+
+    let mut per_state: BTreeMap<State, u64> = State::ALL.iter().map(|s| (*s, 0)).collect();
+    for event in &all_events {
+        *per_state.entry(event.state).or_default() += 1;
+    }
+    events::check_histories(&all_events, &histories, &mut findings);
+    events::check_completeness(
+        &all_events,
+        &histories,
+        &stats_before,
+        &stats_after,
+        &mut findings,
+    );
+    let ledger_summary = payments::check_ledger(
+        &all_events,
+        &ledger_before,
+        &ledger_after,
+        &args,
+        &mut findings,
+    );
+    if args.require_final {
+        for event in all_events.iter().filter(|e| !e.state.is_final()) {
+            findings.violation(
+                "not-final",
+                Some(&event.id),
+                format!("still {} (--require-final)", event.state),
+            );
+        }
+    }
+
+    progress.update("asking the nodes");
+    let chain_summary = quorum::check_chain(
+        &chain_nodes,
+        threshold,
+        concurrency,
+        &all_events,
+        &mut findings,
+    )
+    .await?;
+    let supply_summary = if args.skip_supply {
+        findings
+            .notes
+            .push("chain supply not checked (--skip-supply)".into());
+        Value::Null
+    } else {
+        progress.update("checking the chain's supply");
+        supply::check_supply(nodes, &args, concurrency, &mut findings, &mut progress).await?
+    };
+    progress.finish();
+
+    let summary = json!({
+        "events": all_events.len(),
+        "perState": per_state.iter().map(|(s, n)| (s.name(), *n)).collect::<BTreeMap<_, _>>(),
+        "chain": chain_summary,
+        "ledger": ledger_summary,
+        "supply": supply_summary,
+    });
+    let ok = findings.violations.is_empty();
+    if json_mode {
+        out!(
+            "{}",
+            json!({
+                "ok": ok,
+                "violations": findings.violations,
+                "summary": summary,
+                "notes": findings.notes,
+            })
+        );
+    } else {
+        print_report(&findings, &summary, &per_state);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A JSON scalar as text, strings without their quotes.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_report(findings: &Findings, summary: &Value, per_state: &BTreeMap<State, u64>) {
+    for v in &findings.violations {
+        match &v.event_id {
+            Some(id) => out!("VIOLATION {}: event {id}: {}", v.kind, v.detail),
+            None => out!("VIOLATION {}: {}", v.kind, v.detail),
+        }
+    }
+    let states: Vec<String> = per_state.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    out!("events: {} ({})", summary["events"], states.join(", "));
+    let c = &summary["chain"];
+    out!(
+        "chain: {} transfers checked on {} nodes (quorum {}): {} succeeded, {} failed, {} expired unincluded, {} undecided",
+        c["checked"], c["nodes"], c["threshold"], c["succeeded"], c["failed"], c["expired"], c["undecided"]
+    );
+    let l = &summary["ledger"];
+    let totals: Vec<String> = l["totals"]
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| format!("{k} {}", plain(v))).collect())
+        .unwrap_or_default();
+    out!(
+        "ledger: {} payments ({} paid, {} failed); totals {}",
+        l["payments"],
+        l["paid"],
+        l["failed"],
+        if totals.is_empty() {
+            "none".into()
+        } else {
+            totals.join(", ")
+        }
+    );
+    let s = &summary["supply"];
+    if let Some(assets) = s["assets"].as_object() {
+        for (asset, a) in assets {
+            out!(
+                "supply: asset {asset}: expected {}, found {} over {} accounts at #{}",
+                plain(&a["expected"]),
+                plain(&a["found"]),
+                s["accounts"],
+                s["height"]
+            );
+        }
+    }
+    for note in &findings.notes {
+        out!("note: {note}");
+    }
+    if findings.violations.is_empty() {
+        out!("audit: clean");
+    } else {
+        out!("audit: {} violations", findings.violations.len());
+    }
+}

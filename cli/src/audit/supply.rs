@@ -1,0 +1,299 @@
+//! The chain's supply: per asset, the balances of every account that ever
+//! appeared in a block (or at genesis) sum to the genesis supply plus the
+//! successful mints, read at one block on one node.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{anyhow, bail, Context};
+use futures::{stream, StreamExt, TryStreamExt};
+use jsonrpsee::core::params::ArrayParams;
+use jsonrpsee::rpc_params;
+use lockstep_node::cli::DEV_CHAIN_ID;
+use lockstep_node::rpc::error::HISTORICAL_STATE;
+use lockstep_runtime::primitives::from_hex;
+use lockstep_runtime::{
+    AccountId, AssetId, Balance, BlockNumber, Call, ChainSpec, Hash, Header, Keypair, SignedTx,
+};
+use serde_json::{json, Value};
+
+use super::{Findings, NODE_BATCH};
+use crate::args::AuditArgs;
+use crate::chain::NodeClient;
+use crate::output::Progress;
+use crate::rpc::batch;
+
+/// Attempts at reading every balance at one head while blocks keep coming.
+const SNAPSHOT_ATTEMPTS: usize = 10;
+
+/// What the blocks say about supply: who ever held what, and what was
+/// minted.
+#[derive(Debug, Default)]
+struct ChainScan {
+    scanned_to: BlockNumber,
+    accounts: BTreeSet<AccountId>,
+    assets: BTreeSet<AssetId>,
+    mints: Vec<(Hash, AssetId, Balance)>,
+}
+
+pub(super) async fn check_supply(
+    nodes: &[String],
+    args: &AuditArgs,
+    concurrency: usize,
+    findings: &mut Findings,
+    progress: &mut Progress,
+) -> anyhow::Result<Value> {
+    // One node that answers: supply is a property of the finalized state,
+    // the same on every honest node; the quorum checks above already
+    // compared the nodes transfer by transfer.
+    let mut node = None;
+    for url in nodes {
+        let client = NodeClient::new(url)?;
+        if let Ok(genesis) = client.genesis_hash().await {
+            node = Some((client, genesis));
+            break;
+        }
+    }
+    let (node, genesis) = node.context("no node answered for the supply check")?;
+    let spec = match &args.chain_spec {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the chain spec {}", path.display()))?;
+            let spec = ChainSpec::from_json(&text)
+                .map_err(|e| anyhow!("chain spec {}: {e}", path.display()))?;
+            let hash = spec
+                .genesis()
+                .map_err(|e| anyhow!("chain spec {}: {e}", path.display()))?
+                .hash();
+            if hash != genesis {
+                bail!(
+                    "the chain spec {} has genesis {hash}, the chain {genesis}: not this chain's spec",
+                    path.display()
+                );
+            }
+            spec
+        }
+        None => {
+            let dev = ChainSpec::dev(DEV_CHAIN_ID, &[Keypair::dev("alice").public()]);
+            match dev.genesis() {
+                Ok(g) if g.hash() == genesis => dev,
+                _ => {
+                    findings.notes.push(
+                        "chain supply not checked: give --chain-spec (the chain is not the dev chain)".into(),
+                    );
+                    return Ok(Value::Null);
+                }
+            }
+        }
+    };
+    let mut expected: BTreeMap<AssetId, Balance> = spec.assets.iter().map(|a| (a.id, 0)).collect();
+    let mut scan = ChainScan::default();
+    for b in &spec.balances {
+        let e = expected.entry(b.asset).or_default();
+        *e = e.saturating_add(b.amount);
+        scan.accounts.insert(b.account);
+    }
+    scan.assets.extend(expected.keys().copied());
+
+    for _ in 0..SNAPSHOT_ATTEMPTS {
+        let head = node.head().await?;
+        scan_blocks(&node, &mut scan, head.number, concurrency, progress).await?;
+        match balances_at(&node, &scan, &head, concurrency).await {
+            Ok(found) => {
+                let minted = successful_mints(&node, &scan.mints).await?;
+                let mut want = expected.clone();
+                for (asset, amount) in minted {
+                    let e = want.entry(asset).or_default();
+                    *e = e.saturating_add(amount);
+                }
+                let mut assets = BTreeMap::new();
+                for asset in &scan.assets {
+                    let w = want.get(asset).copied().unwrap_or(0);
+                    let f = found.get(asset).copied().unwrap_or(0);
+                    if w != f {
+                        findings.violation(
+                            "supply-not-conserved",
+                            None,
+                            format!(
+                                "asset {asset}: the balances of {} accounts sum to {f} at #{}, genesis plus mints is {w}",
+                                scan.accounts.len(),
+                                head.number
+                            ),
+                        );
+                    }
+                    assets.insert(
+                        asset.to_string(),
+                        json!({ "expected": w.to_string(), "found": f.to_string() }),
+                    );
+                }
+                return Ok(json!({
+                    "node": node.url,
+                    "height": head.number,
+                    "accounts": scan.accounts.len(),
+                    "assets": assets,
+                }));
+            }
+            Err(SnapshotError::Moved) => continue,
+            Err(SnapshotError::Failed(e)) => return Err(e),
+        }
+    }
+    findings.notes.push(format!(
+        "chain supply not checked: the head moved during each of {SNAPSHOT_ATTEMPTS} attempts to read every balance at one block"
+    ));
+    Ok(Value::Null)
+}
+
+async fn scan_blocks(
+    node: &NodeClient,
+    scan: &mut ChainScan,
+    to: BlockNumber,
+    concurrency: usize,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let numbers: Vec<BlockNumber> = (scan.scanned_to + 1..=to).collect();
+    let chunks: Vec<&[BlockNumber]> = numbers.chunks(NODE_BATCH).collect();
+    let mut blocks = stream::iter(chunks)
+        .map(|chunk| async move {
+            let hashes = batch::<Option<Hash>>(
+                &node.http,
+                &node.url,
+                "chain_getBlockHash",
+                chunk.iter().map(|n| rpc_params![n]),
+            )
+            .await?;
+            let hashes: Vec<Hash> = hashes
+                .into_iter()
+                .zip(chunk)
+                .map(|(h, n)| match h {
+                    Ok(Some(h)) => Ok(h),
+                    Ok(None) => Err(anyhow!("{}: no block #{n}", node.url)),
+                    Err(e) => Err(anyhow!("{}: chain_getBlockHash {n}: {e}", node.url)),
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let blocks = batch::<Value>(
+                &node.http,
+                &node.url,
+                "chain_getBlock",
+                hashes.iter().map(|h| rpc_params![h]),
+            )
+            .await?;
+            blocks
+                .into_iter()
+                .map(|b| b.map_err(|e| anyhow!("{}: chain_getBlock: {e}", node.url)))
+                .collect::<anyhow::Result<Vec<Value>>>()
+        })
+        .buffered(concurrency);
+    let mut done = scan.scanned_to;
+    while let Some(chunk) = blocks.try_next().await? {
+        for block in chunk {
+            for extrinsic in block["block"]["extrinsics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let bytes = from_hex(extrinsic.as_str().unwrap_or_default())
+                    .map_err(|e| anyhow!("block #{}: extrinsic: {e}", done + 1))?;
+                let tx = SignedTx::decode_bounded(&bytes)
+                    .map_err(|e| anyhow!("block #{}: undecodable extrinsic: {e}", done + 1))?;
+                scan.accounts.insert(tx.signer);
+                match tx.call {
+                    Call::Transfer { to, asset, .. } => {
+                        scan.accounts.insert(to);
+                        scan.assets.insert(asset);
+                    }
+                    Call::Mint { asset, to, amount } => {
+                        scan.accounts.insert(to);
+                        scan.assets.insert(asset);
+                        scan.mints.push((tx.hash(), asset, amount));
+                    }
+                    Call::CreateAsset { id, .. } => {
+                        scan.assets.insert(id);
+                    }
+                }
+            }
+            done += 1;
+        }
+        progress.update(&format!("supply: scanned blocks to #{done} of #{to}"));
+    }
+    scan.scanned_to = to;
+    Ok(())
+}
+
+enum SnapshotError {
+    /// The head moved on: retry at the new one.
+    Moved,
+    Failed(anyhow::Error),
+}
+
+async fn balances_at(
+    node: &NodeClient,
+    scan: &ChainScan,
+    head: &Header,
+    concurrency: usize,
+) -> Result<BTreeMap<AssetId, Balance>, SnapshotError> {
+    let at = head.hash();
+    let pairs: Vec<(AccountId, AssetId)> = scan
+        .assets
+        .iter()
+        .flat_map(|asset| scan.accounts.iter().map(move |account| (*account, *asset)))
+        .collect();
+    let chunks: Vec<&[(AccountId, AssetId)]> = pairs.chunks(256).collect();
+    let answers: Vec<Vec<(AssetId, Result<String, String>)>> = stream::iter(chunks)
+        .map(|chunk| async move {
+            let params: Vec<ArrayParams> = chunk
+                .iter()
+                .map(|(account, asset)| rpc_params![account, asset, at])
+                .collect();
+            let answers =
+                batch::<String>(&node.http, &node.url, "state_getBalance", params).await?;
+            Ok::<_, anyhow::Error>(chunk.iter().map(|(_, asset)| *asset).zip(answers).collect())
+        })
+        .buffered(concurrency)
+        .try_collect()
+        .await
+        .map_err(SnapshotError::Failed)?;
+    let mut sums: BTreeMap<AssetId, Balance> = BTreeMap::new();
+    for (asset, answer) in answers.into_iter().flatten() {
+        match answer {
+            Ok(text) => {
+                let value: Balance = text.parse().map_err(|_| {
+                    SnapshotError::Failed(anyhow!("state_getBalance answered {text:?}"))
+                })?;
+                let sum = sums.entry(asset).or_default();
+                *sum = sum.saturating_add(value);
+            }
+            Err(e) if e.contains(&format!("(code {HISTORICAL_STATE})")) => {
+                return Err(SnapshotError::Moved)
+            }
+            Err(e) => {
+                return Err(SnapshotError::Failed(anyhow!(
+                    "{}: state_getBalance: {e}",
+                    node.url
+                )))
+            }
+        }
+    }
+    Ok(sums)
+}
+
+async fn successful_mints(
+    node: &NodeClient,
+    mints: &[(Hash, AssetId, Balance)],
+) -> anyhow::Result<Vec<(AssetId, Balance)>> {
+    let mut out = Vec::new();
+    for chunk in mints.chunks(NODE_BATCH) {
+        let answers = batch::<Value>(
+            &node.http,
+            &node.url,
+            "tx_getStatus",
+            chunk.iter().map(|(hash, _, _)| rpc_params![hash]),
+        )
+        .await?;
+        for ((_, asset, amount), answer) in chunk.iter().zip(answers) {
+            let status = answer.map_err(|e| anyhow!("tx_getStatus: {e}"))?;
+            if status["status"] == "finalized" && status["outcome"]["status"] == "success" {
+                out.push((*asset, *amount));
+            }
+        }
+    }
+    Ok(out)
+}

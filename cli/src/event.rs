@@ -1,0 +1,355 @@
+//! The event system's client ([`EventsClient`]) and `lockstep event ...`.
+
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use jsonrpsee::core::client::{Subscription, SubscriptionClientT};
+use jsonrpsee::http_client::HttpClient;
+use jsonrpsee::rpc_params;
+use jsonrpsee::ws_client::WsClient;
+use lockstep_offchain::event::{Event, RegisterRequest, Transition};
+use lockstep_offchain::lifecycle::State;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::args::EventCommand;
+use crate::output::print;
+use crate::rpc::{call, describe, http, ws};
+use crate::EXIT_CANCELLED;
+
+/// Largest page `event_list` serves.
+pub const MAX_PAGE: u64 = 500;
+
+/// `event_list`'s answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageView {
+    /// The events.
+    pub events: Vec<Event>,
+    /// The cursor of the next page; none at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// The event system, over HTTP (and WebSocket for subscriptions).
+#[derive(Debug, Clone)]
+pub struct EventsClient {
+    /// Its URL.
+    pub url: String,
+    /// The HTTP client.
+    pub http: HttpClient,
+}
+
+impl EventsClient {
+    /// A client (nothing connected yet).
+    pub fn new(url: &str) -> anyhow::Result<EventsClient> {
+        Ok(EventsClient {
+            url: url.to_owned(),
+            http: http(url)?,
+        })
+    }
+
+    /// `event_register`.
+    pub async fn register(&self, request: &RegisterRequest) -> anyhow::Result<Event> {
+        call(
+            &self.http,
+            &self.url,
+            "event_register",
+            rpc_params![request],
+        )
+        .await
+    }
+
+    /// `event_get`.
+    pub async fn get(&self, id: &str) -> anyhow::Result<Event> {
+        call(&self.http, &self.url, "event_get", rpc_params![id]).await
+    }
+
+    /// `event_history`.
+    pub async fn history(&self, id: &str) -> anyhow::Result<Vec<Transition>> {
+        call(&self.http, &self.url, "event_history", rpc_params![id]).await
+    }
+
+    /// `event_stats`.
+    pub async fn stats(&self) -> anyhow::Result<Value> {
+        call(&self.http, &self.url, "event_stats", rpc_params![]).await
+    }
+
+    /// One page of `event_list`.
+    pub async fn list(
+        &self,
+        state: Option<State>,
+        overdue: bool,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> anyhow::Result<PageView> {
+        let mut params = json!({ "limit": limit.clamp(1, MAX_PAGE) });
+        if let Some(state) = state {
+            params["state"] = json!(state);
+        }
+        if overdue {
+            params["overdue"] = json!(true);
+        }
+        if let Some(cursor) = cursor {
+            params["cursor"] = json!(cursor);
+        }
+        call(&self.http, &self.url, "event_list", rpc_params![params]).await
+    }
+
+    /// Subscribes to transitions from `from_seq` (default: new ones only).
+    pub async fn subscribe(
+        &self,
+        from_seq: Option<u64>,
+    ) -> anyhow::Result<(WsClient, Subscription<Transition>)> {
+        let client = ws(&self.url).await?;
+        let subscription = client
+            .subscribe(
+                "event_subscribe",
+                rpc_params![from_seq],
+                "event_unsubscribe",
+            )
+            .await
+            .map_err(|e| anyhow!("event_subscribe at {}: {}", self.url, describe(&e)))?;
+        Ok((client, subscription))
+    }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` UTC.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm), for days ≥ 0.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// An event in a few lines.
+pub fn describe_event(event: &Event) -> String {
+    let p = &event.payment;
+    let mut text = format!(
+        "event {}: {} since {}\n  transfer {} (valid until #{})\n  payment {} -> {}: {} {} (minor units)\n  registered {}",
+        event.id,
+        event.state,
+        utc(event.state_since_ms),
+        event.tx_hash,
+        event.valid_until,
+        p.payer,
+        p.payee,
+        p.amount,
+        p.currency,
+        utc(event.created_at_ms),
+    );
+    if let Some(e) = &event.evidence {
+        let outcome = match &e.outcome {
+            Some(o) if o.is_success() => "succeeded".to_owned(),
+            Some(o) => format!("failed ({o:?})"),
+            None => "not included before expiry".to_owned(),
+        };
+        let block = e
+            .block_hash
+            .map(|h| format!(" in block #{} {h}", e.block_number))
+            .unwrap_or_else(|| format!(" (at height #{})", e.block_number));
+        text.push_str(&format!(
+            "\n  on chain: {outcome}{block}; confirmed by {} of {} nodes",
+            e.confirmed_by.len(),
+            e.nodes_asked
+        ));
+    }
+    if let Some(r) = &event.receipt {
+        text.push_str(&format!("\n  paid: reference {}", r.payment_reference));
+    }
+    if !event.state.is_final() && event.checks + event.resends > 0 {
+        text.push_str(&format!(
+            "\n  re-checks {}, re-sends {}",
+            event.checks, event.resends
+        ));
+    }
+    text
+}
+
+/// A transition in one line.
+pub fn describe_transition(t: &Transition) -> String {
+    let from = t.from.map(|s| format!("{s} -> ")).unwrap_or_default();
+    let reason = t.reason.map(|r| format!(" ({r:?})")).unwrap_or_default();
+    let mut line = format!(
+        "#{} {} {}: {from}{}{reason}",
+        t.seq,
+        utc(t.at_ms),
+        t.event_id,
+        t.to
+    );
+    if let Some(e) = &t.evidence {
+        line.push_str(&format!(
+            ", block #{}, confirmed by {}/{}",
+            e.block_number,
+            e.confirmed_by.len(),
+            e.nodes_asked
+        ));
+    }
+    if let Some(reference) = &t.payment_reference {
+        line.push_str(&format!(", payment {reference}"));
+    }
+    line
+}
+
+/// `lockstep event ...`.
+pub async fn run(
+    events_url: &str,
+    json_mode: bool,
+    command: EventCommand,
+) -> anyhow::Result<ExitCode> {
+    let events = EventsClient::new(events_url)?;
+    match command {
+        EventCommand::Get { id } => {
+            let event = events.get(&id).await?;
+            print(json_mode, &json!(event), describe_event(&event));
+        }
+        EventCommand::History { id } => {
+            let history = events.history(&id).await?;
+            let text: Vec<String> = history.iter().map(describe_transition).collect();
+            print(json_mode, &json!(history), text.join("\n"));
+        }
+        EventCommand::Stats => {
+            let stats = events.stats().await?;
+            let n = |k: &str| stats[k].as_u64().unwrap_or(0);
+            let text = format!(
+                "registered {}, pending account {} ({} overdue), completed {}, cancelled {}\nbus depth {}, last transition #{}, last height {}",
+                n("registered"),
+                n("pendingAccount"),
+                n("overdue"),
+                n("completed"),
+                n("cancelled"),
+                n("busDepth"),
+                n("lastSeq"),
+                stats["lastHeight"]
+            );
+            print(json_mode, &stats, text);
+        }
+        EventCommand::List {
+            state,
+            overdue,
+            limit,
+            after,
+        } => {
+            let mut cursor = after;
+            let mut listed: Vec<Event> = Vec::new();
+            loop {
+                let want = limit - listed.len() as u64;
+                let page = events.list(state, overdue, cursor.as_deref(), want).await?;
+                listed.extend(page.events);
+                cursor = page.next_cursor;
+                if cursor.is_none() || listed.len() as u64 >= limit {
+                    break;
+                }
+            }
+            let mut text: Vec<String> = listed
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{:<14} {} {} -> {} {} {} tx {}",
+                        e.state.name(),
+                        e.id,
+                        e.payment.payer,
+                        e.payment.payee,
+                        e.payment.amount,
+                        e.payment.currency,
+                        e.tx_hash
+                    )
+                })
+                .collect();
+            text.push(format!("{} events", listed.len()));
+            if let Some(cursor) = &cursor {
+                text.push(format!("more: --after {cursor}"));
+            }
+            print(
+                json_mode,
+                &json!({ "events": listed, "nextCursor": cursor }),
+                text.join("\n"),
+            );
+        }
+        EventCommand::Watch { id, from_seq } => {
+            return watch(&events, json_mode, id, from_seq).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn watch(
+    events: &EventsClient,
+    json_mode: bool,
+    id: Option<String>,
+    from_seq: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    // Subscribe before reading the current state, so nothing falls between.
+    let (mut _client, mut stream) = events.subscribe(from_seq).await?;
+    if let Some(id) = &id {
+        let event = events.get(id).await?;
+        print(
+            json_mode,
+            &json!({ "event": event }),
+            describe_event(&event),
+        );
+        if event.state.is_final() && from_seq.is_none() {
+            return Ok(final_code(event.state));
+        }
+    }
+    let mut next_seq = from_seq;
+    loop {
+        while let Some(Ok(transition)) = stream.next().await {
+            next_seq = Some(transition.seq + 1);
+            if id.as_ref().is_some_and(|id| *id != transition.event_id) {
+                continue;
+            }
+            print(
+                json_mode,
+                &json!(transition),
+                describe_transition(&transition),
+            );
+            if id.is_some() && transition.to.is_final() {
+                return Ok(final_code(transition.to));
+            }
+        }
+        // The stream broke (a slow reader's subscription is dropped, or the
+        // event system restarted): resume after the last transition seen.
+        let Some(seq) = next_seq else {
+            bail!("the event stream ended before any transition");
+        };
+        (_client, stream) = events
+            .subscribe(Some(seq))
+            .await
+            .context("the event stream ended; resuming it failed")?;
+    }
+}
+
+/// The exit code of a final state.
+pub fn final_code(state: State) -> ExitCode {
+    match state {
+        State::Cancelled => ExitCode::from(EXIT_CANCELLED),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(utc(951_782_400_123), "2000-02-29 00:00:00.123");
+        assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06:40.000");
+    }
+}

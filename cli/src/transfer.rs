@@ -1,0 +1,356 @@
+//! `lockstep transfer`: the transaction system's side of the protocol.
+//!
+//! With a payment: sign, **register** the event (the transfer is never
+//! submitted unless registration succeeded: step 1-2 of the protocol), then
+//! submit to the first node that takes it, then optionally follow the event
+//! to a final state. Without one: a chain-only transfer, followed to
+//! finality.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
+use jsonrpsee::rpc_params;
+use lockstep_node::rpc::error::ALREADY_KNOWN;
+use lockstep_offchain::event::{Event, RegisterRequest};
+use lockstep_runtime::primitives::to_hex;
+use lockstep_runtime::{BlockNumber, Call, Hash, Header, Nonce, SignedTx, SigningContext};
+use parity_scale_codec::Encode;
+use serde_json::{json, Value};
+
+use crate::args::TransferArgs;
+use crate::chain::NodeClient;
+use crate::event::{describe_event, final_code, EventsClient};
+use crate::key::{account, keypair};
+use crate::output::{print, Progress};
+use crate::rpc::{call, describe, is_refusal, refusal_code, ws};
+use crate::EXIT_CANCELLED;
+
+/// What signing needs from a node.
+struct ChainFacts {
+    context: SigningContext,
+    nonce: Nonce,
+    head: BlockNumber,
+}
+
+/// `lockstep transfer`.
+pub async fn run(
+    nodes: &[String],
+    events_url: &str,
+    json_mode: bool,
+    args: TransferArgs,
+) -> anyhow::Result<ExitCode> {
+    let key = keypair(&args.from)?;
+    let to = account(&args.to)?;
+    let clients = nodes
+        .iter()
+        .map(|url| NodeClient::new(url))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let events = match &args.pay {
+        Some(_) => Some(EventsClient::new(events_url)?),
+        None => None,
+    };
+
+    // The first node that answers provides the chain's facts; it is also
+    // the first one the transfer is submitted to.
+    let mut failures = Vec::new();
+    let mut found = None;
+    for (i, node) in clients.iter().enumerate() {
+        match facts(node, &key.public()).await {
+            Ok(f) => {
+                found = Some((i, f));
+                break;
+            }
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    let Some((first, facts)) = found else {
+        bail!("no node answered: {}", failures.join("; "));
+    };
+    let valid_until = facts.head.saturating_add(args.valid_for);
+    let transfer = Call::Transfer {
+        asset: args.asset,
+        to,
+        amount: args.amount,
+        reference: None,
+    };
+    let tx = SignedTx::sign(&key, &facts.context, facts.nonce, valid_until, transfer);
+    let hex = to_hex(&tx.encode());
+    let tx_hash = tx.hash();
+
+    let mut event_id = None;
+    if let (Some(payment), Some(events)) = (&args.pay, &events) {
+        let id = args
+            .event_id
+            .clone()
+            .unwrap_or_else(|| format!("tx-{}", &tx_hash.to_string()[2..]));
+        let request = RegisterRequest {
+            id: id.clone(),
+            tx: Some(hex.clone()),
+            tx_hash: None,
+            valid_until: None,
+            payment: payment.clone(),
+        };
+        events
+            .register(&request)
+            .await
+            .context("the event was not registered, so the transfer was not submitted")?;
+        if !json_mode {
+            eprintln!("registered event {id} for transfer {tx_hash}");
+        }
+        event_id = Some(id);
+    }
+
+    if args.register_only {
+        let id = event_id.clone().unwrap_or_default();
+        let summary = json!({
+            "eventId": id,
+            "txHash": tx_hash,
+            "nonce": facts.nonce,
+            "validUntil": valid_until,
+            "submittedTo": null,
+        });
+        let text = format!(
+            "event {id}: registered, transfer {tx_hash} not submitted (--register-only); \
+             it is Cancelled once the chain is past #{valid_until}"
+        );
+        if args.wait {
+            if let Some(events) = &events {
+                let event = follow_event(events, &id).await?;
+                print(
+                    json_mode,
+                    &json!({ "registered": summary, "event": event }),
+                    describe_event(&event),
+                );
+                return Ok(final_code(event.state));
+            }
+        }
+        print(json_mode, &summary, text);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let order = (first..clients.len()).chain(0..first);
+    let mut submitted_to = None;
+    let mut failures = Vec::new();
+    for i in order {
+        let node = &clients[i];
+        let answer: Result<Hash, _> = node
+            .http
+            .request("author_submitExtrinsic", rpc_params![&hex])
+            .await;
+        match answer {
+            Ok(_) => {
+                submitted_to = Some(node.url.clone());
+                break;
+            }
+            // Already in the pool (a retry): the transfer is there.
+            Err(e) if refusal_code(&e) == Some(ALREADY_KNOWN) => {
+                submitted_to = Some(node.url.clone());
+                break;
+            }
+            Err(e) if is_refusal(&e) => {
+                bail!(
+                    "{} refused the transfer {tx_hash}: {}{}",
+                    node.url,
+                    describe(&e),
+                    unsubmitted_note(&event_id, valid_until)
+                );
+            }
+            Err(e) => failures.push(format!("{}: {}", node.url, describe(&e))),
+        }
+    }
+    let Some(submitted_to) = submitted_to else {
+        bail!(
+            "no node took the transfer {tx_hash}: {}{}",
+            failures.join("; "),
+            unsubmitted_note(&event_id, valid_until)
+        );
+    };
+
+    let summary = json!({
+        "eventId": event_id,
+        "txHash": tx_hash,
+        "nonce": facts.nonce,
+        "validUntil": valid_until,
+        "submittedTo": submitted_to,
+    });
+    if !args.wait {
+        let text = match &event_id {
+            Some(id) => format!(
+                "event {id}: submitted {tx_hash} to {submitted_to} (nonce {}, valid until #{valid_until})",
+                facts.nonce
+            ),
+            None => format!(
+                "submitted {tx_hash} (nonce {}, valid until #{valid_until})",
+                facts.nonce
+            ),
+        };
+        print(json_mode, &summary, text);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let node = clients
+        .iter()
+        .find(|n| n.url == submitted_to)
+        .unwrap_or(&clients[first]);
+    let waiting = async {
+        match (&event_id, &events) {
+            (Some(id), Some(events)) => {
+                let event = follow_event(events, id).await?;
+                print(
+                    json_mode,
+                    &json!({ "submitted": summary, "event": event }),
+                    describe_event(&event),
+                );
+                Ok(final_code(event.state))
+            }
+            _ => follow_tx(node, json_mode, tx_hash, valid_until).await,
+        }
+    };
+    if args.timeout == 0 {
+        return waiting.await;
+    }
+    match tokio::time::timeout(Duration::from_secs(args.timeout), waiting).await {
+        Ok(result) => result,
+        Err(_) => bail!(
+            "not final after {} s; the transfer {tx_hash} goes on{}",
+            args.timeout,
+            event_id
+                .map(|id| format!(" (lockstep event watch {id})"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn unsubmitted_note(event_id: &Option<String>, valid_until: BlockNumber) -> String {
+    match event_id {
+        Some(id) => format!(
+            "; its event {id} is registered and will be cancelled once the chain is past #{valid_until}"
+        ),
+        None => String::new(),
+    }
+}
+
+async fn facts(node: &NodeClient, who: &lockstep_runtime::AccountId) -> anyhow::Result<ChainFacts> {
+    Ok(ChainFacts {
+        context: node.signing_context().await?,
+        nonce: node.nonce(who).await?,
+        head: node.height().await?,
+    })
+}
+
+/// Follows an event to a final state, with a progress line on a terminal.
+/// Survives the event system going away for a while: it re-subscribes and
+/// re-reads the event until it answers again.
+pub async fn follow_event(events: &EventsClient, id: &str) -> anyhow::Result<Event> {
+    let mut progress = Progress::on_terminal();
+    let mut failures = 0u32;
+    loop {
+        // Subscribe first, then read: a move in between is in both.
+        let attempt = async {
+            let (_client, mut stream) = events.subscribe(None).await?;
+            let mut event = events.get(id).await?;
+            loop {
+                progress.update(&format!("event {id}: {}", event.state));
+                if event.state.is_final() {
+                    return Ok::<Event, anyhow::Error>(event);
+                }
+                loop {
+                    let transition = stream
+                        .next()
+                        .await
+                        .ok_or_else(|| anyhow!("the event stream ended"))?
+                        .map_err(|e| anyhow!("event stream: {e}"))?;
+                    if transition.event_id == id {
+                        break;
+                    }
+                }
+                event = events.get(id).await?;
+            }
+        };
+        match attempt.await {
+            Ok(event) => {
+                progress.finish();
+                return Ok(event);
+            }
+            Err(e) => {
+                // An unknown id will not become known: give up on a refusal.
+                if failures >= 60 || format!("{e:#}").contains("(code 2001)") {
+                    progress.finish();
+                    return Err(e);
+                }
+                failures += 1;
+                progress.update(&format!("event {id}: {e:#}; retrying"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Follows a transaction to finality or expiry on one node.
+async fn follow_tx(
+    node: &NodeClient,
+    json_mode: bool,
+    hash: Hash,
+    valid_until: BlockNumber,
+) -> anyhow::Result<ExitCode> {
+    let mut progress = Progress::on_terminal();
+    let client = ws(&node.url).await?;
+    let mut heads: Subscription<Header> = client
+        .subscribe(
+            "chain_subscribeFinalizedHeads",
+            rpc_params![],
+            "chain_unsubscribeFinalizedHeads",
+        )
+        .await
+        .map_err(|e| anyhow!("chain_subscribeFinalizedHeads: {}", describe(&e)))?;
+    loop {
+        let status: Value = call(&node.http, &node.url, "tx_getStatus", rpc_params![hash]).await?;
+        let finalized_number = status["finalizedNumber"].as_u64().unwrap_or(0);
+        match status["status"].as_str() {
+            Some("finalized") => {
+                progress.finish();
+                let success = status["outcome"]["status"] == "success";
+                let text = format!(
+                    "finalized in block #{} ({}): {}",
+                    status["blockNumber"],
+                    status["blockHash"].as_str().unwrap_or("?"),
+                    if success {
+                        "success".to_owned()
+                    } else {
+                        format!("failed ({})", status["outcome"]["error"])
+                    }
+                );
+                print(
+                    json_mode,
+                    &json!({ "txHash": hash, "status": status }),
+                    text,
+                );
+                return Ok(if success {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_CANCELLED)
+                });
+            }
+            Some("unknown") if finalized_number >= valid_until => {
+                progress.finish();
+                print(
+                    json_mode,
+                    &json!({ "txHash": hash, "status": status }),
+                    "dropped: expired",
+                );
+                return Ok(ExitCode::from(EXIT_CANCELLED));
+            }
+            other => progress.update(&format!(
+                "{hash}: {} at finalized #{finalized_number}",
+                other.unwrap_or("?")
+            )),
+        }
+        heads
+            .next()
+            .await
+            .context("the head subscription ended")?
+            .map_err(|e| anyhow!("head subscription: {e}"))?;
+    }
+}

@@ -1,0 +1,502 @@
+//! The whole system in this process (a dev node, the event system, the
+//! account bridge with a SQLite ledger), and `lockstep` as a child process
+//! doing what a user and an operator would: settle transfers, inspect
+//! events, load it with the bench, audit it clean, then audit doctored
+//! ledgers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonrpsee::server::{Server, ServerHandle};
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::RpcModule;
+use lockstep_bridge::ledger::{Instruction, PaymentLedger, SqliteLedger};
+use lockstep_bridge::RunningBridge;
+use lockstep_node::service::{self, NodeConfig, RunningNode};
+use lockstep_offchain::event::PaymentInstruction;
+use lockstep_offchain::RunningService;
+use lockstep_runtime::crypto::DEV_NAMES;
+use lockstep_runtime::{ChainSpec, Keypair};
+use serde_json::{json, Value};
+
+use crate::lockstep;
+
+fn bridge_key() -> Keypair {
+    Keypair::dev("cli-test-bridge")
+}
+
+/// Opens every dev name's USD account in a ledger, each with 1,000.00.
+fn open_ledger(path: &Path) -> SqliteLedger {
+    let ledger = SqliteLedger::open(path).unwrap();
+    let ids: Vec<String> = DEV_NAMES.iter().map(|n| n.to_string()).collect();
+    ledger
+        .open_accounts(&ids, "USD", 0, 100_000, lockstep_bridge::now_ms())
+        .unwrap();
+    ledger
+}
+
+struct System {
+    node: Option<RunningNode>,
+    events: Option<RunningService>,
+    bridge: Option<RunningBridge>,
+    node_url: String,
+    events_url: String,
+    ledger: PathBuf,
+    spec: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl System {
+    async fn start() -> System {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ChainSpec::dev("lockstep-cli-system", &[Keypair::dev("alice").public()]);
+        let spec_path = dir.path().join("chain-spec.json");
+        std::fs::write(&spec_path, spec.to_json()).unwrap();
+        let mut config = NodeConfig::new(spec, dir.path().join("node"));
+        config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.validator_key = Some(Keypair::dev("alice"));
+        config.block_time = Duration::from_millis(100);
+        let node = service::start_single(config).await.unwrap();
+        let node_url = format!("http://{}", node.rpc_addr);
+
+        let mut config = lockstep_offchain::Config::new(
+            vec![node_url.clone()],
+            dir.path().join("events"),
+            bridge_key().public(),
+        );
+        config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.scan_interval = Duration::from_millis(100);
+        config.grace = Duration::from_millis(300);
+        config.recheck_cap = Duration::from_millis(500);
+        config.resend_base = Duration::from_millis(300);
+        config.resend_cap = Duration::from_secs(1);
+        config.watcher_retry = Duration::from_millis(100);
+        config.sync_writes = false;
+        let events = lockstep_offchain::start(config).await.unwrap();
+        let events_url = format!("http://{}", events.rpc_addr);
+
+        let ledger_path = dir.path().join("ledger.sqlite");
+        let ledger: Arc<dyn PaymentLedger> = Arc::new(open_ledger(&ledger_path));
+        let mut config = lockstep_bridge::Config::new(events_url.clone());
+        config.poll_interval = Duration::from_millis(50);
+        config.receipt_retry_base = Duration::from_millis(100);
+        config.receipt_retry_cap = Duration::from_secs(1);
+        let bridge = lockstep_bridge::start(config, ledger, bridge_key())
+            .await
+            .unwrap();
+        System {
+            node: Some(node),
+            events: Some(events),
+            bridge: Some(bridge),
+            node_url,
+            events_url,
+            ledger: ledger_path,
+            spec: spec_path,
+            dir,
+        }
+    }
+
+    /// `lockstep --rpc <node> --events <events> ...rest`.
+    async fn run(&self, rest: &[&str]) -> Output {
+        let mut all = vec![
+            "--rpc".to_owned(),
+            self.node_url.clone(),
+            "--events".to_owned(),
+            self.events_url.clone(),
+        ];
+        all.extend(rest.iter().map(|s| s.to_string()));
+        lockstep(all).await
+    }
+
+    async fn audit(&self, ledger: &Path, json: bool) -> Output {
+        let ledger = ledger.display().to_string();
+        let spec = self.spec.display().to_string();
+        let mut args = vec![
+            "audit",
+            "--ledger",
+            &ledger,
+            "--chain-spec",
+            &spec,
+            "--require-final",
+        ];
+        if json {
+            args.insert(0, "--json");
+        }
+        self.run(&args).await
+    }
+
+    async fn stop(mut self) {
+        if let Some(bridge) = self.bridge.take() {
+            bridge.stop().await;
+        }
+        if let Some(events) = self.events.take() {
+            events.stop().await;
+        }
+        if let Some(node) = self.node.take() {
+            node.stop().await.unwrap();
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn show(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(output)))
+}
+
+/// A node that claims every transfer finalized and successful, in a block
+/// that does not exist (`tx_getStatus` only, single and batched).
+async fn lying_node() -> (ServerHandle, String) {
+    let mut module = RpcModule::new(());
+    module
+        .register_method("tx_getStatus", |params, _, _| {
+            let _hash: lockstep_runtime::Hash = params.one()?;
+            Ok::<Value, ErrorObjectOwned>(json!({
+                "status": "finalized",
+                "blockHash": lockstep_runtime::Hash::digest(b"a block that does not exist"),
+                "blockNumber": 1,
+                "index": 0,
+                "outcome": { "status": "success" },
+                "finalizedNumber": 1_000_000,
+            }))
+        })
+        .unwrap();
+    let server = Server::builder()
+        .build(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    (server.start(module), format!("http://{addr}"))
+}
+
+/// An address where nothing listens.
+async fn down_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+fn kinds(report: &Value) -> Vec<(String, String)> {
+    report["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["kind"].as_str().unwrap().to_owned(),
+                v["eventId"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_inspect_bench_and_audit() {
+    let system = System::start().await;
+    let down = down_url().await;
+
+    // A settled transfer: registered, submitted past a node that is down,
+    // followed to Completed.
+    let nodes = format!("{down},{}", system.node_url);
+    let settled = system
+        .run(&[
+            "--nodes",
+            &nodes,
+            "transfer",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "5",
+            "--pay",
+            "bob:alice:250:USD",
+            "--event-id",
+            "order-1",
+            "--wait",
+            "--timeout",
+            "120",
+        ])
+        .await;
+    assert!(settled.status.success(), "{}", show(&settled));
+    assert!(
+        text(&settled.stdout).contains("Completed"),
+        "{}",
+        show(&settled)
+    );
+
+    let got = system.run(&["--json", "event", "get", "order-1"]).await;
+    assert!(got.status.success(), "{}", show(&got));
+    let event = json(&got);
+    assert_eq!(event["state"], "Completed");
+    assert_eq!(event["payment"]["amount"], "250");
+    assert!(event["receipt"]["paymentReference"].is_string(), "{event}");
+
+    let history = system.run(&["event", "history", "order-1"]).await;
+    let lines = text(&history.stdout);
+    assert_eq!(lines.lines().count(), 3, "{}", show(&history));
+    for state in ["Registered", "PendingAccount", "Completed"] {
+        assert!(lines.contains(state), "{lines}");
+    }
+
+    let listed = system
+        .run(&["--json", "event", "list", "--state", "completed"])
+        .await;
+    let page = json(&listed);
+    assert!(
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == "order-1"),
+        "{page}"
+    );
+
+    // An id the event system does not know: its message, exit 1.
+    let unknown = system.run(&["event", "get", "no-such-event"]).await;
+    assert_eq!(unknown.status.code(), Some(1), "{}", show(&unknown));
+    assert!(
+        text(&unknown.stderr).contains("no event with id")
+            && text(&unknown.stderr).contains("2001"),
+        "{}",
+        show(&unknown)
+    );
+
+    // Included but failed on chain: the event is Cancelled, exit 3.
+    let cancelled = system
+        .run(&[
+            "transfer",
+            "--from",
+            "carol-empty",
+            "--to",
+            "bob",
+            "--amount",
+            "1",
+            "--pay",
+            "bob:alice:100:USD",
+            "--event-id",
+            "order-2",
+            "--wait",
+            "--timeout",
+            "120",
+        ])
+        .await;
+    assert_eq!(cancelled.status.code(), Some(3), "{}", show(&cancelled));
+    assert!(
+        text(&cancelled.stdout).contains("Cancelled"),
+        "{}",
+        show(&cancelled)
+    );
+
+    // Watching a final event: its state, and the exit code that goes with it.
+    let watched = system.run(&["event", "watch", "order-1"]).await;
+    assert_eq!(watched.status.code(), Some(0), "{}", show(&watched));
+    assert!(
+        text(&watched.stdout).contains("Completed"),
+        "{}",
+        show(&watched)
+    );
+    let watched = system.run(&["event", "watch", "order-2"]).await;
+    assert_eq!(watched.status.code(), Some(3), "{}", show(&watched));
+    let stats = json(&system.run(&["--json", "event", "stats"]).await);
+    assert_eq!(
+        (stats["completed"].as_u64(), stats["cancelled"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // The event system is down: nothing is submitted.
+    let nonce_before = system.run(&["chain", "nonce", "alice"]).await;
+    let unregistered = lockstep(vec![
+        "--rpc".into(),
+        system.node_url.clone(),
+        "--events".into(),
+        down.clone(),
+        "transfer".into(),
+        "--from".into(),
+        "alice".into(),
+        "--to".into(),
+        "bob".into(),
+        "--amount".into(),
+        "1".into(),
+        "--pay".into(),
+        "bob:alice:1:USD".into(),
+    ])
+    .await;
+    assert_eq!(
+        unregistered.status.code(),
+        Some(1),
+        "{}",
+        show(&unregistered)
+    );
+    assert!(
+        text(&unregistered.stderr).contains("not registered"),
+        "{}",
+        show(&unregistered)
+    );
+    let nonce_after = system.run(&["chain", "nonce", "alice"]).await;
+    assert_eq!(text(&nonce_before.stdout), text(&nonce_after.stdout));
+
+    // Bad usage: exit 2, before anything runs.
+    for bad in [
+        &[
+            "transfer",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "1",
+            "--pay",
+            "bob:alice:1",
+        ][..],
+        &[
+            "transfer", "--from", "alice", "--to", "bob", "--amount", "0",
+        ],
+        &[
+            "transfer",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "1",
+            "--event-id",
+            "x",
+        ],
+        &[
+            "transfer",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "1",
+            "--pay",
+            "bob:alice:0:USD",
+        ],
+        &["event", "list", "--state", "Done"],
+        &["--events", "localhost:9955", "event", "stats"],
+        &["audit"],
+    ] {
+        let out = system.run(bad).await;
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", show(&out));
+    }
+
+    // Load: every event settles.
+    let bench = system
+        .run(&[
+            "--json",
+            "bench",
+            "--count",
+            "60",
+            "--accounts",
+            "6",
+            "--clients",
+            "2",
+            "--batch",
+            "20",
+            "--drain-timeout",
+            "120",
+        ])
+        .await;
+    assert!(bench.status.success(), "{}", show(&bench));
+    let report = json(&bench);
+    assert_eq!(report["registered"], 60, "{report}");
+    assert_eq!(report["chain"]["finalized"], 60, "{report}");
+    assert_eq!(report["settlement"]["completed"], 60, "{report}");
+
+    // Everything final and consistent: a clean audit.
+    let clean = system.audit(&system.ledger, true).await;
+    let report = json(&clean);
+    assert_eq!(clean.status.code(), Some(0), "{}", show(&clean));
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["summary"]["perState"]["Completed"], 61, "{report}");
+    assert_eq!(report["summary"]["perState"]["Cancelled"], 1, "{report}");
+    assert_eq!(report["summary"]["ledger"]["paid"], 61, "{report}");
+    assert!(
+        report["summary"]["supply"]["assets"]["1"].is_object(),
+        "{report}"
+    );
+
+    // A payment without an event, written through the bridge's own API.
+    let doctored = SqliteLedger::open(&system.ledger).unwrap();
+    let ghost = Instruction::parse(
+        "ghost-1",
+        &PaymentInstruction {
+            payer: "alice".into(),
+            payee: "bob".into(),
+            amount: "7".into(),
+            currency: "USD".into(),
+        },
+    )
+    .unwrap();
+    doctored.pay(&ghost, lockstep_bridge::now_ms()).unwrap();
+    drop(doctored);
+    let orphan = system.audit(&system.ledger, false).await;
+    assert_eq!(orphan.status.code(), Some(1), "{}", show(&orphan));
+    assert!(
+        text(&orphan.stdout).contains("VIOLATION orphan-payment: event ghost-1"),
+        "{}",
+        show(&orphan)
+    );
+
+    // A node that lies: the quorum (2 of these 2) cannot agree, and a
+    // cancelled transfer is claimed successful.
+    let (liar, liar_url) = lying_node().await;
+    let nodes = format!("{},{liar_url}", system.node_url);
+    let ledger = system.ledger.display().to_string();
+    let lied = system
+        .run(&[
+            "--json",
+            "--nodes",
+            &nodes,
+            "audit",
+            "--ledger",
+            &ledger,
+            "--skip-supply",
+        ])
+        .await;
+    assert_eq!(lied.status.code(), Some(1), "{}", show(&lied));
+    let found = kinds(&json(&lied));
+    for expected in [
+        ("nodes-disagree", "order-1"),
+        ("transfer-missing", "order-1"),
+        ("cancelled-transfer-succeeded", "order-2"),
+    ] {
+        assert!(
+            found.contains(&(expected.0.into(), expected.1.into())),
+            "{expected:?} in {found:?}"
+        );
+    }
+    liar.stop().unwrap();
+
+    // A ledger that never paid: every Completed event lacks its payment.
+    let empty_path = system.dir.path().join("empty-ledger.sqlite");
+    drop(open_ledger(&empty_path));
+    let missing = system.audit(&empty_path, true).await;
+    assert_eq!(missing.status.code(), Some(1), "{}", show(&missing));
+    let report = json(&missing);
+    let found = kinds(&report);
+    assert!(
+        found.contains(&("payment-missing".into(), "order-1".into())),
+        "{report}"
+    );
+    assert_eq!(found.len(), 61, "{report}");
+
+    system.stop().await;
+}
