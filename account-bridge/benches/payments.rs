@@ -13,7 +13,7 @@
 //!    outbox row, one commit per batch).
 //! 2. **bridge, stub event system**: the whole bridge (consumers pulling
 //!    batches over JSON-RPC, the ledger, acks, the receipt poster signing
-//!    and posting batches of 100) against a minimal in-process bus that
+//!    and posting batches of up to 500) against a minimal in-process bus that
 //!    hands out distinct instructions and accepts every receipt; the clock
 //!    stops when the last receipt is acknowledged.
 //! 3. **end to end**: the real event system (in process, its store filled
@@ -157,9 +157,14 @@ async fn bench_stub(n: usize, durability: Durability) {
         .register_method("bus_ack", |_, _, _| json!({"acked": 1}))
         .unwrap();
     module
-        .register_method("event_postReceipt", |_, bus, _| {
-            bus.receipts.fetch_add(1, Ordering::SeqCst);
-            json!({"state": "Completed"})
+        .register_method("event_postReceipts", |params, bus, _| {
+            let receipts: Vec<Value> = params.one().unwrap_or_default();
+            bus.receipts.fetch_add(receipts.len(), Ordering::SeqCst);
+            let answers: Vec<Value> = receipts
+                .iter()
+                .map(|_| json!({"result": {"state": "Completed"}}))
+                .collect();
+            json!(answers)
         })
         .unwrap();
     let server = Server::builder()

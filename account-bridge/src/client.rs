@@ -1,19 +1,21 @@
 //! The event system's JSON-RPC API as the bridge uses it: `bus_pull`,
-//! `bus_ack`, `event_postReceipt` (in batches) and `event_get`. Types and
+//! `bus_ack`, `event_postReceipts` (many receipts in one call) and
+//! `event_get`. Types and
 //! error codes come from `lockstep-offchain`.
 
 use std::time::Duration;
 
 use jsonrpsee::core::client::{ClientT, Error as RpcError};
-use jsonrpsee::core::params::BatchRequestBuilder;
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use jsonrpsee::rpc_params;
 use lockstep_offchain::event::PaymentReceipt;
+use lockstep_offchain::rpc::ItemResult;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Most calls in one JSON-RPC batch (the event system's limit).
-pub const MAX_BATCH_CALLS: usize = 100;
+/// Most receipts in one `event_postReceipts` call.
+pub const MAX_BATCH_CALLS: usize = 500;
+const _: () = assert!(MAX_BATCH_CALLS <= lockstep_offchain::rpc::MAX_BATCH_ITEMS);
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,27 +107,28 @@ impl EventSystemClient {
         Ok(answer["acked"].as_u64().unwrap_or(0))
     }
 
-    /// Posts receipts in one JSON-RPC batch (at most [`MAX_BATCH_CALLS`]);
+    /// Posts receipts with one `event_postReceipts` call (at most
+    /// [`MAX_BATCH_CALLS`]; the event system writes them in one batch);
     /// each slot holds the event's state after the call, or the refusal.
     pub async fn post_receipts(
         &self,
         receipts: &[PaymentReceipt],
     ) -> Result<Vec<Result<String, ClientError>>, ClientError> {
-        let mut batch = BatchRequestBuilder::new();
-        for receipt in receipts {
-            batch
-                .insert("event_postReceipt", rpc_params![receipt])
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
-        }
-        let answers = self.http.batch_request::<Value>(batch).await?;
+        let answers: Vec<ItemResult<Value>> = self
+            .http
+            .request("event_postReceipts", rpc_params![receipts])
+            .await?;
         let results: Vec<_> = answers
             .into_iter()
-            .map(|answer| match answer {
-                Ok(event) => Ok(event["state"].as_str().unwrap_or_default().to_owned()),
-                Err(e) => Err(ClientError::Call {
-                    code: e.code(),
-                    message: e.message().to_owned(),
+            .map(|answer| match (answer.result, answer.error) {
+                (Some(event), _) => Ok(event["state"].as_str().unwrap_or_default().to_owned()),
+                (None, Some(e)) => Err(ClientError::Call {
+                    code: e.code,
+                    message: e.message,
                 }),
+                (None, None) => Err(ClientError::Transport(
+                    "an answer with neither result nor error".into(),
+                )),
             })
             .collect();
         if results.len() != receipts.len() {

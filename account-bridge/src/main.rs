@@ -72,7 +72,7 @@ struct RunArgs {
     /// Largest delay between posts of one receipt (the backoff doubles up to it).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     receipt_retry_cap: Duration,
-    /// Receipt batches (of up to 100) in flight at once (1 to 64).
+    /// Receipt batches (of up to 500) in flight at once (1 to 64).
     #[arg(long, default_value_t = 4)]
     post_concurrency: usize,
     /// Prometheus metrics port, if wanted.

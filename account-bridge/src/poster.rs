@@ -1,9 +1,9 @@
 //! The receipt poster: delivers the ledger's receipt outbox to
-//! `event_postReceipt` until each receipt is acknowledged.
+//! `event_postReceipts` until each receipt is acknowledged.
 //!
 //! Receipts are signed when sent (ed25519 signatures are deterministic, so
 //! a re-sent receipt is byte-identical and the event system treats it as
-//! the same one). They go out in JSON-RPC batches of up to 100, several
+//! the same one). They go out in `event_postReceipts` calls of up to 500, several
 //! batches in flight. A receipt counts as acknowledged when the event
 //! system accepts it, or refuses it because the event is already Completed
 //! (an earlier copy got there first); anything else is retried with capped

@@ -276,9 +276,9 @@ pub struct BenchArgs {
     /// Concurrent clients (each registers and submits for its own accounts).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub clients: u64,
-    /// Registrations and submissions per JSON-RPC batch (the event system
-    /// takes at most 100).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100))]
+    /// Transfers per batch: one `event_registerBatch` call, then one
+    /// JSON-RPC batch of submissions (a node takes at most 256 per batch).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub batch: u64,
     /// The key that funds the sending accounts.
     #[arg(long, default_value = "alice")]

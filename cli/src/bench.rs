@@ -7,8 +7,9 @@
 //!    registration (payer and payee round-robin over `--ledger-accounts`).
 //! 3. Subscribes to the event system's transitions and to the chain's
 //!    finalized heads, then starts `--clients` clients, each owning a share
-//!    of the senders: per batch, one JSON-RPC batch of `event_register`,
-//!    then one of `author_submitExtrinsic` for the transfers whose
+//!    of the senders: per batch, one `event_registerBatch` call (one group
+//!    commit), then one JSON-RPC batch of `author_submitExtrinsic` for the
+//!    transfers whose
 //!    registration succeeded (never before), at `--rate` or as fast as
 //!    accepted.
 //! 4. Counts our transfers in finalized blocks (chain tx/s) and our events
@@ -29,6 +30,7 @@ use jsonrpsee::core::params::BatchRequestBuilder;
 use jsonrpsee::rpc_params;
 use lockstep_offchain::event::{PaymentInstruction, RegisterRequest};
 use lockstep_offchain::lifecycle::State;
+use lockstep_offchain::rpc::ItemResult;
 use lockstep_runtime::primitives::{from_hex, to_hex};
 use lockstep_runtime::{BlockNumber, Call, Hash, Header, Keypair, SignedTx, SigningContext};
 use parity_scale_codec::Encode;
@@ -220,21 +222,21 @@ pub async fn run(
                         registered_at[i].store(now, Ordering::Relaxed);
                     }
                 }
-                let answers = batch::<Value>(
-                    &events.http,
-                    &events.url,
-                    "event_register",
-                    chunk.iter().map(|item| rpc_params![&item.request]),
-                )
-                .await;
+                // One call, one group commit in the event system.
+                let requests: Vec<&RegisterRequest> =
+                    chunk.iter().map(|item| &item.request).collect();
+                let answers: Result<Vec<ItemResult<Value>>, _> = events
+                    .http
+                    .request("event_registerBatch", rpc_params![requests])
+                    .await;
                 let registered: Vec<&Item> = match answers {
-                    Ok(answers) => chunk
+                    Ok(answers) if answers.len() == chunk.len() => chunk
                         .iter()
                         .zip(answers)
-                        .filter(|(_, a)| a.is_ok())
+                        .filter(|(_, a)| a.result.is_some())
                         .map(|(item, _)| item)
                         .collect(),
-                    Err(_) => Vec::new(),
+                    _ => Vec::new(),
                 };
                 add(&counters.registered, registered.len() as u64);
                 add(

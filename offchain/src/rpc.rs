@@ -10,6 +10,8 @@
 //! | `event_stats` | — | counts per state, overdue, oldest ages, bus depth, last seq and height |
 //! | `event_subscribe` | `fromSeq?` | subscription `event_transition`: transitions with `seq ≥ fromSeq` (default: only new ones), then live; unsubscribe `event_unsubscribe` |
 //! | `event_postReceipt` | `{eventId, outcome: "paid" \| "failed", paymentReference, reason?, signature}` | `"paid"`: the completed event; `"failed"` (`reason` required): the event, still PendingAccount, with `paymentFailure {reason, paymentReference, atMs, reports}` |
+//! | `event_registerBatch` | `[request, ...]` (at most 1000) | `[{result: event} \| {error: {code, message}}, ...]`, one per request, in order: as `event_register` each, written in one group commit |
+//! | `event_postReceipts` | `[receipt, ...]` (at most 1000) | `[{result: event} \| {error: {code, message}}, ...]`, one per receipt, in order: as `event_postReceipt` each, written in one atomic batch |
 //! | `bus_pull` | `max?` (≤ 1000, default 100), `leaseMs?` (100 ms to 10 min, default 30 s) | `{leaseId, deadlineMs, messages}` |
 //! | `bus_ack` | `leaseId`, `messageIds?` | `{acked}` |
 //!
@@ -41,7 +43,9 @@
 //! | 2030 | invalid list cursor |
 //! | 2040 | illegal lifecycle move (never expected through the API) |
 //!
-//! Every refusal happens before anything is written.
+//! Every refusal happens before anything is written. The batch methods
+//! exist because JSON-RPC batches are served one call after another: a
+//! batch of single calls would wait for one write (and one fsync) per call.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,6 +96,58 @@ pub const BAD_CURSOR: i32 = 2030;
 pub const ILLEGAL_MOVE: i32 = 2040;
 /// Internal error.
 pub const INTERNAL: i32 = -32603;
+
+/// Most items in one `event_registerBatch` or `event_postReceipts` call.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+/// One item's outcome in a batch method's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemResult<T> {
+    /// The result, as the single method would answer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<T>,
+    /// The refusal, with the single method's code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ItemError>,
+}
+
+/// A refused item of a batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemError {
+    /// The error code (the tables above).
+    pub code: i32,
+    /// For people.
+    pub message: String,
+}
+
+impl<T> From<RpcResult<T>> for ItemResult<T> {
+    fn from(result: RpcResult<T>) -> Self {
+        match result {
+            Ok(value) => ItemResult {
+                result: Some(value),
+                error: None,
+            },
+            Err(e) => ItemResult {
+                result: None,
+                error: Some(ItemError {
+                    code: e.code(),
+                    message: e.message().to_owned(),
+                }),
+            },
+        }
+    }
+}
+
+fn check_batch_len(len: usize) -> RpcResult<()> {
+    if len > MAX_BATCH_ITEMS {
+        return Err(error(
+            INVALID_FIELD,
+            format!("{len} items in one call, at most {MAX_BATCH_ITEMS}"),
+        ));
+    }
+    Ok(())
+}
 
 /// Default lease.
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -182,6 +238,20 @@ pub trait EventApi {
     /// The bridge's signed receipt.
     #[method(name = "postReceipt")]
     fn post_receipt(&self, receipt: PaymentReceipt) -> RpcResult<Event>;
+
+    /// Registers many events in one group commit.
+    #[method(name = "registerBatch")]
+    async fn register_batch(
+        &self,
+        requests: Vec<RegisterRequest>,
+    ) -> RpcResult<Vec<ItemResult<Event>>>;
+
+    /// Many signed receipts in one atomic write.
+    #[method(name = "postReceipts")]
+    async fn post_receipts(
+        &self,
+        receipts: Vec<PaymentReceipt>,
+    ) -> RpcResult<Vec<ItemResult<Event>>>;
 }
 
 /// `bus_*`.
@@ -277,6 +347,61 @@ impl EventRpc {
     }
 }
 
+impl EventRpc {
+    /// Checks a registration and queues it for the writer; the receiver
+    /// answers once it is durable.
+    async fn enqueue_registration(
+        &self,
+        request: RegisterRequest,
+    ) -> RpcResult<oneshot::Receiver<StoreResult<(Event, bool)>>> {
+        let registration = request
+            .check()
+            .map_err(|e| error(INVALID_FIELD, e.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        self.registrar
+            .send(RegisterJob {
+                registration,
+                reply,
+            })
+            .await
+            .map_err(|_| registrar_stopped())?;
+        Ok(answer)
+    }
+
+    fn verify_receipt(&self, receipt: &PaymentReceipt) -> RpcResult<()> {
+        receipt.verify(&self.bridge_key).map_err(|e| match e {
+            ReceiptError::Invalid(e) => error(INVALID_FIELD, e.to_string()),
+            ReceiptError::BadSignature => error(BAD_RECEIPT_SIGNATURE, e.to_string()),
+        })
+    }
+}
+
+fn registrar_stopped() -> ErrorObjectOwned {
+    error(INTERNAL, "internal error: the registration writer stopped")
+}
+
+/// The registration writer's answer.
+async fn registered(answer: oneshot::Receiver<StoreResult<(Event, bool)>>) -> RpcResult<Event> {
+    let (event, created) = answer.await.map_err(|_| registrar_stopped())??;
+    if created {
+        tracing::debug!(target: "lockstep::offchain", "registered {:?} for tx {}", event.id, event.tx_hash);
+    }
+    Ok(event)
+}
+
+fn log_receipt(receipt: &PaymentReceipt, event: &Event, written: bool) {
+    if receipt.is_failure() {
+        tracing::warn!(
+            target: "lockstep::offchain",
+            "event {:?}: the bridge could not pay: {}",
+            event.id,
+            receipt.reason.as_deref().unwrap_or_default()
+        );
+    } else if written {
+        tracing::info!(target: "lockstep::offchain", "event {:?} -> Completed ({})", event.id, receipt.payment_reference);
+    }
+}
+
 fn checked_id(id: &str) -> RpcResult<()> {
     check_event_id(id).map_err(|e| error(INVALID_FIELD, e.to_string()))
 }
@@ -284,23 +409,73 @@ fn checked_id(id: &str) -> RpcResult<()> {
 #[async_trait]
 impl EventApiServer for EventRpc {
     async fn register(&self, request: RegisterRequest) -> RpcResult<Event> {
-        let registration = request
-            .check()
-            .map_err(|e| error(INVALID_FIELD, e.to_string()))?;
-        let (reply, answer) = oneshot::channel();
-        let unavailable = || error(INTERNAL, "internal error: the registration writer stopped");
-        self.registrar
-            .send(RegisterJob {
-                registration,
-                reply,
-            })
-            .await
-            .map_err(|_| unavailable())?;
-        let (event, created) = answer.await.map_err(|_| unavailable())??;
-        if created {
-            tracing::debug!(target: "lockstep::offchain", "registered {:?} for tx {}", event.id, event.tx_hash);
+        let answer = self.enqueue_registration(request).await?;
+        registered(answer).await
+    }
+
+    async fn register_batch(
+        &self,
+        requests: Vec<RegisterRequest>,
+    ) -> RpcResult<Vec<ItemResult<Event>>> {
+        check_batch_len(requests.len())?;
+        // Queue every registration before waiting for any, so that the
+        // writer takes them into one group commit.
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            answers.push(self.enqueue_registration(request).await);
         }
-        Ok(event)
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let result = match answer {
+                Ok(answer) => registered(answer).await,
+                Err(e) => Err(e),
+            };
+            results.push(result.into());
+        }
+        Ok(results)
+    }
+
+    async fn post_receipts(
+        &self,
+        receipts: Vec<PaymentReceipt>,
+    ) -> RpcResult<Vec<ItemResult<Event>>> {
+        check_batch_len(receipts.len())?;
+        let mut results: Vec<Option<RpcResult<Event>>> = Vec::with_capacity(receipts.len());
+        let mut verified = Vec::new();
+        for receipt in receipts {
+            match self.verify_receipt(&receipt) {
+                Ok(()) => {
+                    results.push(None);
+                    verified.push(receipt);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let store = self.store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let outcomes = store.post_receipts(&verified, now_ms());
+            (verified, outcomes)
+        })
+        .await
+        .map_err(|_| error(INTERNAL, "internal error: the receipt writer stopped"))?;
+        let (verified, outcomes) = written;
+        let mut outcomes = outcomes?.into_iter();
+        let mut verified = verified.iter();
+        Ok(results
+            .into_iter()
+            .map(|slot| match slot {
+                Some(refused) => refused.into(),
+                None => {
+                    let outcome = outcomes
+                        .next()
+                        .unwrap_or_else(|| Err(StoreError::Corrupt("missing result".into())));
+                    if let (Some(receipt), Ok((event, written))) = (verified.next(), &outcome) {
+                        log_receipt(receipt, event, *written);
+                    }
+                    outcome.map(|(event, _)| event).map_err(Into::into).into()
+                }
+            })
+            .collect())
     }
 
     fn get(&self, id: String) -> RpcResult<Event> {
@@ -392,21 +567,9 @@ impl EventApiServer for EventRpc {
     }
 
     fn post_receipt(&self, receipt: PaymentReceipt) -> RpcResult<Event> {
-        receipt.verify(&self.bridge_key).map_err(|e| match e {
-            ReceiptError::Invalid(e) => error(INVALID_FIELD, e.to_string()),
-            ReceiptError::BadSignature => error(BAD_RECEIPT_SIGNATURE, e.to_string()),
-        })?;
+        self.verify_receipt(&receipt)?;
         let (event, written) = self.store.post_receipt(&receipt, now_ms())?;
-        if receipt.is_failure() {
-            tracing::warn!(
-                target: "lockstep::offchain",
-                "event {:?}: the bridge could not pay: {}",
-                event.id,
-                receipt.reason.as_deref().unwrap_or_default()
-            );
-        } else if written {
-            tracing::info!(target: "lockstep::offchain", "event {:?} -> Completed ({})", event.id, receipt.payment_reference);
-        }
+        log_receipt(&receipt, &event, written);
         Ok(event)
     }
 }
@@ -482,7 +645,7 @@ pub fn module(handler: EventRpc) -> RpcModule<()> {
 
 /// Largest request body: a registration is under 4 KiB; batches of them
 /// fit comfortably.
-pub const MAX_REQUEST_BYTES: u32 = 256 * 1024;
+pub const MAX_REQUEST_BYTES: u32 = 1024 * 1024;
 
 /// Starts the server on `addr`; returns its handle and the bound address.
 pub async fn start(

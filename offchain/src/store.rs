@@ -801,9 +801,62 @@ impl EventStore {
         receipt: &PaymentReceipt,
         now_ms: u64,
     ) -> StoreResult<(Event, bool)> {
+        let mut results = self.post_receipts(std::slice::from_ref(receipt), now_ms)?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("no result for a receipt".into())))
+    }
+
+    /// [`EventStore::post_receipt`] for many receipts in one atomic write:
+    /// one result per receipt, in order. A receipt refused for its event's
+    /// sake (unknown id, wrong state, conflicting reference) is refused
+    /// alone; a database failure fails the whole call and writes nothing.
+    pub fn post_receipts(
+        &self,
+        receipts: &[PaymentReceipt],
+        now_ms: u64,
+    ) -> StoreResult<Vec<StoreResult<(Event, bool)>>> {
         let mut guard = self.lock();
+        let mut pending = self.begin(&guard);
+        let mut staged: HashMap<String, Event> = HashMap::new();
+        let mut results = Vec::with_capacity(receipts.len());
+        let mut wrote = false;
+        for receipt in receipts {
+            match self.stage_receipt(&mut pending, &mut staged, receipt, now_ms) {
+                Ok((event, written)) => {
+                    wrote |= written;
+                    results.push(Ok((event, written)));
+                }
+                Err(
+                    e @ (StoreError::NotFound(_)
+                    | StoreError::NotAwaitingReceipt { .. }
+                    | StoreError::ReceiptConflict { .. }
+                    | StoreError::Illegal { .. }),
+                ) => results.push(Err(e)),
+                Err(fatal) => return Err(fatal),
+            }
+        }
+        if wrote {
+            self.commit(&mut guard, pending)?;
+        }
+        Ok(results)
+    }
+
+    /// Stages one receipt into `pending`; `staged` holds the events this
+    /// batch changed already. Refusals are decided before anything is
+    /// staged.
+    fn stage_receipt(
+        &self,
+        pending: &mut Pending,
+        staged: &mut HashMap<String, Event>,
+        receipt: &PaymentReceipt,
+        now_ms: u64,
+    ) -> StoreResult<(Event, bool)> {
         let id = receipt.event_id.as_str();
-        let mut event = self.must_get(id)?;
+        let mut event = match staged.get(id) {
+            Some(event) => event.clone(),
+            None => self.must_get(id)?,
+        };
         if receipt.is_failure() {
             if event.state != State::PendingAccount {
                 return Err(StoreError::NotAwaitingReceipt {
@@ -822,11 +875,10 @@ impl EventStore {
                 at_ms: now_ms,
                 reports,
             });
-            let mut pending = self.begin(&guard);
             pending
                 .batch
                 .put_cf(self.cf(CF_EVENTS)?, id, encode(&event));
-            self.commit(&mut guard, pending)?;
+            staged.insert(id.to_owned(), event.clone());
             return Ok((event, true));
         }
         if let Some(existing) = &event.receipt {
@@ -852,8 +904,7 @@ impl EventStore {
             id: id.to_owned(),
             source,
         })?;
-        let mut pending = self.begin(&guard);
-        self.move_indexes(&mut pending, &event, to, now_ms, None)?;
+        self.move_indexes(pending, &event, to, now_ms, None)?;
         if let Some(entry) = self.outbox_entry(id)? {
             if !entry.acked {
                 pending
@@ -871,7 +922,7 @@ impl EventStore {
             .batch
             .put_cf(self.cf(CF_EVENTS)?, id, encode(&event));
         self.append_transition(
-            &mut pending,
+            pending,
             Transition {
                 seq: 0,
                 event_id: id.to_owned(),
@@ -883,7 +934,7 @@ impl EventStore {
                 payment_reference: Some(receipt.payment_reference.clone()),
             },
         )?;
-        self.commit(&mut guard, pending)?;
+        staged.insert(id.to_owned(), event.clone());
         Ok((event, true))
     }
 

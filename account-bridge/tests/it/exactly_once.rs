@@ -129,13 +129,19 @@ async fn stub_event_system(bus: Arc<StubBus>) -> (jsonrpsee::server::ServerHandl
         })
         .unwrap();
     module
-        .register_method("event_postReceipt", |params, bus, _| {
-            let receipt: PaymentReceipt = params.one()?;
-            if receipt.verify(&bridge_key().public()).is_err() {
-                return Err(ErrorObjectOwned::owned(2010, "bad signature", None::<()>));
-            }
-            bus.receipts.lock().unwrap().push(receipt);
-            Ok::<Value, ErrorObjectOwned>(json!({"state": "Completed"}))
+        .register_method("event_postReceipts", |params, bus, _| {
+            let receipts: Vec<PaymentReceipt> = params.one()?;
+            let answers: Vec<Value> = receipts
+                .into_iter()
+                .map(|receipt| {
+                    if receipt.verify(&bridge_key().public()).is_err() {
+                        return json!({"error": {"code": 2010, "message": "bad signature"}});
+                    }
+                    bus.receipts.lock().unwrap().push(receipt);
+                    json!({"result": {"state": "Completed"}})
+                })
+                .collect();
+            Ok::<Value, ErrorObjectOwned>(json!(answers))
         })
         .unwrap();
     let server = Server::builder().build("127.0.0.1:0").await.unwrap();

@@ -20,7 +20,7 @@ use super::{Findings, NODE_BATCH};
 use crate::args::AuditArgs;
 use crate::chain::NodeClient;
 use crate::output::Progress;
-use crate::rpc::batch;
+use crate::rpc::{batch, call};
 
 /// Attempts at reading every balance at one head while blocks keep coming.
 const SNAPSHOT_ATTEMPTS: usize = 10;
@@ -151,7 +151,7 @@ async fn scan_blocks(
 ) -> anyhow::Result<()> {
     let numbers: Vec<BlockNumber> = (scan.scanned_to + 1..=to).collect();
     let chunks: Vec<&[BlockNumber]> = numbers.chunks(NODE_BATCH).collect();
-    let mut blocks = stream::iter(chunks)
+    let hashes = stream::iter(chunks)
         .map(|chunk| async move {
             let hashes = batch::<Option<Hash>>(
                 &node.http,
@@ -160,7 +160,7 @@ async fn scan_blocks(
                 chunk.iter().map(|n| rpc_params![n]),
             )
             .await?;
-            let hashes: Vec<Hash> = hashes
+            hashes
                 .into_iter()
                 .zip(chunk)
                 .map(|(h, n)| match h {
@@ -168,18 +168,18 @@ async fn scan_blocks(
                     Ok(None) => Err(anyhow!("{}: no block #{n}", node.url)),
                     Err(e) => Err(anyhow!("{}: chain_getBlockHash {n}: {e}", node.url)),
                 })
-                .collect::<anyhow::Result<_>>()?;
-            let blocks = batch::<Value>(
-                &node.http,
-                &node.url,
-                "chain_getBlock",
-                hashes.iter().map(|h| rpc_params![h]),
-            )
-            .await?;
-            blocks
-                .into_iter()
-                .map(|b| b.map_err(|e| anyhow!("{}: chain_getBlock: {e}", node.url)))
-                .collect::<anyhow::Result<Vec<Value>>>()
+                .collect::<anyhow::Result<Vec<Hash>>>()
+        })
+        .buffered(concurrency)
+        .try_concat()
+        .await?;
+    // Blocks one per call: a full block is megabytes of JSON, and a batch
+    // of them would pass the node's response size limit.
+    let mut blocks = stream::iter(hashes)
+        .map(|hash| async move {
+            let block: Value =
+                call(&node.http, &node.url, "chain_getBlock", rpc_params![hash]).await?;
+            Ok::<_, anyhow::Error>(vec![block])
         })
         .buffered(concurrency);
     let mut done = scan.scanned_to;

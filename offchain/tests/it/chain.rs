@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use std::sync::atomic::Ordering;
 
-use crate::harness::{bridge_key, proxy, scrape, Behaviour, DevNode, EventSystem};
+use crate::harness::{bridge_key, hex, payment, proxy, scrape, Behaviour, DevNode, EventSystem};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn succeeded_transfer_is_pending_then_completed_by_receipt() {
@@ -190,6 +190,122 @@ async fn failed_and_expired_transfers_are_cancelled() {
     assert!(pulled["messages"].as_array().unwrap().is_empty());
     let stats = events.stats().await;
     assert_eq!(stats["cancelled"], 2);
+
+    events.stop().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_methods_register_and_receipt_many_answering_each_item() {
+    use lockstep_offchain::rpc::{
+        BAD_RECEIPT_SIGNATURE, ID_CONFLICT, INVALID_FIELD, NOT_FOUND, RECEIPT_CONFLICT,
+    };
+
+    let node = DevNode::start().await;
+    let events = EventSystem::start(vec![node.url()], "1/1").await;
+    let bob = Keypair::dev("bob").public();
+    let txs: Vec<_> = (0..4)
+        .map(|nonce| node.transfer("alice", nonce, 1_000_000, bob, 10))
+        .collect();
+    let mut requests: Vec<Value> = txs
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| json!({"id": format!("b-{i}"), "tx": hex(tx), "payment": payment(i)}))
+        .collect();
+    // A bad field, and a known id with another payload: refused alone.
+    let mut bad_currency = payment(9);
+    bad_currency["currency"] = json!("euro");
+    let stray = node.transfer("bob", 0, 1_000_000, bob, 1);
+    requests.push(json!({"id": "b-bad", "tx": hex(&stray), "payment": bad_currency}));
+    requests.push(json!({"id": "b-0", "tx": hex(&stray), "payment": payment(0)}));
+    let answers = events
+        .call("event_registerBatch", rpc_params![requests])
+        .await
+        .unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 6);
+    for (i, answer) in answers[..4].iter().enumerate() {
+        assert_eq!(answer["result"]["id"], format!("b-{i}"), "{answer}");
+        assert_eq!(answer["result"]["state"], "Registered");
+    }
+    assert_eq!(answers[4]["error"]["code"], INVALID_FIELD);
+    assert_eq!(answers[5]["error"]["code"], ID_CONFLICT);
+    assert_eq!(events.stats().await["registered"], 4);
+
+    for tx in &txs {
+        node.submit(tx).await;
+    }
+    for i in 0..4 {
+        events
+            .await_state(&format!("b-{i}"), "PendingAccount")
+            .await;
+    }
+
+    let paid =
+        |i: usize| PaymentReceipt::sign(&bridge_key(), &format!("b-{i}"), &format!("ref-{i}"));
+    let forged = PaymentReceipt::sign(&Keypair::dev("mallory"), "b-2", "ref-2");
+    let receipts = json!([
+        paid(0),
+        paid(1),
+        paid(0), // twice in one call: the second is the idempotent repeat
+        forged,
+        PaymentReceipt::sign(&bridge_key(), "b-none", "ref-x"),
+        paid(3),
+    ]);
+    let answers = events
+        .call("event_postReceipts", rpc_params![receipts])
+        .await
+        .unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 6);
+    for i in [0, 1, 2, 5] {
+        assert_eq!(answers[i]["result"]["state"], "Completed", "{}", answers[i]);
+    }
+    assert_eq!(answers[0]["result"], answers[2]["result"]);
+    assert_eq!(answers[3]["error"]["code"], BAD_RECEIPT_SIGNATURE);
+    assert_eq!(answers[4]["error"]["code"], NOT_FOUND);
+    assert_eq!(events.get("b-2").await["state"], "PendingAccount");
+    let stats = events.stats().await;
+    assert_eq!(stats["completed"], 3);
+    assert_eq!(stats["pendingAccount"], 1);
+    let history = events
+        .call("event_history", rpc_params!["b-0"])
+        .await
+        .unwrap();
+    assert_eq!(
+        history.as_array().unwrap().len(),
+        3,
+        "one Completed move: {history}"
+    );
+
+    // A receipt for a completed event with another reference, and a call
+    // over the item bound.
+    let again = events
+        .call(
+            "event_postReceipts",
+            rpc_params![json!([
+                PaymentReceipt::sign(&bridge_key(), "b-2", "ref-2"),
+                paid(2)
+            ])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again[0]["result"]["state"], "Completed");
+    assert_eq!(again[1]["result"]["state"], "Completed");
+    let late = events
+        .call(
+            "event_postReceipts",
+            rpc_params![json!([PaymentReceipt::sign(&bridge_key(), "b-2", "other")])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(late[0]["error"]["code"], RECEIPT_CONFLICT);
+    let too_many: Vec<Value> = (0..1001).map(|_| json!(paid(1))).collect();
+    let refused = events
+        .call("event_postReceipts", rpc_params![too_many])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), INVALID_FIELD);
 
     events.stop().await;
     node.stop().await;
