@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
-# A local testnet of N validators, each its own lockstep-node process on
-# loopback ports, talking over libp2p.
+# The whole Lockstep system on this machine, each part its own process on
+# loopback ports: N validators (lockstep-node) over libp2p, the event system
+# (lockstep-offchain) with its embedded message bus, and the account bridge
+# (lockstep-bridge) with a SQLite ledger seeded for the dev accounts.
 #
-#   scripts/testnet.sh start [N]   build (release), write a chain spec and N
-#                                  validator keys into run/testnet/, start N
-#                                  validators (default 4), wait until blocks
-#                                  are finalized, print the RPC URLs
-#   scripts/testnet.sh status      each node: pid, finalized height, peers
-#   scripts/testnet.sh stop        stop the nodes this script started (by
-#                                  the pids recorded in run/testnet/pids)
+#   scripts/testnet.sh start [N]   build (release); write a chain spec, N
+#                                  validator keys and a bridge key into
+#                                  run/testnet/; seed the ledger; start N
+#                                  validators (default 4), the event system
+#                                  and the bridge; wait until blocks are
+#                                  finalized and the event system follows
+#                                  them; print the URLs and what to run next
+#   scripts/testnet.sh status      every process: pid, height, peers, events
+#   scripts/testnet.sh stop        stop what this script started (by the pids
+#                                  recorded in run/testnet/pids)
 #
-# `start` wipes run/testnet/ from an earlier run (stop it first). Each node
-# keeps its data in run/testnet/node-<i>/ and logs to run/testnet/node-<i>.log.
+# `start` wipes run/testnet/ from an earlier run (stop it first). Data and
+# logs stay in run/testnet/ after `stop`: node-<i>/ and node-<i>.log, events/
+# and events.log, ledger.sqlite and bridge.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUN_DIR=run/testnet
 PIDS="$RUN_DIR/pids"
-NODES="$RUN_DIR/nodes"
+PORTS="$RUN_DIR/ports"
 # Built binaries live where cargo puts them (CARGO_TARGET_DIR, when set).
 RELEASE="${CARGO_TARGET_DIR:-target}/release"
-BIN="$RELEASE/lockstep-node"
+NODE="$RELEASE/lockstep-node"
+EVENTS="$RELEASE/lockstep-offchain"
+BRIDGE="$RELEASE/lockstep-bridge"
+CLI="$RELEASE/lockstep"
+LEDGER="$RUN_DIR/ledger.sqlite"
+# What each dev account holds in the ledger at the start: 1,000,000.00 USD,
+# in cents.
+LEDGER_FUNDS=100000000
+DEV_NAMES="alice bob charlie dave eve ferdie grace heidi"
 
 rpc() { # rpc PORT METHOD [PARAMS-JSON]
     curl -s --max-time 2 -H 'Content-Type: application/json' \
@@ -32,25 +46,73 @@ finalized() { # finalized PORT -> height or empty
     rpc "$1" chain_getHeader | sed -n 's/.*"number":\([0-9]*\).*/\1/p'
 }
 
+json_number() { # json_number FIELD <<<JSON -> the number or empty
+    sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"
+}
+
 port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 next_free_port() { # next_free_port FROM, skipping ports already chosen
     local port=$1
-    while port_in_use "$port" || grep -qw "$port" "$NODES" 2>/dev/null; do
+    while port_in_use "$port" || grep -qw "$port" "$PORTS" 2>/dev/null; do
         port=$((port + 1))
     done
     echo "$port"
 }
 
-running_pids() {
+port_of() { # port_of NAME -> the port recorded for it
+    awk -v n="$1" '$1 == n {print $2}' "$PORTS"
+}
+
+# Every recorded process still running as the binary it was started as
+# ("NAME PID" lines).
+running() {
     [ -f "$PIDS" ] || return 0
-    while read -r index pid; do
-        if kill -0 "$pid" 2>/dev/null && [ "$(ps -p "$pid" -o comm= 2>/dev/null)" = "lockstep-node" ]; then
-            echo "$index $pid"
-        fi
+    local name pid binary argv0
+    while read -r name pid binary; do
+        kill -0 "$pid" 2>/dev/null || continue
+        argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 1)
+        [ "$(basename "${argv0:-none}")" = "$binary" ] && echo "$name $pid"
     done <"$PIDS"
+}
+
+launch() { # launch NAME LOG BINARY ARGS...: start in the background, record the pid
+    local name=$1 log=$2 binary=$3
+    shift 3
+    "$binary" "$@" >"$log" 2>&1 &
+    echo "$name $! $(basename "$binary")" >>"$PIDS"
+}
+
+await() { # await WHAT SECONDS COMMAND...: poll COMMAND until it succeeds
+    local what=$1 seconds=$2
+    shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@"; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "timed out after ${seconds}s waiting for $what; logs in $RUN_DIR/*.log" >&2
+            status
+            exit 1
+        fi
+        sleep 0.5
+    done
+}
+
+all_nodes_at() { # all_nodes_at HEIGHT
+    local i height
+    for ((i = 0; i < NODE_COUNT; i++)); do
+        height=$(finalized "$(port_of "node-$i")")
+        [ -n "$height" ] && [ "$height" -ge "$1" ] || return 1
+    done
+}
+
+events_following() {
+    [ -n "$(rpc "$(port_of events)" event_stats | json_number lastHeight)" ]
+}
+
+bridge_running() {
+    running | grep -q '^bridge '
 }
 
 start() {
@@ -59,114 +121,153 @@ start() {
         echo "usage: $0 start [N], N between 1 and 100" >&2
         exit 2
     fi
-    if [ -n "$(running_pids)" ]; then
+    if [ -n "$(running)" ]; then
         echo "a testnet is running already (scripts/testnet.sh status); stop it first" >&2
         exit 1
     fi
     source scripts/lib/ensure-packages.sh
-    echo "==> cargo build --release --locked"
-    cargo build --release --locked --bin lockstep-node --bin lockstep --bin lockstep-offchain
+    echo "==> cargo build --release --locked (the first build takes a while)"
+    cargo build --release --locked --bin lockstep-node --bin lockstep \
+        --bin lockstep-offchain --bin lockstep-bridge
 
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR"
-    "$BIN" build-spec --validators "$count" --out "$RUN_DIR" >/dev/null
-    : >"$NODES"
+    : >"$PORTS"
     : >"$PIDS"
-    local i rpc_port p2p_port
-    for ((i = 0; i < count; i++)); do
-        rpc_port=$(next_free_port $((9944 + i)))
-        echo "$i $rpc_port -" >>"$NODES"
-        p2p_port=$(next_free_port $((30333 + i)))
-        sed -i "\$s/-\$/$p2p_port/" "$NODES"
-    done
-    while read -r i rpc_port p2p_port; do
-        local bootnodes=""
-        while read -r j _ other_p2p; do
-            [ "$j" = "$i" ] || bootnodes="$bootnodes${bootnodes:+,}/ip4/127.0.0.1/tcp/$other_p2p"
-        done <"$NODES"
-        "$BIN" run --chain "$RUN_DIR/chain-spec.json" --key "$RUN_DIR/validator-$i.json" \
-            --base-path "$RUN_DIR/node-$i" --rpc-port "$rpc_port" \
-            --p2p-host 127.0.0.1 --p2p-port "$p2p_port" \
-            ${bootnodes:+--bootnodes "$bootnodes"} \
-            >"$RUN_DIR/node-$i.log" 2>&1 &
-        echo "$i $!" >>"$PIDS"
-    done <"$NODES"
+    NODE_COUNT=$count
 
-    echo "==> waiting for every node to finalize block 2 (at most 60 s)"
-    local deadline=$((SECONDS + 60)) done_count=0
-    while [ "$SECONDS" -lt "$deadline" ]; do
-        done_count=0
-        while read -r i rpc_port _; do
-            local height
-            height=$(finalized "$rpc_port")
-            [ -n "$height" ] && [ "$height" -ge 2 ] && done_count=$((done_count + 1))
-        done <"$NODES"
-        [ "$done_count" -eq "$count" ] && break
-        sleep 0.5
-    done
-    if [ "$done_count" -ne "$count" ]; then
-        echo "only $done_count of $count nodes finalized block 2 in time; logs in $RUN_DIR/node-*.log" >&2
-        status
+    echo "==> chain spec, $count validator keys, bridge key, ledger"
+    "$NODE" build-spec --validators "$count" --out "$RUN_DIR" >/dev/null
+    local bridge_key
+    bridge_key=$("$BRIDGE" key generate --out "$RUN_DIR/bridge-key.json")
+    if ! [[ "$bridge_key" =~ ^0x[0-9a-f]{64}$ ]]; then
+        echo "could not read the bridge's public key" >&2
         exit 1
     fi
+    # shellcheck disable=SC2086 # one argument per name
+    "$BRIDGE" ledger --ledger "$LEDGER" open $DEV_NAMES --currency USD \
+        --deposit "$LEDGER_FUNDS" >/dev/null
+
+    local i
+    for ((i = 0; i < count; i++)); do
+        echo "node-$i $(next_free_port $((9944 + i)))" >>"$PORTS"
+        echo "p2p-$i $(next_free_port $((30333 + i)))" >>"$PORTS"
+    done
+    echo "events $(next_free_port 9955)" >>"$PORTS"
+
+    echo "==> starting $count validators"
+    local j bootnodes node_urls=""
+    for ((i = 0; i < count; i++)); do
+        bootnodes=""
+        for ((j = 0; j < count; j++)); do
+            [ "$j" = "$i" ] || bootnodes="$bootnodes${bootnodes:+,}/ip4/127.0.0.1/tcp/$(port_of "p2p-$j")"
+        done
+        launch "node-$i" "$RUN_DIR/node-$i.log" "$NODE" run \
+            --chain "$RUN_DIR/chain-spec.json" --key "$RUN_DIR/validator-$i.json" \
+            --base-path "$RUN_DIR/node-$i" --rpc-port "$(port_of "node-$i")" \
+            --p2p-host 127.0.0.1 --p2p-port "$(port_of "p2p-$i")" \
+            ${bootnodes:+--bootnodes "$bootnodes"}
+        node_urls="$node_urls${node_urls:+,}http://127.0.0.1:$(port_of "node-$i")"
+    done
+    await "every node to finalize block 2" 60 all_nodes_at 2
+
+    echo "==> starting the event system and the account bridge"
+    local events_url="http://127.0.0.1:$(port_of events)"
+    # Quicker re-checks and re-sends than the production defaults, so that
+    # the demo's expiring event is cancelled within seconds.
+    launch events "$RUN_DIR/events.log" "$EVENTS" run --nodes "$node_urls" \
+        --base-path "$RUN_DIR/events" --rpc-port "$(port_of events)" \
+        --bridge-key "$bridge_key" --scan-interval 1s --grace 5s \
+        --resend-base 5s --resend-cap 1m
+    await "the event system to follow the chain" 30 events_following
+    launch bridge "$RUN_DIR/bridge.log" "$BRIDGE" run --event-system "$events_url" \
+        --ledger "$LEDGER" --key "$RUN_DIR/bridge-key.json"
+    await "the bridge to start" 10 bridge_running
+    printf 'export LOCKSTEP_NODES=%s\nexport LOCKSTEP_RPC=%s\nexport LOCKSTEP_EVENTS=%s\nexport LOCKSTEP_LEDGER=%s\nexport LOCKSTEP_BRIDGE_LEDGER=%s\nexport LOCKSTEP_CHAIN_SPEC=%s\n' \
+        "$node_urls" "http://127.0.0.1:$(port_of node-0)" "$events_url" "$PWD/$LEDGER" \
+        "$PWD/$LEDGER" "$PWD/$RUN_DIR/chain-spec.json" >"$RUN_DIR/env"
+
     echo
-    echo "testnet of $count validators is finalizing blocks:"
-    while read -r i rpc_port p2p_port; do
-        echo "  node $i: JSON-RPC http://127.0.0.1:$rpc_port (ws://127.0.0.1:$rpc_port), p2p /ip4/127.0.0.1/tcp/$p2p_port, log $RUN_DIR/node-$i.log"
-    done <"$NODES"
-    local first_rpc
-    first_rpc=$(awk 'NR==1 {print $2}' "$NODES")
+    echo "Lockstep is running: $count validators, the event system and the account bridge."
+    for ((i = 0; i < count; i++)); do
+        echo "  node $i:        JSON-RPC http://127.0.0.1:$(port_of "node-$i") (HTTP and WebSocket), p2p /ip4/127.0.0.1/tcp/$(port_of "p2p-$i")"
+    done
+    echo "  event system:  JSON-RPC $events_url"
+    echo "  bridge ledger: $LEDGER (dev accounts alice..heidi hold 1,000,000.00 USD each)"
+    echo "  logs:          $RUN_DIR/*.log"
     cat <<NEXT
 
 next:
-  $RELEASE/lockstep --rpc http://127.0.0.1:$first_rpc transfer --from alice --to bob --amount 100 --wait
+  scripts/demo.sh                        the method, step by step, with each event's history
+  source $RUN_DIR/env                     point the lockstep CLI at this testnet, then:
+  $CLI transfer --from alice --to bob --amount 100 --pay bob:alice:2500:USD --wait
+  $CLI event list
+  $CLI audit
   scripts/testnet.sh status
   scripts/testnet.sh stop
 NEXT
 }
 
 status() {
-    if [ ! -f "$NODES" ]; then
+    if [ ! -f "$PORTS" ]; then
         echo "no testnet in $RUN_DIR (scripts/testnet.sh start)"
         return 0
     fi
-    local alive
-    alive=$(running_pids)
-    while read -r i rpc_port p2p_port; do
-        local pid height peers state
-        pid=$(awk -v i="$i" '$1 == i {print $2}' <<<"$alive")
-        if [ -n "$pid" ]; then
-            height=$(finalized "$rpc_port")
-            peers=$(rpc "$rpc_port" system_health | sed -n 's/.*"peers":\([0-9]*\).*/\1/p')
-            state="running (pid $pid), finalized #${height:-?}, ${peers:-?} peers"
-        else
-            state="stopped"
+    local alive name port pid
+    alive=$(running)
+    while read -r name port; do
+        case "$name" in p2p-*) continue ;; esac
+        pid=$(awk -v n="$name" '$1 == n {print $2}' <<<"$alive")
+        if [ -z "$pid" ]; then
+            echo "$name: stopped"
+            continue
         fi
-        echo "node $i: $state, RPC http://127.0.0.1:$rpc_port"
-    done <"$NODES"
+        case "$name" in
+        node-*)
+            local height peers
+            height=$(finalized "$port")
+            peers=$(rpc "$port" system_health | json_number peers)
+            echo "$name: running (pid $pid), finalized #${height:-?}, ${peers:-?} peers, RPC http://127.0.0.1:$port"
+            ;;
+        events)
+            local stats
+            stats=$(rpc "$port" event_stats)
+            echo "events: running (pid $pid), at #$(json_number lastHeight <<<"$stats"), events registered $(json_number registered <<<"$stats"), pending $(json_number pendingAccount <<<"$stats"), completed $(json_number completed <<<"$stats"), cancelled $(json_number cancelled <<<"$stats"); RPC http://127.0.0.1:$port"
+            ;;
+        esac
+    done <"$PORTS"
+    pid=$(awk '$1 == "bridge" {print $2}' <<<"$alive")
+    if [ -n "$pid" ]; then
+        echo "bridge: running (pid $pid), ledger $LEDGER"
+    else
+        echo "bridge: stopped, ledger $LEDGER"
+    fi
 }
 
 stop() {
     local alive
-    alive=$(running_pids)
+    alive=$(running)
     if [ -z "$alive" ]; then
-        echo "no testnet node is running"
+        echo "nothing from the testnet is running"
         return 0
     fi
-    while read -r i pid; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done <<<"$alive"
+    # The bridge and the event system first: they talk to the nodes.
+    local name pid
+    for group in bridge events node-; do
+        while read -r name pid; do
+            [[ "$name" == "$group"* ]] && kill -TERM "$pid" 2>/dev/null || true
+        done <<<"$alive"
+    done
     local deadline=$((SECONDS + 15))
-    while [ -n "$(running_pids)" ] && [ "$SECONDS" -lt "$deadline" ]; do
+    while [ -n "$(running)" ] && [ "$SECONDS" -lt "$deadline" ]; do
         sleep 0.2
     done
-    while read -r i pid; do
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "node $i (pid $pid) did not stop in time: SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done <<<"$(running_pids)"
-    echo "stopped $(wc -l <<<"$alive") node(s); data and logs stay in $RUN_DIR"
+    while read -r name pid; do
+        [ -n "$pid" ] || continue
+        echo "$name (pid $pid) did not stop in time: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    done <<<"$(running)"
+    echo "stopped $(wc -l <<<"$alive") process(es); data and logs stay in $RUN_DIR"
 }
 
 case "${1:-}" in

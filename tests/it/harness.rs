@@ -39,17 +39,35 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-/// The `lockstep-node` binary, built once per test run with the same
-/// profile as this test binary so that it is never stale.
-pub fn node_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| match build_node_binary() {
-        Ok(path) => path,
-        Err(error) => panic!("cannot provide the lockstep-node binary: {error:#}"),
-    })
+/// The `lockstep-node` binary.
+pub fn node_binary() -> PathBuf {
+    binary("lockstep-node")
 }
 
-fn build_node_binary() -> anyhow::Result<PathBuf> {
+/// The binaries the scenarios run, each `(package, binary)`.
+const BINARIES: [(&str, &str); 4] = [
+    ("lockstep-node", "lockstep-node"),
+    ("lockstep-offchain", "lockstep-offchain"),
+    ("lockstep-bridge", "lockstep-bridge"),
+    ("lockstep-cli", "lockstep"),
+];
+
+/// One of [`BINARIES`] by name. All of them are built once per test run,
+/// with the same profile as this test binary, so that none is stale.
+pub fn binary(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| match build_binaries() {
+        Ok(path) => path,
+        Err(error) => panic!("cannot provide the Lockstep binaries: {error:#}"),
+    });
+    assert!(
+        BINARIES.iter().any(|(_, bin)| *bin == name),
+        "{name} is not one of the binaries the scenarios build"
+    );
+    dir.join(name)
+}
+
+fn build_binaries() -> anyhow::Result<PathBuf> {
     // target/<profile>/deps/it-<hash>
     let exe = std::env::current_exe()?;
     let profile_dir = exe
@@ -57,36 +75,33 @@ fn build_node_binary() -> anyhow::Result<PathBuf> {
         .and_then(Path::parent)
         .context("test executable is not under target/<profile>/deps")?
         .to_path_buf();
-    let binary = profile_dir.join("lockstep-node");
     // Set by cargo when it runs the tests (and when it compiled them).
     let cargo = std::env::var("CARGO")
         .ok()
         .or_else(|| option_env!("CARGO").map(String::from));
     if let Some(cargo) = cargo {
         let mut command = Command::new(cargo);
-        command.args([
-            "build",
-            "--quiet",
-            "-p",
-            "lockstep-node",
-            "--bin",
-            "lockstep-node",
-        ]);
+        command.args(["build", "--quiet"]);
+        for (package, bin) in BINARIES {
+            command.args(["-p", package, "--bin", bin]);
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             command.arg("--release");
         }
         let status = command.status().context("running cargo build")?;
         if !status.success() {
-            bail!("cargo build -p lockstep-node failed: {status}");
+            bail!("cargo build of the Lockstep binaries failed: {status}");
         }
     }
-    if !binary.exists() {
-        bail!(
-            "{} is missing: run `cargo build -p lockstep-node` first (or run the tests through cargo)",
-            binary.display()
-        );
+    for (_, bin) in BINARIES {
+        if !profile_dir.join(bin).exists() {
+            bail!(
+                "{} is missing: run `cargo build --bins` first (or run the tests through cargo)",
+                profile_dir.join(bin).display()
+            );
+        }
     }
-    Ok(binary)
+    Ok(profile_dir)
 }
 
 /// A loopback port that is free now and stays out of the way of outgoing
@@ -96,7 +111,7 @@ fn build_node_binary() -> anyhow::Result<PathBuf> {
 /// port before the node binds it (or while a killed node is down, before
 /// it binds it again). Ports are taken below that range instead, each at
 /// most once per test run.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     const FIRST: u16 = 20_000;
     const SPAN: u16 = 12_000;
@@ -148,7 +163,7 @@ impl Testnet {
     pub async fn start(validators: usize, full_nodes: usize) -> Testnet {
         let binary = node_binary();
         let dir = tempfile::tempdir().expect("temporary directory");
-        let status = Command::new(binary)
+        let status = Command::new(&binary)
             .args([
                 "build-spec",
                 "--chain-id",
@@ -200,6 +215,21 @@ impl Testnet {
         let all: Vec<usize> = (0..net.nodes.len()).collect();
         net.await_height(&all, 1).await;
         net
+    }
+
+    /// The directory that holds the spec, keys, base paths and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The chain spec file.
+    pub fn spec_path(&self) -> &Path {
+        &self.spec_path
+    }
+
+    /// Node `i`'s JSON-RPC URL.
+    pub fn rpc_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].rpc_port)
     }
 
     /// The multiaddr of node `i`.

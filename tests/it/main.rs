@@ -1,9 +1,14 @@
-//! Multi-process scenarios on real `lockstep-node` binaries over loopback.
-//! Each scenario starts its own testnet; they run one at a time (see
-//! [`harness::exclusive`]) so that two cores are not shared by twenty nodes.
+//! Multi-process scenarios on real binaries over loopback: testnets of
+//! `lockstep-node` validators, and the whole system with the event system
+//! and the account bridge. Each scenario starts its own processes; they run
+//! one at a time (see [`harness::exclusive`]) so that two cores are not
+//! shared by twenty nodes.
 
 mod agreement;
+mod chaos;
+mod end_to_end;
 mod faults;
 mod garbage;
 mod harness;
 mod resync;
+mod system;

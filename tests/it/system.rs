@@ -1,0 +1,549 @@
+//! The whole system as real processes: a [`Testnet`] of validators, the
+//! event system (`lockstep-offchain`) watching all of them, and the account
+//! bridge (`lockstep-bridge`) with a SQLite ledger seeded for the dev
+//! accounts. Any process can be killed with SIGKILL and restarted on the
+//! same data and ports.
+//!
+//! [`Settlement`] is the transaction system's side of the protocol: it signs
+//! a transfer, registers its event, and only then submits it to a node,
+//! retrying through process failures the way a real client must (the event
+//! id makes registration idempotent; a node that already knows the transfer
+//! says so).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jsonrpsee::core::client::{ClientT, Error as ClientError};
+use jsonrpsee::core::params::ArrayParams;
+use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use jsonrpsee::rpc_params;
+use lockstep_runtime::crypto::DEV_NAMES;
+use lockstep_runtime::genesis::DEV_ASSET;
+use lockstep_runtime::primitives::to_hex;
+use lockstep_runtime::{Call, Keypair, SignedTx};
+use parity_scale_codec::Encode;
+use serde_json::{json, Value};
+
+use crate::harness::{binary, free_port, Testnet, DEADLINE};
+
+/// Money each dev account starts with in the ledger: 1,000,000.00 USD in
+/// cents.
+pub const LEDGER_FUNDS: u128 = 100_000_000;
+
+/// The currency of every test payment.
+pub const CURRENCY: &str = "USD";
+
+/// A service process that can be killed and restarted with the same
+/// arguments; each run logs to its own file.
+pub struct Service {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(&'static str, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    runs: u32,
+}
+
+impl Service {
+    fn new(name: &'static str, program: PathBuf, args: Vec<OsString>, log: PathBuf) -> Self {
+        Service {
+            name,
+            program,
+            args,
+            env: vec![("RUST_LOG", "info".into())],
+            log,
+            child: None,
+            runs: 0,
+        }
+    }
+
+    fn log_of_run(&self, run: u32) -> PathBuf {
+        if run == 0 {
+            self.log.clone()
+        } else {
+            self.log.with_extension(format!("{run}.log"))
+        }
+    }
+
+    /// Starts (or restarts) the process.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is running already", self.name);
+        let log = std::fs::File::create(self.log_of_run(self.runs)).expect("log file");
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.name));
+        self.child = Some(child);
+        self.runs += 1;
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn print_logs(&self) {
+        for run in 0..self.runs.max(1) {
+            let path = self.log_of_run(run);
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("---- {}, run {run} ({}) ----", self.name, path.display());
+            for line in &lines[lines.len().saturating_sub(30)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What the transaction system talks to: every node and the event system.
+/// Cheap to clone into load tasks that run while processes are killed.
+#[derive(Clone)]
+pub struct Client {
+    nodes: Vec<HttpClient>,
+    events: HttpClient,
+}
+
+impl Client {
+    /// A call to the event system.
+    pub async fn events_call(
+        &self,
+        method: &str,
+        params: ArrayParams,
+    ) -> Result<Value, ClientError> {
+        self.events.request(method, params).await
+    }
+}
+
+/// The testnet, the event system and the bridge.
+pub struct System {
+    /// The validators.
+    pub net: Testnet,
+    /// `lockstep-offchain run`.
+    pub events: Service,
+    /// `lockstep-bridge run`.
+    pub bridge: Service,
+    /// The event system's JSON-RPC URL.
+    pub events_url: String,
+    /// The bridge's SQLite ledger.
+    pub ledger: PathBuf,
+    events_rpc: HttpClient,
+}
+
+impl System {
+    /// Starts `validators` validators, then the event system and the bridge,
+    /// and waits until the event system follows the chain.
+    pub async fn start(validators: usize) -> System {
+        let net = Testnet::start(validators, 0).await;
+        let dir = net.dir().to_path_buf();
+
+        let bridge_key = dir.join("bridge-key.json");
+        let generated = run_json(
+            &binary("lockstep"),
+            &[
+                "--json".into(),
+                "key".into(),
+                "generate".into(),
+                "--out".into(),
+                bridge_key.clone().into(),
+            ],
+        );
+        let bridge_public = generated["account"]
+            .as_str()
+            .expect("the key's account id")
+            .to_owned();
+
+        let ledger = dir.join("ledger.sqlite");
+        seed_ledger(&ledger);
+
+        let events_port = free_port();
+        let events_url = format!("http://127.0.0.1:{events_port}");
+        let nodes: Vec<String> = (0..validators).map(|i| net.rpc_url(i)).collect();
+        let events = Service::new(
+            "event system",
+            binary("lockstep-offchain"),
+            args(&[
+                "run".into(),
+                "--nodes".into(),
+                nodes.join(",").into(),
+                "--base-path".into(),
+                dir.join("events").into(),
+                "--rpc-port".into(),
+                events_port.to_string().into(),
+                "--bridge-key".into(),
+                bridge_public.into(),
+                // Quick re-checks and re-sends, so that faults heal within
+                // a test's time.
+                "--scan-interval".into(),
+                "300ms".into(),
+                "--grace".into(),
+                "2s".into(),
+                "--recheck-cap".into(),
+                "2s".into(),
+                "--resend-base".into(),
+                "1s".into(),
+                "--resend-cap".into(),
+                "3s".into(),
+                "--call-timeout".into(),
+                "2s".into(),
+            ]),
+            dir.join("events.log"),
+        );
+        let bridge = Service::new(
+            "bridge",
+            binary("lockstep-bridge"),
+            bridge_run_args(&events_url, &ledger, &bridge_key),
+            dir.join("bridge.log"),
+        );
+        let events_rpc = HttpClientBuilder::default()
+            .request_timeout(Duration::from_secs(10))
+            .build(&events_url)
+            .expect("event system client");
+        let mut system = System {
+            net,
+            events,
+            bridge,
+            events_url,
+            ledger,
+            events_rpc,
+        };
+        system.events.spawn();
+        system.bridge.spawn();
+        system.await_events_following().await;
+        system
+    }
+
+    /// Node RPC URLs, comma-separated.
+    pub fn node_urls(&self) -> String {
+        (0..self.net.nodes.len())
+            .map(|i| self.net.rpc_url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A call to the event system.
+    pub async fn events_call(
+        &self,
+        method: &str,
+        params: ArrayParams,
+    ) -> Result<Value, ClientError> {
+        self.events_rpc.request(method, params).await
+    }
+
+    /// A client of every node and the event system.
+    pub fn client(&self) -> Client {
+        Client {
+            nodes: self.net.nodes.iter().map(|n| n.rpc.clone()).collect(),
+            events: self.events_rpc.clone(),
+        }
+    }
+
+    /// `event_stats`, if the event system answers.
+    pub async fn stats(&self) -> Option<Value> {
+        self.events_call("event_stats", rpc_params![]).await.ok()
+    }
+
+    /// Waits until the event system answers and has processed a finalized
+    /// block.
+    pub async fn await_events_following(&self) {
+        self.await_condition("the event system following the chain", || async {
+            self.stats()
+                .await
+                .is_some_and(|s| s["lastHeight"].as_u64().is_some())
+        })
+        .await;
+    }
+
+    /// Waits until every one of `ids` is Completed or Cancelled; returns
+    /// each event.
+    pub async fn await_final(&self, ids: &[String]) -> Vec<Value> {
+        let mut events: Vec<Option<Value>> = vec![None; ids.len()];
+        let started = Instant::now();
+        loop {
+            for (slot, id) in events.iter_mut().zip(ids) {
+                if slot.is_none() {
+                    match self.events_call("event_get", rpc_params![id]).await {
+                        Ok(event) if is_final(&event) => *slot = Some(event),
+                        _ => {}
+                    }
+                }
+            }
+            let left = events.iter().filter(|e| e.is_none()).count();
+            if left == 0 {
+                return events.into_iter().flatten().collect();
+            }
+            if started.elapsed() > DEADLINE {
+                self.print_logs();
+                panic!("timed out: {left} of {} events are not final", ids.len());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Polls `condition` every 200 ms until it holds, or fails the test
+    /// with every process's log after [`DEADLINE`].
+    pub async fn await_condition<F, Fut>(&self, what: &str, mut condition: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while !condition().await {
+            if started.elapsed() > DEADLINE {
+                self.print_logs();
+                panic!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Prints the end of every process's logs.
+    pub fn print_logs(&self) {
+        self.net.print_log_tails();
+        self.events.print_logs();
+        self.bridge.print_logs();
+    }
+
+    /// Runs `lockstep audit` over the chain (every node), the event store
+    /// and the ledger, requiring every event to be final. Returns its exit
+    /// code and its JSON report.
+    pub fn audit(&self) -> (i32, Value) {
+        let output = Command::new(binary("lockstep"))
+            .arg("--json")
+            .args(["--nodes", &self.node_urls()])
+            .args(["--events", &self.events_url])
+            .arg("audit")
+            .arg("--ledger")
+            .arg(&self.ledger)
+            .arg("--require-final")
+            .arg("--chain-spec")
+            .arg(self.net.spec_path())
+            .output()
+            .expect("run lockstep audit");
+        let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "lockstep audit printed no JSON ({e}); stdout: {} stderr: {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (output.status.code().unwrap_or(-1), report)
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.events.print_logs();
+            self.bridge.print_logs();
+        }
+        // Services first: they talk to the nodes.
+        self.bridge.kill();
+        self.events.kill();
+    }
+}
+
+fn args(list: &[OsString]) -> Vec<OsString> {
+    list.to_vec()
+}
+
+/// The bridge's `run` arguments.
+fn bridge_run_args(events_url: &str, ledger: &Path, key: &Path) -> Vec<OsString> {
+    args(&[
+        "run".into(),
+        "--event-system".into(),
+        events_url.into(),
+        "--ledger".into(),
+        ledger.into(),
+        "--key".into(),
+        key.into(),
+    ])
+}
+
+/// Opens a USD ledger account for every dev name, funded with
+/// [`LEDGER_FUNDS`].
+fn seed_ledger(ledger: &Path) {
+    let bridge = binary("lockstep-bridge");
+    for name in DEV_NAMES {
+        run_json(
+            &bridge,
+            &[
+                "ledger".into(),
+                "--ledger".into(),
+                ledger.into(),
+                "open".into(),
+                (*name).into(),
+                "--currency".into(),
+                CURRENCY.into(),
+                "--deposit".into(),
+                LEDGER_FUNDS.to_string().into(),
+            ],
+        );
+    }
+}
+
+/// Runs a command that must succeed; parses its stdout as JSON when it is
+/// JSON (Null otherwise).
+fn run_json(program: &Path, arguments: &[OsString]) -> Value {
+    let output = Command::new(program)
+        .args(arguments)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+    assert!(
+        output.status.success(),
+        "{} {:?} failed: {}",
+        program.display(),
+        arguments,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+}
+
+/// Whether an `event_get` result is in a final state.
+pub fn is_final(event: &Value) -> bool {
+    matches!(event["state"].as_str(), Some("Completed" | "Cancelled"))
+}
+
+/// One settlement the test drives: a signed transfer and its event.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    /// The event id.
+    pub id: String,
+    /// The signed transfer.
+    pub tx: SignedTx,
+    /// The fiat side: who pays whom how much (cents).
+    pub payer: String,
+    /// Who is paid.
+    pub payee: String,
+    /// How much, in cents.
+    pub amount: u128,
+}
+
+/// The method's scenario for dev accounts: `from` transfers `asset` units
+/// of the dev asset to `to`, and `to` pays `from` `cents` in the ledger.
+#[derive(Debug, Clone, Copy)]
+pub struct Deal<'a> {
+    /// Who transfers the asset (and is paid).
+    pub from: &'a str,
+    /// The transfer's nonce.
+    pub nonce: u64,
+    /// Who receives the asset (and pays).
+    pub to: &'a str,
+    /// Units of the dev asset.
+    pub asset: u128,
+    /// Cents paid for them.
+    pub cents: u128,
+    /// The transfer's expiry.
+    pub valid_until: u64,
+}
+
+impl Settlement {
+    /// Signs `deal`'s transfer; the event is `id`.
+    pub fn new(net: &Testnet, id: String, deal: Deal<'_>) -> Settlement {
+        let call = Call::Transfer {
+            asset: DEV_ASSET,
+            to: Keypair::dev(deal.to).public(),
+            amount: deal.asset,
+            reference: None,
+        };
+        let from = Keypair::dev(deal.from);
+        let tx = SignedTx::sign(&from, &net.context, deal.nonce, deal.valid_until, call);
+        Settlement {
+            id,
+            tx,
+            payer: deal.to.to_owned(),
+            payee: deal.from.to_owned(),
+            amount: deal.cents,
+        }
+    }
+
+    /// Registers the event, retrying while the event system is down or
+    /// restarting (the id makes it idempotent).
+    pub async fn register(&self, client: &Client) {
+        let request = json!({
+            "id": self.id,
+            "tx": to_hex(&self.tx.encode()),
+            "payment": {
+                "payer": self.payer,
+                "payee": self.payee,
+                "amount": self.amount.to_string(),
+                "currency": CURRENCY,
+            },
+        });
+        let started = Instant::now();
+        loop {
+            match client
+                .events_call("event_register", rpc_params![request.clone()])
+                .await
+            {
+                Ok(event) => {
+                    assert_eq!(event["id"], self.id.as_str(), "registered the wrong event");
+                    return;
+                }
+                Err(ClientError::Call(error)) => {
+                    panic!("event_register refused {}: {error}", self.id)
+                }
+                Err(_transport) => {
+                    if started.elapsed() > DEADLINE {
+                        panic!("could not register {} in time", self.id);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Submits the transfer to a running node, starting with `first` and
+    /// trying the others while nodes are down. A node that already knows
+    /// the transfer (pooled or finalized) counts as success.
+    pub async fn submit(&self, client: &Client, first: usize) {
+        let nodes = client.nodes.len();
+        let hex = to_hex(&self.tx.encode());
+        let started = Instant::now();
+        for attempt in 0.. {
+            let i = (first + attempt) % nodes;
+            let result: Result<Value, _> = client.nodes[i]
+                .request("author_submitExtrinsic", rpc_params![hex.clone()])
+                .await;
+            match result {
+                Ok(_) => return,
+                // 1013 already known; 1011 nonce used (by this very
+                // transfer, finalized after an earlier attempt).
+                Err(ClientError::Call(e)) if e.code() == 1013 || e.code() == 1011 => return,
+                Err(ClientError::Call(e)) => panic!("node {i} refused {}: {e}", self.id),
+                Err(_transport) => {
+                    if started.elapsed() > DEADLINE {
+                        panic!("no node accepted {} in time", self.id);
+                    }
+                    if attempt % nodes == nodes - 1 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The finalized height of the first node that answers.
+pub async fn head(system: &System) -> u64 {
+    for i in 0..system.net.nodes.len() {
+        if let Some(height) = system.net.finalized(i).await {
+            return height;
+        }
+    }
+    0
+}
