@@ -12,9 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use lockstep_runtime::execution::{
-    build_block, check_block_with, first_bad_signature, BlockTemplate,
-};
+use lockstep_runtime::execution::{build_block, check_block_with, BlockTemplate};
 use lockstep_runtime::state::StateReader;
 use lockstep_runtime::{
     AccountId, Block, BlockError, BlockLimits, Built, Candidates, ChainSpec, Executed, Genesis,
@@ -218,13 +216,16 @@ impl Chain {
     }
 
     /// Pools a batch of transactions gossiped by a peer; returns how many
-    /// were new to the pool. Those the pool holds already are skipped
-    /// before any signature check; the others are verified in one batch,
-    /// and one bad signature refuses the whole message (an honest peer
-    /// forwards only what its pool verified). Not offered for gossip
-    /// again: gossipsub forwards what the network task accepts.
+    /// were new to the pool. The cheap checks come first: transactions the
+    /// pool holds, finalized ones and stale nonces are skipped without a
+    /// signature check. The rest are checked one by one with the strict
+    /// check (as for local clients: a pooled transaction's signature is not
+    /// checked again in blocks, so admission must be exactly as strict),
+    /// and one bad signature refuses the whole message: an honest peer
+    /// forwards only what its pool accepted. Not offered for gossip again:
+    /// gossipsub forwards what the network task accepts.
     pub fn submit_batch_from_peer(&self, txs: Vec<SignedTx>) -> Result<usize, SubmitError> {
-        let (fresh, hashes): (Vec<SignedTx>, Vec<Hash>) = {
+        let fresh: Vec<(SignedTx, Hash)> = {
             let pool = lock(&self.pool);
             txs.into_iter()
                 .map(|tx| {
@@ -232,15 +233,26 @@ impl Chain {
                     (tx, hash)
                 })
                 .filter(|(_, hash)| !pool.contains(hash))
-                .unzip()
+                .collect()
         };
-        if first_bad_signature(&fresh, &self.context).is_some() {
+        let state = StateReader::new(&self.db);
+        let mut candidates = Vec::with_capacity(fresh.len());
+        for (tx, hash) in fresh {
+            if self.db.tx_location(&hash)?.is_some() || tx.nonce < state.nonce(&tx.signer)? {
+                continue;
+            }
+            candidates.push((tx, hash));
+        }
+        if candidates
+            .iter()
+            .any(|(tx, _)| !tx.verify_signature(&self.context))
+        {
             return Err(SubmitError::BadSignature(self.context.genesis_hash));
         }
         let mut pooled = 0;
-        for (tx, hash) in fresh.into_iter().zip(hashes) {
+        for (tx, hash) in candidates {
             let size = tx.encoded_size();
-            // Known, stale, expired or a full pool: not the sender's fault.
+            // Expired, nonce taken or a full pool: not the sender's fault.
             if self.pool_verified(tx, hash, size, false).is_ok() {
                 pooled += 1;
             }
@@ -359,8 +371,9 @@ impl Chain {
     }
 
     /// Checks a block proposed on top of the head: linkage, limits,
-    /// re-execution and roots. Signatures of transactions the pool holds
-    /// were verified when they arrived and are not verified again.
+    /// re-execution and roots. When the pool holds every transaction of the
+    /// block, their signatures were checked on arrival and are not checked
+    /// again (see [`lockstep_runtime::execution::execute_with`]).
     pub fn check(&self, block: &Block) -> Result<Executed, BlockError> {
         let verified: Vec<bool> = {
             let pool = lock(&self.pool);

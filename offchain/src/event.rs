@@ -74,6 +74,10 @@ pub struct PaymentInstruction {
     pub currency: String,
 }
 
+/// Largest payment, in minor units: what a signed 64-bit ledger column
+/// holds (the account bridge's SQLite ledger).
+pub const MAX_AMOUNT: u128 = i64::MAX as u128;
+
 impl PaymentInstruction {
     /// Checks every field.
     pub fn check(&self) -> Result<(), InvalidField> {
@@ -86,6 +90,10 @@ impl PaymentInstruction {
             }
             if !party.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(invalid(field, "must be printable ASCII without spaces"));
+            }
+            // Ledgers keep '@' for their own system accounts.
+            if party.starts_with('@') {
+                return Err(invalid(field, "must not start with '@'"));
             }
         }
         if self.payer == self.payee {
@@ -102,10 +110,18 @@ impl PaymentInstruction {
                 "must be a decimal integer of minor units without sign or leading zeros",
             ));
         }
+        // Checked here, before the transfer is submitted: an instruction a
+        // ledger could never pay would leave a finalized transfer owed a
+        // payment for ever.
         match amount.parse::<u128>() {
             Ok(0) => return Err(invalid("payment.amount", "must be positive")),
-            Ok(_) => {}
-            Err(_) => return Err(invalid("payment.amount", "does not fit in 128 bits")),
+            Ok(n) if n <= MAX_AMOUNT => {}
+            _ => {
+                return Err(invalid(
+                    "payment.amount",
+                    format!("must be at most {MAX_AMOUNT} minor units"),
+                ))
+            }
         }
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(invalid(

@@ -82,29 +82,22 @@ async fn unpayable_instructions_are_reported_and_write_nothing_or_a_refusal() {
     drop(ledger);
     let before = dump(&path);
 
-    // Valid for the event system (it takes up to 128-bit amounts and any
-    // currency code), but not payable by this ledger.
-    let too_big = "9223372036854775808"; // i64::MAX + 1
-    events
-        .pending_event(
-            &node,
-            "too-big",
-            "eve",
-            0,
-            payment("payer", "payee", too_big, "USD"),
-        )
-        .await;
+    // Valid for the event system (it takes any currency code), but not
+    // payable by this ledger. (Amounts beyond 63 bits are refused already
+    // at registration, before the transfer is submitted; the ledger's own
+    // refusal of them is in bad_input.)
     events
         .pending_event(
             &node,
             "pounds",
             "eve",
-            1,
+            0,
             payment("payer", "payee", "10", "GBP"),
         )
         .await;
     let (bridge, ledger) = start_bridge(&events.url(), &path).await;
-    for (id, expected) in [("too-big", "exceeds"), ("pounds", "GBP")] {
+    {
+        let (id, expected) = ("pounds", "GBP");
         let event = events.await_failure(id).await;
         assert_eq!(event["state"], "PendingAccount");
         let failure = &event["paymentFailure"];
@@ -112,7 +105,7 @@ async fn unpayable_instructions_are_reported_and_write_nothing_or_a_refusal() {
         let reason = failure["reason"].as_str().unwrap();
         assert!(reason.contains(expected), "{id}: {reason}");
     }
-    await_metrics(&bridge, |m| m.invalid.load(Ordering::SeqCst) >= 2).await;
+    await_metrics(&bridge, |m| m.invalid.load(Ordering::SeqCst) >= 1).await;
     bridge.stop().await;
     assert_eq!(
         dump(&path),
@@ -128,7 +121,7 @@ async fn unpayable_instructions_are_reported_and_write_nothing_or_a_refusal() {
             &node,
             "nobody",
             "eve",
-            2,
+            1,
             payment("payer", "ghost", "10", "USD"),
         )
         .await;

@@ -27,7 +27,9 @@
 //! Gossip is validated before gossipsub forwards it (`validate_messages`):
 //! consensus messages are decoded and their signatures checked, block
 //! announcements their justification, transaction batches go through
-//! [`Chain::submit_batch_from_peer`] (one batch signature check). Undecodable or falsely signed data gets the
+//! [`Chain::submit_batch_from_peer`] (known, finalized and stale ones
+//! skipped before any signature check; a batch that brings nothing new is
+//! not forwarded). Undecodable or falsely signed data gets the
 //! sender dropped and refused ([`peers::Offence`]).
 //!
 //! # Sync
@@ -572,6 +574,9 @@ impl NetworkService {
             }
         };
         match self.chain.submit_batch_from_peer(txs) {
+            // Forwarded only when it brought something new: a replay of
+            // known or finalized transactions goes no further.
+            Ok(0) => (MessageAcceptance::Ignore, None),
             Ok(_) => (MessageAcceptance::Accept, None),
             Err(SubmitError::Decode(error)) => (
                 MessageAcceptance::Reject,

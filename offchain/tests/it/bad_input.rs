@@ -66,7 +66,7 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
     assert!(response.contains("-32700"), "{response}");
     let huge = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"event_get","params":["{}"]}}"#,
-        "x".repeat(300 * 1024)
+        "x".repeat(lockstep_offchain::rpc::MAX_REQUEST_BYTES as usize + 1)
     );
     let response = raw_post(events.addr, huge.as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
@@ -88,8 +88,13 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
         ("amount", json!("-5")),
         ("amount", json!("1e3")),
         ("amount", json!("0")),
+        // Beyond what a ledger can pay (a signed 64-bit column).
+        ("amount", json!("9223372036854775808")),
         ("currency", json!("euro")),
         ("payer", json!("")),
+        // '@' names a ledger's own system accounts.
+        ("payer", json!("@external/USD")),
+        ("payee", json!("@external/USD")),
     ] {
         let mut body = ok("fresh");
         body["payment"][field] = value;
