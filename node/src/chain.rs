@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use lockstep_runtime::execution::{build_block, check_block_with, BlockTemplate};
+use lockstep_runtime::execution::{
+    build_block, check_block_with, first_bad_signature, BlockTemplate,
+};
 use lockstep_runtime::state::StateReader;
 use lockstep_runtime::{
     AccountId, Block, BlockError, BlockLimits, Built, Candidates, ChainSpec, Executed, Genesis,
@@ -216,14 +218,14 @@ impl Chain {
     }
 
     /// Pools a batch of transactions gossiped by a peer; returns how many
-    /// were new to the pool. The cheap checks come first: transactions the
-    /// pool holds, finalized ones and stale nonces are skipped without a
-    /// signature check. The rest are checked one by one with the strict
-    /// check (as for local clients: a pooled transaction's signature is not
-    /// checked again in blocks, so admission must be exactly as strict),
-    /// and one bad signature refuses the whole message: an honest peer
-    /// forwards only what its pool accepted. Not offered for gossip again:
-    /// gossipsub forwards what the network task accepts.
+    /// were new to the pool. Transactions the pool holds are skipped
+    /// without a signature check. The rest are checked in one batch (which
+    /// agrees
+    /// with the single check used for local clients, signature by
+    /// signature: see `lockstep_runtime::crypto`), and one bad signature
+    /// refuses the whole message: an honest peer forwards only what its
+    /// pool accepted. Not offered for gossip again: gossipsub forwards what
+    /// the network task accepts.
     pub fn submit_batch_from_peer(&self, txs: Vec<SignedTx>) -> Result<usize, SubmitError> {
         let fresh: Vec<(SignedTx, Hash)> = {
             let pool = lock(&self.pool);
@@ -235,24 +237,17 @@ impl Chain {
                 .filter(|(_, hash)| !pool.contains(hash))
                 .collect()
         };
-        let state = StateReader::new(&self.db);
-        let mut candidates = Vec::with_capacity(fresh.len());
-        for (tx, hash) in fresh {
-            if self.db.tx_location(&hash)?.is_some() || tx.nonce < state.nonce(&tx.signer)? {
-                continue;
-            }
-            candidates.push((tx, hash));
-        }
-        if candidates
-            .iter()
-            .any(|(tx, _)| !tx.verify_signature(&self.context))
-        {
+        let (candidates, hashes): (Vec<SignedTx>, Vec<Hash>) = fresh.into_iter().unzip();
+        if first_bad_signature(&candidates, &self.context).is_some() {
             return Err(SubmitError::BadSignature(self.context.genesis_hash));
         }
+        let candidates = candidates.into_iter().zip(hashes);
         let mut pooled = 0;
         for (tx, hash) in candidates {
             let size = tx.encoded_size();
-            // Expired, nonce taken or a full pool: not the sender's fault.
+            // Finalized, stale, expired, nonce taken or a full pool: not the
+            // sender's fault (and a message that pools nothing is not
+            // forwarded).
             if self.pool_verified(tx, hash, size, false).is_ok() {
                 pooled += 1;
             }
@@ -371,9 +366,9 @@ impl Chain {
     }
 
     /// Checks a block proposed on top of the head: linkage, limits,
-    /// re-execution and roots. When the pool holds every transaction of the
-    /// block, their signatures were checked on arrival and are not checked
-    /// again (see [`lockstep_runtime::execution::execute_with`]).
+    /// re-execution and roots. Signatures of transactions the pool holds
+    /// were checked on arrival and are not checked again (see
+    /// [`lockstep_runtime::execution::execute_with`]).
     pub fn check(&self, block: &Block) -> Result<Executed, BlockError> {
         let verified: Vec<bool> = {
             let pool = lock(&self.pool);

@@ -1,8 +1,19 @@
-//! Keys and signatures: ed25519 through `ed25519-dalek`.
+//! Keys and signatures: ed25519, signing with `ed25519-dalek`, verifying by
+//! the ZIP-215 rules with `ed25519-zebra`.
 //!
 //! A [`Keypair`] signs; an [`AccountId`] is its public key and verifies.
 //! [`verify_batch`] checks many signatures at once (about twice as fast per
 //! signature as one by one), which is how a block's transactions are checked.
+//!
+//! Why ZIP-215: whether a signature is valid must be a property of that
+//! signature alone, because nodes check the same block's signatures in
+//! different groupings (a node skips those its pool already checked, and
+//! checks the rest in one batch). The usual ed25519 batch check is not
+//! exact for crafted signatures with a small-order component: it can accept
+//! one the single check refuses, depending on the rest of the batch. Under
+//! ZIP-215 the batch check (cofactored, with random weights) agrees with the
+//! single check on every signature, so any grouping gives the same answer.
+//! Every honestly made ed25519 signature is valid under it.
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use parity_scale_codec::{Decode, Encode};
@@ -75,39 +86,79 @@ pub const DEV_NAMES: [&str; 8] = [
     "alice", "bob", "charlie", "dave", "eve", "ferdie", "grace", "heidi",
 ];
 
-/// Parses a public key, rejecting byte strings that are not a curve point.
-fn verifying_key(account: &AccountId) -> Option<VerifyingKey> {
-    VerifyingKey::from_bytes(&account.0).ok()
+/// Whether an account can sign at all: its key must be a curve point and
+/// not of small order. ZIP-215 accepts a small-order key, for which anyone
+/// can make a valid signature without a secret key; here such an account
+/// (a "burn" address such as all zeros) can never sign, as with the strict
+/// check. A property of the key alone, so batch and single checks agree.
+///
+/// Decompressing a key costs about a third of a batched signature check,
+/// and senders recur, so usable keys are remembered per thread (a memo of a
+/// pure function: it changes no answer), up to [`USABLE_KEYS_MEMO`] of them.
+fn signing_key_usable(signer: &AccountId) -> bool {
+    thread_local! {
+        static USABLE: std::cell::RefCell<std::collections::HashSet<AccountId>> =
+            std::cell::RefCell::new(std::collections::HashSet::new());
+    }
+    if USABLE.with_borrow(|usable| usable.contains(signer)) {
+        return true;
+    }
+    let usable = VerifyingKey::from_bytes(&signer.0).is_ok_and(|key| !key.is_weak());
+    if usable {
+        USABLE.with_borrow_mut(|memo| {
+            if memo.len() >= USABLE_KEYS_MEMO {
+                memo.clear();
+            }
+            memo.insert(*signer);
+        });
+    }
+    usable
 }
 
-/// Checks one signature. Invalid keys and invalid signatures both yield `false`.
+/// Most keys [`signing_key_usable`] remembers per thread (32 bytes each).
+const USABLE_KEYS_MEMO: usize = 1 << 16;
+
+/// Checks one signature (ZIP-215, small-order keys refused). Invalid keys
+/// and invalid signatures both yield `false`.
 pub fn verify(signer: &AccountId, message: &[u8], signature: &Signature) -> bool {
-    let Some(key) = verifying_key(signer) else {
+    if !signing_key_usable(signer) {
+        return false;
+    }
+    let Ok(key) = ed25519_zebra::VerificationKey::try_from(signer.0) else {
         return false;
     };
-    let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-    key.verify_strict(message, &signature).is_ok()
+    let signature = ed25519_zebra::Signature::from_bytes(&signature.0);
+    key.verify(&signature, message).is_ok()
 }
 
-/// Checks many signatures at once. `true` only if every one is valid; `false`
-/// says that at least one is not (find it with [`verify`]). The three slices
-/// must have the same length; if they do not, the answer is `false`.
+/// Checks many signatures at once (ZIP-215: the answer is `true` exactly
+/// when [`verify`] accepts every one, whatever else is in the batch). `false`
+/// says that at least one is not valid (find it with [`verify`]). The three
+/// slices must have the same length; if they do not, the answer is `false`.
 pub fn verify_batch(signers: &[AccountId], messages: &[&[u8]], signatures: &[Signature]) -> bool {
     if signers.len() != messages.len() || signers.len() != signatures.len() {
         return false;
     }
-    let mut keys = Vec::with_capacity(signers.len());
-    for signer in signers {
-        match verifying_key(signer) {
-            Some(key) => keys.push(key),
-            None => return false,
-        }
+    if signers.is_empty() {
+        return true;
     }
-    let signatures: Vec<ed25519_dalek::Signature> = signatures
-        .iter()
-        .map(|s| ed25519_dalek::Signature::from_bytes(&s.0))
-        .collect();
-    verify_batch_parsed(&keys, messages, &signatures)
+    if !signers.iter().all(signing_key_usable) {
+        return false;
+    }
+    let mut batch = ed25519_zebra::batch::Verifier::new();
+    for ((signer, message), signature) in signers.iter().zip(messages).zip(signatures) {
+        let key = ed25519_zebra::VerificationKeyBytes::from(signer.0);
+        let signature = ed25519_zebra::Signature::from_bytes(&signature.0);
+        batch.queue((key, signature, message));
+    }
+    // The batch's random weights must be unpredictable to whoever made the
+    // signatures: a ChaCha20 stream per thread, seeded from the operating
+    // system (one system call per thread, not two per signature).
+    thread_local! {
+        static WEIGHTS: std::cell::RefCell<rand_chacha::ChaCha20Rng> =
+            std::cell::RefCell::new(rand_core::SeedableRng::from_entropy());
+    }
+    WEIGHTS.with_borrow_mut(|rng| batch.verify(rng).is_ok())
 }
 
 /// [`verify_batch`] on already parsed keys and signatures: the raw rate of the
@@ -167,6 +218,24 @@ mod tests {
         assert!(!verify_batch(&signers, &refs, &signatures));
         assert!(!verify_batch(&signers[..3], &refs, &signatures));
         assert!(verify_batch(&[], &[], &[]));
+    }
+
+    #[test]
+    fn small_order_keys_never_verify_alone_or_in_a_batch() {
+        // The all-zero key is a point of order 4, and with R of small order
+        // and s = 0 the cofactored equation holds for any message: ZIP-215
+        // alone would accept it. Such a key must never sign.
+        let zero = AccountId([0; 32]);
+        let universal = Signature([0; 64]);
+        assert!(!verify(&zero, b"anything", &universal));
+        let honest = Keypair::dev("alice");
+        let signature = honest.sign(b"m");
+        assert!(!verify_batch(
+            &[honest.public(), zero],
+            &[b"m", b"anything"],
+            &[signature, universal]
+        ));
+        assert!(verify_batch(&[honest.public()], &[b"m"], &[signature]));
     }
 
     #[test]

@@ -179,6 +179,11 @@ pub fn check_includable(
 /// Index of the first transaction whose signature is bad, if any: one batch
 /// check, then one by one only if the batch fails.
 pub fn first_bad_signature(txs: &[SignedTx], context: &SigningContext) -> Option<usize> {
+    let txs: Vec<&SignedTx> = txs.iter().collect();
+    first_bad_signature_of(&txs, context)
+}
+
+fn first_bad_signature_of(txs: &[&SignedTx], context: &SigningContext) -> Option<usize> {
     let payloads: Vec<Vec<u8>> = txs.iter().map(|tx| tx.signing_payload(context)).collect();
     let messages: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
     let signers: Vec<AccountId> = txs.iter().map(|tx| tx.signer).collect();
@@ -313,20 +318,14 @@ pub fn execute(
     execute_with(store, context, number, txs, &[])
 }
 
-/// [`execute`], skipping the signature check when every transaction's flag
-/// in `verified` is set. A node sets a transaction's flag when its pool
-/// holds it: the pool checked that signature on arrival with the strict
-/// single check, and a transaction's hash covers its signature, so those
-/// are the bytes that were checked.
-///
-/// All or nothing, on purpose: with any flag unset, every signature of the
-/// block is checked in one batch, exactly as [`execute`] does. A batch
-/// check is a deterministic function of the whole batch but can differ
-/// from the strict single check for a crafted signature (a small-order
-/// component), so checking only the unflagged subset would make a block's
-/// validity depend on what each node's pool holds. A strictly valid
-/// signature always passes the batch check, so "all flagged, skip" gives
-/// the same answer as checking the whole batch.
+/// [`execute`], skipping the signature check of every transaction whose
+/// flag in `verified` is set (index by index; missing flags count as
+/// unset). A node sets the flag for transactions its pool holds: the pool
+/// checked their signatures on arrival, and a transaction's hash covers its
+/// signature, so the bytes are the ones that were checked. This is sound
+/// because signature validity is a property of each signature alone, the
+/// same in a batch of any grouping (ZIP-215, see [`crate::crypto`]): nodes
+/// whose pools hold different transactions reach the same verdict.
 pub fn execute_with(
     store: &dyn StateStore,
     context: &SigningContext,
@@ -335,15 +334,17 @@ pub fn execute_with(
     verified: &[bool],
 ) -> Result<Executed, BlockError> {
     let tx_hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
-    let all_verified = verified.len() == txs.len() && verified.iter().all(|&v| v);
-    if !all_verified {
-        if let Some(index) = first_bad_signature(txs, context) {
-            return Err(BlockError::NotIncludable {
-                index,
-                tx_hash: tx_hashes[index],
-                error: TxError::BadSignature,
-            });
-        }
+    let unverified: Vec<usize> = (0..txs.len())
+        .filter(|&i| !verified.get(i).copied().unwrap_or(false))
+        .collect();
+    let to_check: Vec<&SignedTx> = unverified.iter().map(|&i| &txs[i]).collect();
+    if let Some(bad) = first_bad_signature_of(&to_check, context) {
+        let index = unverified[bad];
+        return Err(BlockError::NotIncludable {
+            index,
+            tx_hash: tx_hashes[index],
+            error: TxError::BadSignature,
+        });
     }
     let mut state = Overlay::new(store);
     let mut receipts = Vec::with_capacity(txs.len());
@@ -372,7 +373,7 @@ pub fn check_block(
     check_block_with(store, context, parent, block, limits, &[])
 }
 
-/// [`check_block`], skipping the signature check when every transaction is
+/// [`check_block`], skipping the signature check of the transactions
 /// flagged in `verified` (see [`execute_with`]).
 pub fn check_block_with(
     store: &dyn StateStore,

@@ -150,7 +150,7 @@ fn a_future_nonce_waits_and_a_bad_signature_is_named() {
 }
 
 #[test]
-fn signatures_are_skipped_only_when_every_tx_is_flagged_verified() {
+fn only_unflagged_signatures_are_checked_and_a_bad_one_keeps_its_index() {
     let chain = TestChain::dev();
     let alice = dev("alice");
     let mut txs: Vec<SignedTx> = (0..8)
@@ -175,15 +175,15 @@ fn signatures_are_skipped_only_when_every_tx_is_flagged_verified() {
         Err(other) => panic!("unexpected {other:?}"),
     };
     assert_eq!(bad_signature_at(&[]), Some(2));
-    // Any flag unset: the whole block is checked, flagged ones included, so
-    // the answer does not depend on what a node's pool holds.
-    let mut verified = [true; 8];
-    verified[5] = false;
-    assert_eq!(bad_signature_at(&verified), Some(2));
-    assert_eq!(bad_signature_at(&[true; 7]), Some(2));
-    // Every transaction flagged (by a pool that checked these very bytes):
-    // no signature is checked again.
-    assert_eq!(bad_signature_at(&[true; 8]), None);
+    // Flagged as verified (by a pool that checked these very bytes): not
+    // checked again. The first bad one left keeps its index in the block.
+    let mut verified = [false; 8];
+    verified[2] = true;
+    assert_eq!(bad_signature_at(&verified), Some(6));
+    verified[6] = true;
+    assert_eq!(bad_signature_at(&verified), None);
+    // Fewer flags than transactions: the rest are checked.
+    assert_eq!(bad_signature_at(&[true, true, true]), Some(6));
 }
 
 #[test]
