@@ -191,6 +191,50 @@ pub struct Account {
     pub system: bool,
 }
 
+/// One row of `postings`: one leg of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Posting {
+    /// The row id (in the order the legs were written).
+    pub id: u64,
+    /// The entry: a payment's reference (`pay-<n>`) or a deposit's
+    /// (`dep-<n>`).
+    pub entry: String,
+    /// The account whose balance the leg changed.
+    pub account: String,
+    /// Signed minor units: debit < 0 < credit.
+    pub amount: i128,
+    /// The currency.
+    pub currency: String,
+}
+
+/// One row of `deposits`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deposit {
+    /// Its reference, `dep-<seq>` (the entry of its postings).
+    pub reference: String,
+    /// The account credited (from its currency's external account).
+    pub account: String,
+    /// Minor units, positive.
+    pub amount: i128,
+}
+
+/// Every account, payment, deposit and posting, as one read transaction
+/// saw them: consistent with each other even while a writer goes on
+/// (see [`SqliteLedger::contents`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerContents {
+    /// Every account, system accounts included, by id.
+    pub accounts: Vec<Account>,
+    /// Every payment row, oldest first.
+    pub payments: Vec<PaymentRecord>,
+    /// Every deposit, oldest first.
+    pub deposits: Vec<Deposit>,
+    /// Every posting, oldest first.
+    pub postings: Vec<Posting>,
+}
+
 /// A checked payment instruction, ready for the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instruction {
@@ -623,6 +667,62 @@ impl SqliteLedger {
         }
         Ok(())
     }
+
+    /// The whole ledger in one read transaction (for audits: the postings
+    /// of every payment and deposit against the balances). Works on a
+    /// read-only ledger; writers are not blocked (WAL), and what they
+    /// commit meanwhile is not seen.
+    pub fn contents(&self) -> LedgerResult<LedgerContents> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let accounts = all_accounts(&tx)?;
+        let payments = all_payments(&tx)?;
+        let deposits = tx
+            .prepare("SELECT seq, account, amount FROM deposits ORDER BY seq")?
+            .query_map([], |row| {
+                Ok(Deposit {
+                    reference: format!("dep-{}", row.get::<_, i64>(0)?),
+                    account: row.get(1)?,
+                    amount: i128::from(row.get::<_, i64>(2)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let postings = tx
+            .prepare("SELECT id, entry, account, amount, currency FROM postings ORDER BY id")?
+            .query_map([], |row| {
+                Ok(Posting {
+                    id: to_u64(row.get(0)?),
+                    entry: row.get(1)?,
+                    account: row.get(2)?,
+                    amount: i128::from(row.get::<_, i64>(3)?),
+                    currency: row.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit()?;
+        Ok(LedgerContents {
+            accounts,
+            payments,
+            deposits,
+            postings,
+        })
+    }
+}
+
+fn all_accounts(conn: &Connection) -> LedgerResult<Vec<Account>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, currency, balance, overdraft, system FROM accounts ORDER BY id",
+    )?;
+    let rows = statement.query_map([], account_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn all_payments(conn: &Connection) -> LedgerResult<Vec<PaymentRecord>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments ORDER BY seq"
+    ))?;
+    let rows = statement.query_map([], payment_row)?;
+    rows.map(|row| finish_payment(row?)).collect()
 }
 
 fn read_account(tx: &Connection, id: &str) -> LedgerResult<Option<Account>> {
@@ -978,21 +1078,11 @@ impl PaymentLedger for SqliteLedger {
     }
 
     fn accounts(&self) -> LedgerResult<Vec<Account>> {
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(
-            "SELECT id, currency, balance, overdraft, system FROM accounts ORDER BY id",
-        )?;
-        let rows = statement.query_map([], account_row)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        all_accounts(&self.conn())
     }
 
     fn payments(&self) -> LedgerResult<Vec<PaymentRecord>> {
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(&format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments ORDER BY seq"
-        ))?;
-        let rows = statement.query_map([], payment_row)?;
-        rows.map(|row| finish_payment(row?)).collect()
+        all_payments(&self.conn())
     }
 
     fn payment(&self, event_id: &str) -> LedgerResult<Option<PaymentRecord>> {
@@ -1231,6 +1321,70 @@ mod tests {
         ledger.receipts_delivered(&due).expect("delivered");
         assert_eq!(ledger.receipt_backlog().expect("backlog"), 0);
         assert_eq!(ledger.totals().expect("totals"), [("USD".to_string(), 0)]);
+    }
+
+    #[test]
+    fn contents_pair_every_entry_with_its_postings() {
+        let (dir, ledger) = ledger();
+        open(&ledger, &["alice", "bob"], 100);
+        ledger.deposit("bob", 20, 2).expect("deposit");
+        let paid = ledger.pay(&ins("e1", "alice", "bob", 30), 3).expect("pay");
+        let refused = ledger.pay(&ins("e2", "bob", "alice", 500), 4).expect("pay");
+        assert!(matches!(paid, PayOutcome::Paid { .. }), "{paid:?}");
+        assert!(matches!(refused, PayOutcome::Refused { .. }), "{refused:?}");
+        drop(ledger);
+        // Read-only, as an audit reads it.
+        let read = SqliteLedger::open_read_only(&dir.path().join("ledger.db")).expect("ro");
+        let contents = read.contents().expect("contents");
+        assert_eq!(contents.accounts, read.accounts().expect("accounts"));
+        assert_eq!(contents.payments, read.payments().expect("payments"));
+        let deposits: Vec<(&str, &str, i128)> = contents
+            .deposits
+            .iter()
+            .map(|d| (d.reference.as_str(), d.account.as_str(), d.amount))
+            .collect();
+        assert_eq!(
+            deposits,
+            [
+                ("dep-1", "alice", 100),
+                ("dep-2", "bob", 100),
+                ("dep-3", "bob", 20)
+            ]
+        );
+        let legs = |entry: &str| -> Vec<(String, i128, String)> {
+            contents
+                .postings
+                .iter()
+                .filter(|p| p.entry == entry)
+                .map(|p| (p.account.clone(), p.amount, p.currency.clone()))
+                .collect()
+        };
+        let usd = || "USD".to_string();
+        assert_eq!(
+            legs("dep-3"),
+            [
+                ("@external/USD".into(), -20, usd()),
+                ("bob".into(), 20, usd())
+            ]
+        );
+        let e1 = &contents.payments[0].reference;
+        assert_eq!(
+            legs(e1),
+            [("alice".into(), -30, usd()), ("bob".into(), 30, usd())]
+        );
+        // The refused payment moved nothing.
+        assert_eq!(legs(&contents.payments[1].reference), []);
+        assert_eq!(contents.postings.len(), 8);
+        assert!(contents.postings.windows(2).all(|w| w[0].id < w[1].id));
+        for account in &contents.accounts {
+            let sum: i128 = contents
+                .postings
+                .iter()
+                .filter(|p| p.account == account.id)
+                .map(|p| p.amount)
+                .sum();
+            assert_eq!(sum, account.balance, "{}", account.id);
+        }
     }
 
     #[test]

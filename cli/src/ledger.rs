@@ -1,17 +1,28 @@
-//! The account bridge's ledger as the audit reads it: every payment and the
-//! per-currency totals, through the bridge's own read-only API (never its
-//! SQL), from a file opened read-only.
+//! The account bridge's ledger as the audit reads it: every account,
+//! payment, deposit and posting, through the bridge's own read-only API
+//! (never its SQL), from a file opened read-only, in one read transaction.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context;
-use lockstep_bridge::ledger::{PaymentLedger, PaymentRecord, PaymentStatus, SqliteLedger};
+use anyhow::{anyhow, Context};
+use lockstep_bridge::ledger::{
+    Account, Deposit, PaymentRecord, PaymentStatus, Posting, SqliteLedger,
+};
 
-/// What the audit needs from the ledger, read at one moment.
+/// What the audit needs from the ledger, read at one moment (one SQLite
+/// read transaction: the parts are consistent with each other even while
+/// the bridge writes).
 #[derive(Debug)]
 pub struct LedgerSnapshot {
+    /// Every account, system accounts included.
+    pub accounts: Vec<Account>,
     /// Every payment row (paid or failed).
     pub payments: Vec<PaymentRecord>,
+    /// Every deposit.
+    pub deposits: Vec<Deposit>,
+    /// Every posting (one leg of a payment's or a deposit's entry).
+    pub postings: Vec<Posting>,
     /// Per currency, the sum of every balance, system accounts included.
     pub totals: Vec<(String, i128)>,
 }
@@ -25,10 +36,19 @@ pub fn is_paid(record: &PaymentRecord) -> bool {
 pub fn read(path: &Path) -> anyhow::Result<LedgerSnapshot> {
     let ledger = SqliteLedger::open_read_only(path)
         .with_context(|| format!("cannot open the ledger {}", path.display()))?;
-    // Totals first: a payment made after this read shows up in `payments`
-    // but moved money after `totals`; both sides balance anyway (double
-    // entry), so the order only matters for the report.
-    let totals = ledger.totals().context("ledger totals")?;
-    let payments = ledger.payments().context("ledger payments")?;
-    Ok(LedgerSnapshot { payments, totals })
+    let contents = ledger.contents().context("reading the ledger")?;
+    let mut totals = BTreeMap::<String, i128>::new();
+    for account in &contents.accounts {
+        let total = totals.entry(account.currency.clone()).or_insert(0);
+        *total = total
+            .checked_add(account.balance)
+            .ok_or_else(|| anyhow!("the ledger's {} balances overflow", account.currency))?;
+    }
+    Ok(LedgerSnapshot {
+        accounts: contents.accounts,
+        payments: contents.payments,
+        deposits: contents.deposits,
+        postings: contents.postings,
+        totals: totals.into_iter().collect(),
+    })
 }

@@ -3,41 +3,59 @@
 //! chain (through a quorum of nodes), the event store and the ledger.
 //!
 //! Reading order makes the audit sound on a running system, not only a
-//! quiescent one: the ledger is read first (a payment there has an event
-//! registered before it: registration precedes submission precedes
-//! payment, and events are never deleted), then every event and its
-//! history, then the ledger again (a Completed event's payment was made
-//! before its receipt, so the second read has it), then the chain (finality
-//! never reverts, so what the nodes report then holds for every event read
-//! earlier).
+//! quiescent one. States only move forward (Registered → PendingAccount →
+//! Completed, Registered → Cancelled), a payment instruction is only
+//! written on the move to PendingAccount, and nothing is ever deleted.
+//! The ledger is read first (each read is one SQLite read transaction),
+//! then every event, then every history, then the ledger again, then the
+//! chain:
+//! - a payment in the first read has its event (registration precedes
+//!   submission precedes payment);
+//! - an event listed as Registered was Registered at the first read too,
+//!   so that read holds no payment for it (the second may: it may have
+//!   been confirmed and paid since);
+//! - a Completed event's payment was made before its receipt, so the second
+//!   read has it;
+//! - a history read after its event may have moved on past the listed
+//!   state, legally;
+//! - finality never reverts, so what the nodes report last holds for every
+//!   event read earlier.
 //!
 //! What it checks, per event:
 //! - Completed: a quorum of the nodes agrees the transfer is finalized and
-//!   succeeded, in the block the event's evidence names; exactly one Paid
-//!   ledger payment with the event's id, whose payer, payee, amount and
-//!   currency are the instruction's and whose reference is the receipt's.
-//! - PendingAccount: the same on chain; its payment may exist (the receipt
-//!   is on its way) and must then match.
+//!   succeeded, in the block the event's evidence names (evidence
+//!   required); exactly one Paid ledger payment (second read) with the
+//!   event's id, whose payer, payee, amount and currency are the
+//!   instruction's and whose reference is the receipt's.
+//! - PendingAccount: the same on chain; its payment (second read) may exist
+//!   (the receipt is on its way) and, if paid, must then match.
 //! - Cancelled: no node reports the transfer finalized and successful; no
-//!   ledger payment row at all (no instruction is ever sent for it).
-//! - Registered: no ledger payment row (the instruction is only written on
-//!   the move to PendingAccount).
+//!   ledger payment row in either read (no instruction is ever sent for
+//!   it).
+//! - Registered: no ledger payment row in the first read.
 //! - History: starts with the registration, each move is legal and starts
-//!   where the previous one ended, sequence numbers increase, and it ends
-//!   in the event's state.
+//!   where the previous one ended, sequence numbers increase, and it passes
+//!   through the event's listed state.
 //!
-//! And overall: no ledger payment without its event; transition sequence
-//! numbers gap-free and event counts equal to the store's (when the store
-//! did not change during the audit); ledger money conserved (per currency
-//! the balances, system accounts included, sum to 0 or `--ledger-total`);
-//! chain supply conserved (per asset, the balances of every account that
-//! ever held it sum to the genesis supply plus successful mints).
+//! And overall: no ledger payment (first read) without its event;
+//! transition sequence numbers gap-free and event counts equal to the
+//! store's (when the store did not change during the audit); the ledger's
+//! double entry (second read): each paid payment has exactly its two
+//! postings and a failed one none, each deposit its two, no posting belongs
+//! to nothing, every posting is in its account's currency, every balance
+//! is the sum of its account's postings; ledger money conserved (per
+//! currency the balances, system accounts included, sum to 0 or
+//! `--ledger-total`); chain supply conserved (per asset, the balances of
+//! every account that ever held it sum to the genesis supply plus
+//! successful mints). A note (not a violation) when fewer `--nodes` were
+//! asked than a quorum of the chain's validators (when the spec is known).
 //!
 //! ## Layout
 //!
 //! - [`events`]: every event and its history from the event store; legal
 //!   moves; nothing lost.
-//! - [`payments`]: the ledger against the events; money conserved.
+//! - [`payments`]: the ledger against the events; double entry; money
+//!   conserved.
 //! - [`quorum`]: each transfer's outcome on a quorum of nodes against its
 //!   event.
 //! - [`supply`]: the chain's asset supply conserved.
@@ -154,6 +172,13 @@ pub async fn run(
     }
 
     progress.update("asking the nodes");
+    let chain = supply::chain_info(nodes, &args).await?;
+    if let Some(spec) = chain.as_ref().and_then(|c| c.spec()) {
+        let (validators, quorum) = (spec.validators, spec.validator_quorum);
+        if let Some(note) = quorum_note(chain_nodes.len(), threshold, validators, quorum) {
+            findings.notes.push(note);
+        }
+    }
     let chain_summary = quorum::check_chain(
         &chain_nodes,
         threshold,
@@ -169,7 +194,7 @@ pub async fn run(
         Value::Null
     } else {
         progress.update("checking the chain's supply");
-        supply::check_supply(nodes, &args, concurrency, &mut findings, &mut progress).await?
+        supply::check_supply(chain.as_ref(), concurrency, &mut findings, &mut progress).await?
     };
     progress.finish();
 
@@ -198,6 +223,26 @@ pub async fn run(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// A note when fewer nodes were asked than a quorum of the chain's
+/// validators: each transfer's outcome then rests on fewer nodes than
+/// finality itself does (e.g. one node: a quorum of 1 of 1).
+fn quorum_note(
+    asked: usize,
+    threshold: usize,
+    validators: usize,
+    validator_quorum: usize,
+) -> Option<String> {
+    (asked < validator_quorum).then(|| {
+        format!(
+            "{asked} node{} asked (--nodes), quorum {threshold}: fewer than a quorum of the chain's {} validators ({}); \
+             each transfer's outcome rests on fewer nodes than finality does",
+            if asked == 1 { "" } else { "s" },
+            validators,
+            validator_quorum
+        )
     })
 }
 
@@ -258,5 +303,23 @@ fn print_report(findings: &Findings, summary: &Value, per_state: &BTreeMap<State
         out!("audit: clean");
     } else {
         out!("audit: {} violations", findings.violations.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_few_nodes_for_the_validator_set_are_noted() {
+        // One validator: one node is a quorum of it.
+        assert_eq!(quorum_note(1, 1, 1, 1), None);
+        // Four validators (quorum 3): one node, or two, are too few.
+        let note = quorum_note(1, 1, 4, 3).unwrap();
+        assert!(note.contains("1 node asked"), "{note}");
+        assert!(note.contains("4 validators (3)"), "{note}");
+        assert!(quorum_note(2, 2, 4, 3).is_some());
+        assert_eq!(quorum_note(3, 2, 4, 3), None);
+        assert_eq!(quorum_note(4, 3, 4, 3), None);
     }
 }

@@ -118,32 +118,47 @@ pub(super) async fn check_chain(
             }
         };
         match event.state {
-            State::Completed | State::PendingAccount => match quorum_success {
-                Some((block_hash, block_number)) => {
-                    if let Some(evidence) = &event.evidence {
-                        if evidence.block_hash != Some(block_hash) {
-                            findings.violation(
-                                "evidence-mismatch",
-                                id,
-                                format!(
-                                    "the event's evidence names block {:?}, the quorum finds the transfer in #{block_number} {block_hash}",
-                                    evidence.block_hash
-                                ),
-                            );
+            State::Completed | State::PendingAccount => {
+                // The move to PendingAccount records the quorum's evidence,
+                // and the receipt keeps it: without it the event cannot
+                // show what it was confirmed on.
+                if event.evidence.is_none() {
+                    findings.violation(
+                        "evidence-missing",
+                        id,
+                        format!(
+                            "{} without the evidence of its transfer's outcome",
+                            event.state
+                        ),
+                    );
+                }
+                match quorum_success {
+                    Some((block_hash, block_number)) => {
+                        if let Some(evidence) = &event.evidence {
+                            if evidence.block_hash != Some(block_hash) {
+                                findings.violation(
+                                    "evidence-mismatch",
+                                    id,
+                                    format!(
+                                        "the event's evidence names block {:?}, the quorum finds the transfer in #{block_number} {block_hash}",
+                                        evidence.block_hash
+                                    ),
+                                );
+                            }
                         }
                     }
-                }
-                None => findings.violation(
-                    "transfer-missing",
-                    id,
-                    format!(
-                        "{} but no quorum of nodes has transfer {} finalized and successful ({})",
-                        event.state,
-                        event.tx_hash,
-                        describe_answers(&answers)
+                    None => findings.violation(
+                        "transfer-missing",
+                        id,
+                        format!(
+                            "{} but no quorum of nodes has transfer {} finalized and successful ({})",
+                            event.state,
+                            event.tx_hash,
+                            describe_answers(&answers)
+                        ),
                     ),
-                ),
-            },
+                }
+            }
             State::Cancelled => {
                 let claims: Vec<&str> = answers
                     .iter()

@@ -12,7 +12,8 @@ use lockstep_node::cli::DEV_CHAIN_ID;
 use lockstep_node::rpc::error::HISTORICAL_STATE;
 use lockstep_runtime::primitives::from_hex;
 use lockstep_runtime::{
-    AccountId, AssetId, Balance, BlockNumber, Call, ChainSpec, Hash, Header, Keypair, SignedTx,
+    AccountId, AssetId, Balance, BlockNumber, Call, ChainSpec, Genesis, Hash, Header, Keypair,
+    SignedTx,
 };
 use serde_json::{json, Value};
 
@@ -35,16 +36,40 @@ struct ChainScan {
     mints: Vec<(Hash, AssetId, Balance)>,
 }
 
-pub(super) async fn check_supply(
+/// The chain the audit runs against: a node that answers, and the spec
+/// the chain was started from when it is known.
+#[derive(Debug)]
+pub(super) struct ChainInfo {
+    node: NodeClient,
+    spec: Option<KnownSpec>,
+}
+
+/// A chain spec checked against the chain's genesis hash.
+#[derive(Debug)]
+pub(super) struct KnownSpec {
+    spec: ChainSpec,
+    /// Validators in the genesis set.
+    pub validators: usize,
+    /// Votes that finalize a block: more than two thirds of them.
+    pub validator_quorum: usize,
+}
+
+impl ChainInfo {
+    pub(super) fn spec(&self) -> Option<&KnownSpec> {
+        self.spec.as_ref()
+    }
+}
+
+/// The first node of `nodes` that answers (None: none did) and the chain's
+/// spec: `--chain-spec`, which must be this chain's (an error otherwise),
+/// or the dev chain's own when the chain is the dev chain.
+pub(super) async fn chain_info(
     nodes: &[String],
     args: &AuditArgs,
-    concurrency: usize,
-    findings: &mut Findings,
-    progress: &mut Progress,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Option<ChainInfo>> {
     // One node that answers: supply is a property of the finalized state,
-    // the same on every honest node; the quorum checks above already
-    // compared the nodes transfer by transfer.
+    // the same on every honest node; the quorum checks compare the nodes
+    // transfer by transfer.
     let mut node = None;
     for url in nodes {
         let client = NodeClient::new(url)?;
@@ -53,37 +78,56 @@ pub(super) async fn check_supply(
             break;
         }
     }
-    let (node, genesis) = node.context("no node answered for the supply check")?;
+    let Some((node, genesis)) = node else {
+        return Ok(None);
+    };
+    let known = |spec: ChainSpec, genesis: Genesis| KnownSpec {
+        validators: genesis.validators.len(),
+        validator_quorum: genesis.validators.quorum(),
+        spec,
+    };
     let spec = match &args.chain_spec {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the chain spec {}", path.display()))?;
             let spec = ChainSpec::from_json(&text)
                 .map_err(|e| anyhow!("chain spec {}: {e}", path.display()))?;
-            let hash = spec
+            let built = spec
                 .genesis()
-                .map_err(|e| anyhow!("chain spec {}: {e}", path.display()))?
-                .hash();
+                .map_err(|e| anyhow!("chain spec {}: {e}", path.display()))?;
+            let hash = built.hash();
             if hash != genesis {
                 bail!(
                     "the chain spec {} has genesis {hash}, the chain {genesis}: not this chain's spec",
                     path.display()
                 );
             }
-            spec
+            Some(known(spec, built))
         }
         None => {
             let dev = ChainSpec::dev(DEV_CHAIN_ID, &[Keypair::dev("alice").public()]);
             match dev.genesis() {
-                Ok(g) if g.hash() == genesis => dev,
-                _ => {
-                    findings.notes.push(
-                        "chain supply not checked: give --chain-spec (the chain is not the dev chain)".into(),
-                    );
-                    return Ok(Value::Null);
-                }
+                Ok(built) if built.hash() == genesis => Some(known(dev, built)),
+                _ => None,
             }
         }
+    };
+    Ok(Some(ChainInfo { node, spec }))
+}
+
+pub(super) async fn check_supply(
+    chain: Option<&ChainInfo>,
+    concurrency: usize,
+    findings: &mut Findings,
+    progress: &mut Progress,
+) -> anyhow::Result<Value> {
+    let chain = chain.context("no node answered for the supply check")?;
+    let node = &chain.node;
+    let Some(KnownSpec { spec, .. }) = &chain.spec else {
+        findings.notes.push(
+            "chain supply not checked: give --chain-spec (the chain is not the dev chain)".into(),
+        );
+        return Ok(Value::Null);
     };
     let mut expected: BTreeMap<AssetId, Balance> = spec.assets.iter().map(|a| (a.id, 0)).collect();
     let mut scan = ChainScan::default();
@@ -96,10 +140,10 @@ pub(super) async fn check_supply(
 
     for _ in 0..SNAPSHOT_ATTEMPTS {
         let head = node.head().await?;
-        scan_blocks(&node, &mut scan, head.number, concurrency, progress).await?;
-        match balances_at(&node, &scan, &head, concurrency).await {
+        scan_blocks(node, &mut scan, head.number, concurrency, progress).await?;
+        match balances_at(node, &scan, &head, concurrency).await {
             Ok(found) => {
-                let minted = successful_mints(&node, &scan.mints).await?;
+                let minted = successful_mints(node, &scan.mints).await?;
                 let mut want = expected.clone();
                 for (asset, amount) in minted {
                     let e = want.entry(asset).or_default();

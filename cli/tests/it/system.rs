@@ -112,16 +112,17 @@ impl System {
     }
 
     async fn audit(&self, ledger: &Path, json: bool) -> Output {
+        self.audit_with(ledger, json, true).await
+    }
+
+    /// `audit` of `ledger` with the chain spec, `--require-final` or not.
+    async fn audit_with(&self, ledger: &Path, json: bool, require_final: bool) -> Output {
         let ledger = ledger.display().to_string();
         let spec = self.spec.display().to_string();
-        let mut args = vec![
-            "audit",
-            "--ledger",
-            &ledger,
-            "--chain-spec",
-            &spec,
-            "--require-final",
-        ];
+        let mut args = vec!["audit", "--ledger", &ledger, "--chain-spec", &spec];
+        if require_final {
+            args.push("--require-final");
+        }
         if json {
             args.insert(0, "--json");
         }
@@ -189,6 +190,23 @@ async fn down_url() -> String {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     format!("http://{addr}")
+}
+
+/// A consistent copy of a live ledger (its WAL included), to doctor.
+fn copy_ledger(from: &Path, to: &Path) {
+    let conn =
+        rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.execute("VACUUM INTO ?1", [to.display().to_string()])
+        .unwrap();
+}
+
+/// Runs raw SQL on a ledger file, bypassing the bridge's rules.
+fn doctor(path: &Path, sql: &str, params: &[&dyn rusqlite::ToSql]) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
+        conn.execute(statement, params).unwrap();
+    }
 }
 
 fn kinds(report: &Value) -> Vec<(String, String)> {
@@ -433,6 +451,63 @@ async fn settle_inspect_bench_and_audit() {
         "{report}"
     );
 
+    // Money moved twice under one payment row: a second posting pair under
+    // order-1's reference, with the balances moved to match (raw SQL on a
+    // copy). Every currency still sums to 0 and every balance to its
+    // postings; only the entry's postings give it away.
+    let twice = system.dir.path().join("paid-twice.sqlite");
+    copy_ledger(&system.ledger, &twice);
+    doctor(
+        &twice,
+        "INSERT INTO postings (entry, account, amount, currency, created_ms) \
+           SELECT reference, payer, -amount, currency, 0 FROM payments WHERE event_id = ?1;
+         INSERT INTO postings (entry, account, amount, currency, created_ms) \
+           SELECT reference, payee, amount, currency, 0 FROM payments WHERE event_id = ?1;
+         UPDATE accounts SET balance = balance - \
+           (SELECT amount FROM payments WHERE event_id = ?1) \
+           WHERE id = (SELECT payer FROM payments WHERE event_id = ?1);
+         UPDATE accounts SET balance = balance + \
+           (SELECT amount FROM payments WHERE event_id = ?1) \
+           WHERE id = (SELECT payee FROM payments WHERE event_id = ?1)",
+        &[&"order-1"],
+    );
+    let paid_twice = system.audit(&twice, true).await;
+    assert_eq!(paid_twice.status.code(), Some(1), "{}", show(&paid_twice));
+    let report = json(&paid_twice);
+    assert_eq!(
+        kinds(&report),
+        [(
+            "ledger-postings-mismatch".to_string(),
+            "order-1".to_string()
+        )],
+        "{report}"
+    );
+    assert_eq!(
+        report["summary"]["ledger"]["totals"]["USD"], "0",
+        "{report}"
+    );
+
+    // Balances moved without postings: both accounts are found.
+    let moved = system.dir.path().join("moved.sqlite");
+    copy_ledger(&system.ledger, &moved);
+    doctor(
+        &moved,
+        "UPDATE accounts SET balance = balance + CASE id WHEN ?1 THEN -5 ELSE 5 END \
+         WHERE id IN (?1, ?2)",
+        &[&"alice", &"bob"],
+    );
+    let unposted = system.audit(&moved, true).await;
+    assert_eq!(unposted.status.code(), Some(1), "{}", show(&unposted));
+    let report = json(&unposted);
+    assert_eq!(
+        kinds(&report),
+        [
+            ("balance-not-postings".to_string(), String::new()),
+            ("balance-not-postings".to_string(), String::new())
+        ],
+        "{report}"
+    );
+
     // A payment without an event, written through the bridge's own API.
     let doctored = SqliteLedger::open(&system.ledger).unwrap();
     let ghost = Instruction::parse(
@@ -498,5 +573,69 @@ async fn settle_inspect_bench_and_audit() {
     );
     assert_eq!(found.len(), 61, "{report}");
 
+    system.stop().await;
+}
+
+/// The audit on a running system: while the bench settles 200 transfers,
+/// audits (without --require-final) run back to back, each reading the
+/// ledger, the events, their histories, the ledger again and the chain
+/// while events move, payments are made and receipts land. None may report
+/// a violation; once the load is over, a --require-final audit is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_is_clean_while_settlements_are_in_flight() {
+    let system = Arc::new(System::start().await);
+    let bench = {
+        let system = Arc::clone(&system);
+        tokio::spawn(async move {
+            system
+                .run(&[
+                    "--json",
+                    "bench",
+                    "--count",
+                    "200",
+                    "--rate",
+                    "40",
+                    "--accounts",
+                    "10",
+                    "--clients",
+                    "2",
+                    "--batch",
+                    "10",
+                    "--drain-timeout",
+                    "120",
+                ])
+                .await
+        })
+    };
+    let (mut audits, mut in_flight) = (0, 0);
+    loop {
+        let audit = system.audit_with(&system.ledger, true, false).await;
+        let report = json(&audit);
+        assert_eq!(audit.status.code(), Some(0), "{}", show(&audit));
+        assert_eq!(report["ok"], true, "{report}");
+        audits += 1;
+        let states = &report["summary"]["perState"];
+        if states["Registered"].as_u64() > Some(0) || states["PendingAccount"].as_u64() > Some(0) {
+            in_flight += 1;
+        }
+        if bench.is_finished() {
+            break;
+        }
+    }
+    let bench = bench.await.unwrap();
+    assert!(bench.status.success(), "{}", show(&bench));
+    let report = json(&bench);
+    assert_eq!(report["settlement"]["completed"], 200, "{report}");
+    eprintln!("{audits} audits during the load, {in_flight} of them saw events in flight");
+
+    let last = system.audit_with(&system.ledger, true, true).await;
+    assert_eq!(last.status.code(), Some(0), "{}", show(&last));
+    let report = json(&last);
+    assert_eq!(report["summary"]["perState"]["Completed"], 200, "{report}");
+    assert_eq!(report["summary"]["ledger"]["paid"], 200, "{report}");
+
+    let Ok(system) = Arc::try_unwrap(system) else {
+        panic!("the bench task still holds the system")
+    };
     system.stop().await;
 }
