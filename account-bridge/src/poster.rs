@@ -6,7 +6,9 @@
 //! the same one). They go out in `event_postReceipts` calls of up to 500, several
 //! batches in flight. A receipt counts as acknowledged when the event
 //! system accepts it, or refuses it because the event is already Completed
-//! (an earlier copy got there first); anything else is retried with capped
+//! (an earlier copy got there first). A call refused as a whole is tried
+//! again receipt by receipt, so one receipt the event system cannot take
+//! does not hold back the others; anything else is retried with capped
 //! exponential backoff, for as long as it takes. Receipts that are due are
 //! found in the outbox by time, so a restart resumes where the last run
 //! stopped.
@@ -159,6 +161,17 @@ impl ReceiptPoster {
         let receipts: Vec<PaymentReceipt> = chunk.iter().map(|r| sign(&self.key, r)).collect();
         let answers = match self.client.post_receipts(&receipts).await {
             Ok(answers) => answers,
+            // The event system refused the whole call (a store error on one
+            // event fails the batch): post these one by one, so that one
+            // receipt it cannot take does not hold back the others.
+            Err(e @ ClientError::Call { .. }) if receipts.len() > 1 => {
+                tracing::warn!(target: "lockstep::bridge", "posting {} receipts: {e}; posting them one by one", chunk.len());
+                let mut answers = Vec::with_capacity(receipts.len());
+                for receipt in &receipts {
+                    answers.push(self.client.post_receipt(receipt).await);
+                }
+                answers
+            }
             Err(e) => {
                 BridgeMetrics::add(&self.metrics.event_system_errors, 1);
                 tracing::warn!(target: "lockstep::bridge", "posting {} receipts: {e}", chunk.len());

@@ -235,3 +235,103 @@ async fn same_instruction_100_times_concurrently_through_two_bridges_pays_once()
     );
     server.stop().unwrap();
 }
+
+/// An event system that refuses every `event_postReceipts` call as a whole
+/// (as when one event in it cannot be read) and takes single receipts,
+/// except the one for `event-bad`.
+async fn picky_event_system(bus: Arc<StubBus>) -> (jsonrpsee::server::ServerHandle, String) {
+    let messages: Vec<Value> = ["event-a", "event-bad", "event-b"]
+        .iter()
+        .map(|id| {
+            serde_json::to_value(BusMessage {
+                message_id: (*id).into(),
+                event_id: (*id).into(),
+                tx_hash: Hash::digest(id.as_bytes()),
+                block_hash: Some(Hash::digest(b"block")),
+                block_number: 7,
+                payment: PaymentInstruction {
+                    amount: "10".into(),
+                    ..instruction()
+                },
+                attempt: 1,
+            })
+            .unwrap()
+        })
+        .collect();
+    let mut module = RpcModule::new(bus);
+    module
+        .register_method("bus_pull", move |_, bus, _| {
+            let first = bus.handed_out.fetch_add(1, Ordering::SeqCst) == 0;
+            let batch = if first { messages.clone() } else { Vec::new() };
+            json!({"leaseId": "lease", "deadlineMs": u64::MAX / 2, "messages": batch})
+        })
+        .unwrap();
+    module
+        .register_method("bus_ack", |_, bus, _| {
+            bus.acked.fetch_add(1, Ordering::SeqCst);
+            json!({"acked": 3})
+        })
+        .unwrap();
+    module
+        .register_method("event_postReceipts", |_, _, _| {
+            Err::<Value, _>(ErrorObjectOwned::owned(
+                -32603,
+                "internal error: corrupt store",
+                None::<()>,
+            ))
+        })
+        .unwrap();
+    module
+        .register_method("event_postReceipt", |params, bus, _| {
+            let receipt: PaymentReceipt = params.one()?;
+            if receipt.event_id == "event-bad" {
+                return Err(ErrorObjectOwned::owned(
+                    -32603,
+                    "internal error: corrupt event",
+                    None::<()>,
+                ));
+            }
+            bus.receipts.lock().unwrap().push(receipt);
+            Ok::<Value, ErrorObjectOwned>(json!({"state": "Completed"}))
+        })
+        .unwrap();
+    let server = Server::builder().build("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    (server.start(module), format!("http://{addr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_the_event_system_cannot_take_does_not_hold_back_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    drop(seeded(&path));
+    let bus = Arc::new(StubBus::default());
+    let (server, url) = picky_event_system(bus.clone()).await;
+    let ledger = Arc::new(SqliteLedger::open(&path).unwrap());
+    let bridge = lockstep_bridge::start(crate::harness::bridge_config(&url), ledger, bridge_key())
+        .await
+        .unwrap();
+    poll("the two good receipts delivered one by one", || {
+        (bus.receipts.lock().unwrap().len() >= 2).then_some(())
+    })
+    .await;
+    let mut delivered: Vec<String> = bus
+        .receipts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.event_id.clone())
+        .collect();
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(delivered, ["event-a", "event-b"]);
+    let ledger = SqliteLedger::open(&path).unwrap();
+    poll("only the refused receipt left in the outbox", || {
+        (ledger.receipt_backlog().unwrap() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(ledger.payments().unwrap().len(), 3);
+    assert_conserved(&ledger);
+    bridge.stop().await;
+    server.stop().unwrap();
+}
