@@ -198,8 +198,8 @@ start() {
     cat <<NEXT
 
 next:
-  scripts/demo.sh                        the method, step by step, with each event's history
-  source $RUN_DIR/env                     point the lockstep CLI at this testnet, then:
+  scripts/demo.sh          # the method, step by step, with each event's history
+  source $RUN_DIR/env      # point the lockstep CLI at this testnet, then:
   $CLI transfer --from alice --to bob --amount 100 --pay bob:alice:2500:USD --wait
   $CLI event list
   $CLI audit
