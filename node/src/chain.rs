@@ -370,13 +370,11 @@ impl Chain {
     /// were checked on arrival and are not checked again (see
     /// [`lockstep_runtime::execution::execute_with`]).
     pub fn check(&self, block: &Block) -> Result<Executed, BlockError> {
+        // Hashed before taking the pool's lock, which RPC and gossip share.
+        let hashes: Vec<Hash> = block.extrinsics.iter().map(SignedTx::hash).collect();
         let verified: Vec<bool> = {
             let pool = lock(&self.pool);
-            block
-                .extrinsics
-                .iter()
-                .map(|tx| pool.contains(&tx.hash()))
-                .collect()
+            hashes.iter().map(|hash| pool.contains(hash)).collect()
         };
         let head = self.db.head();
         check_block_with(

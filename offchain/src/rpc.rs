@@ -440,25 +440,27 @@ impl EventApiServer for EventRpc {
         receipts: Vec<PaymentReceipt>,
     ) -> RpcResult<Vec<ItemResult<Event>>> {
         check_batch_len(receipts.len())?;
-        let mut results: Vec<Option<RpcResult<Event>>> = Vec::with_capacity(receipts.len());
-        let mut verified = Vec::new();
-        for receipt in receipts {
-            match self.verify_receipt(&receipt) {
-                Ok(()) => {
-                    results.push(None);
-                    verified.push(receipt);
-                }
-                Err(e) => results.push(Some(Err(e))),
-            }
-        }
-        let store = self.store.clone();
+        // Signature checks (up to 1,000) and the write run off the async
+        // workers.
+        let handler = self.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let outcomes = store.post_receipts(&verified, now_ms());
-            (verified, outcomes)
+            let mut results: Vec<Option<RpcResult<Event>>> = Vec::with_capacity(receipts.len());
+            let mut verified = Vec::new();
+            for receipt in receipts {
+                match handler.verify_receipt(&receipt) {
+                    Ok(()) => {
+                        results.push(None);
+                        verified.push(receipt);
+                    }
+                    Err(e) => results.push(Some(Err(e))),
+                }
+            }
+            let outcomes = handler.store.post_receipts(&verified, now_ms());
+            (results, verified, outcomes)
         })
         .await
         .map_err(|_| error(INTERNAL, "internal error: the receipt writer stopped"))?;
-        let (verified, outcomes) = written;
+        let (results, verified, outcomes) = written;
         let mut outcomes = outcomes?.into_iter();
         let mut verified = verified.iter();
         Ok(results
