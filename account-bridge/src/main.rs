@@ -58,19 +58,19 @@ struct RunArgs {
     #[arg(long, default_value_t = 500)]
     batch: usize,
     /// How long a pulled batch is held before the bus re-delivers it.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = lockstep_offchain::parse_duration)]
     lease: Duration,
     /// Pause after an empty pull.
-    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "200ms", value_parser = lockstep_offchain::parse_duration)]
     poll_interval: Duration,
     /// Timeout of each call to the event system.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = lockstep_offchain::parse_duration)]
     call_timeout: Duration,
     /// First delay before an unacknowledged receipt is posted again.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = lockstep_offchain::parse_duration)]
     receipt_retry_base: Duration,
     /// Largest delay between posts of one receipt (the backoff doubles up to it).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = lockstep_offchain::parse_duration)]
     receipt_retry_cap: Duration,
     /// Receipt batches (of up to 500) in flight at once (1 to 64).
     #[arg(long, default_value_t = 4)]
@@ -157,29 +157,6 @@ enum KeyCommand {
         /// The key file.
         file: PathBuf,
     },
-}
-
-/// `250ms`, `5s`, `2m`, `1h`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: add a unit (ms, s, m, h)"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, like 5s"))?;
-    let millis = match unit {
-        "ms" => Some(number),
-        "s" => number.checked_mul(1000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        _ => None,
-    }
-    .ok_or_else(|| format!("{text:?}: unit must be ms, s, m or h"))?;
-    if millis == 0 {
-        return Err(format!("{text:?}: must be positive"));
-    }
-    Ok(Duration::from_millis(millis))
 }
 
 fn main() -> ExitCode {

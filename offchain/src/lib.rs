@@ -284,6 +284,30 @@ impl RunningService {
     }
 }
 
+/// A duration on a command line: `250ms`, `5s`, `2m`, `1h` (positive;
+/// the event system's and the bridge's flags share it).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: add a unit (ms, s, m, h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, like 5s"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{text:?}: unit must be ms, s, m or h"))?;
+    if millis == 0 {
+        return Err(format!("{text:?}: must be positive"));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +319,25 @@ mod tests {
         let delays: Vec<u128> = (0..6).map(|n| backoff(base, cap, n).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(backoff(base, cap, u32::MAX), cap);
+    }
+
+    #[test]
+    fn durations_parse_with_a_unit_and_bad_ones_are_refused() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "5",
+            "s",
+            "0s",
+            "5d",
+            "-5s",
+            "5 s",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -47,25 +47,25 @@ struct RunArgs {
     #[arg(long)]
     bridge_key: AccountId,
     /// Time between reconciler passes (e.g. 500ms, 5s, 1m).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = lockstep_offchain::parse_duration)]
     scan_interval: Duration,
     /// Age of a Registered event before the reconciler re-checks it.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = lockstep_offchain::parse_duration)]
     grace: Duration,
     /// Largest delay between re-checks of an undecided Registered event.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = lockstep_offchain::parse_duration)]
     recheck_cap: Duration,
     /// Timeout of each node call.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = lockstep_offchain::parse_duration)]
     call_timeout: Duration,
     /// First delay before an acknowledged but unreceipted instruction is re-sent.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = lockstep_offchain::parse_duration)]
     resend_base: Duration,
     /// Largest resend delay (the backoff doubles up to it, without end).
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = lockstep_offchain::parse_duration)]
     resend_cap: Duration,
     /// A PendingAccount event without receipt for this long is overdue.
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, default_value = "15m", value_parser = lockstep_offchain::parse_duration)]
     overdue_after: Duration,
     /// Prometheus metrics port, if wanted.
     #[arg(long)]
@@ -73,29 +73,6 @@ struct RunArgs {
     /// Do not fsync writes (faster; survives process crashes but not power loss).
     #[arg(long)]
     no_fsync: bool,
-}
-
-/// `250ms`, `5s`, `2m`, `1h`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: add a unit (ms, s, m, h)"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, like 5s"))?;
-    let millis = match unit {
-        "ms" => Some(number),
-        "s" => number.checked_mul(1000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        _ => None,
-    }
-    .ok_or_else(|| format!("{text:?}: unit must be ms, s, m or h"))?;
-    if millis == 0 {
-        return Err(format!("{text:?}: must be positive"));
-    }
-    Ok(Duration::from_millis(millis))
 }
 
 #[tokio::main]
