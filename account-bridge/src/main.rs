@@ -210,21 +210,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("starting the bridge")?;
         // A line on stdout that scripts and tests can wait for.
         println!("lockstep-bridge running with key {public}");
-        wait_for_signal().await?;
+        lockstep_offchain::shutdown_signal()
+            .await
+            .context("waiting for SIGINT or SIGTERM")?;
         tracing::info!(target: "lockstep::bridge", "shutting down");
         bridge.stop().await;
         Ok(())
     })
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }
 
 fn open_ledger(path: Option<&Path>) -> anyhow::Result<SqliteLedger> {

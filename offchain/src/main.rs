@@ -104,18 +104,10 @@ async fn main() -> anyhow::Result<()> {
         .context("starting the event system")?;
     // A line on stdout that scripts and tests can wait for.
     println!("lockstep-offchain listening on {}", service.rpc_addr);
-    wait_for_signal().await?;
+    lockstep_offchain::shutdown_signal()
+        .await
+        .context("waiting for SIGINT or SIGTERM")?;
     tracing::info!(target: "lockstep::offchain", "shutting down");
     service.stop().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
-    }
     Ok(())
 }

@@ -128,6 +128,23 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
 }
 
+/// Polls `condition` every 100 ms until it holds; after [`DEADLINE`] calls
+/// `explain` (which prints logs) and fails the test.
+pub async fn poll_until<F, Fut>(what: &str, mut condition: F, explain: impl Fn())
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !condition().await {
+        if started.elapsed() > DEADLINE {
+            explain();
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One node process and how to restart it.
 pub struct NodeProcess {
     child: Option<Child>,
@@ -334,19 +351,12 @@ impl Testnet {
 
     /// Polls `condition` every 100 ms until it holds, or fails the test
     /// with the nodes' logs after [`DEADLINE`].
-    pub async fn await_condition<F, Fut>(&self, what: &str, mut condition: F)
+    pub async fn await_condition<F, Fut>(&self, what: &str, condition: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let started = Instant::now();
-        while !condition().await {
-            if started.elapsed() > DEADLINE {
-                self.print_log_tails();
-                panic!("timed out waiting for {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        poll_until(what, condition, || self.print_log_tails()).await;
     }
 
     /// Prints the end of every node's log, to explain a failure.

@@ -26,7 +26,7 @@ use lockstep_runtime::{Call, Keypair, SignedTx};
 use parity_scale_codec::Encode;
 use serde_json::{json, Value};
 
-use crate::harness::{binary, free_port, Testnet, DEADLINE};
+use crate::harness::{binary, free_port, poll_until, Testnet, DEADLINE};
 
 /// Money each dev account starts with in the ledger: 1,000,000.00 USD in
 /// cents.
@@ -294,21 +294,14 @@ impl System {
         }
     }
 
-    /// Polls `condition` every 200 ms until it holds, or fails the test
+    /// Polls `condition` every 100 ms until it holds, or fails the test
     /// with every process's log after [`DEADLINE`].
-    pub async fn await_condition<F, Fut>(&self, what: &str, mut condition: F)
+    pub async fn await_condition<F, Fut>(&self, what: &str, condition: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let started = Instant::now();
-        while !condition().await {
-            if started.elapsed() > DEADLINE {
-                self.print_logs();
-                panic!("timed out waiting for {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        poll_until(what, condition, || self.print_logs()).await;
     }
 
     /// Prints the end of every process's logs.
