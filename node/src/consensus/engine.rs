@@ -135,7 +135,16 @@ pub struct Engine {
     /// only when the core has stayed there for a whole interval, so a
     /// progressing chain does not pay for re-sending its (large) proposals.
     last_tick_position: (u64, u32),
+    /// Ticks in a row the core has stayed at `last_tick_position`.
+    stuck_ticks: u32,
 }
+
+/// Proposals carry whole blocks (megabytes under load, decoded by every
+/// receiver), so they are re-sent only every this many ticks at one
+/// position; votes, a few hundred bytes, are re-sent every stuck tick. A
+/// busy chain whose blocks take a little longer than a tick pays nothing,
+/// and every message is still re-sent for as long as the core is stuck.
+const PROPOSAL_RESEND_TICKS: u32 = 4;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -225,6 +234,7 @@ impl Engine {
             signatures: HashMap::new(),
             proposal_signatures: HashMap::new(),
             last_tick_position: (0, 0),
+            stuck_ticks: 0,
         };
         Ok((engine, outbox))
     }
@@ -289,7 +299,10 @@ impl Engine {
             EngineEvent::Rebroadcast => {
                 let position = (self.core.height(), self.core.round());
                 if std::mem::replace(&mut self.last_tick_position, position) == position {
-                    self.rebroadcast();
+                    self.stuck_ticks = self.stuck_ticks.saturating_add(1);
+                    self.rebroadcast(self.stuck_ticks % PROPOSAL_RESEND_TICKS == 0);
+                } else {
+                    self.stuck_ticks = 0;
                 }
                 Ok(())
             }
@@ -298,10 +311,12 @@ impl Engine {
 
     /// Re-sends every message of the current height the core knows and this
     /// engine holds a signature for (its own are re-signed: ed25519 is
-    /// deterministic, so the bytes are the same as the first time).
-    fn rebroadcast(&mut self) {
+    /// deterministic, so the bytes are the same as the first time); the
+    /// proposals only when `with_proposals`.
+    fn rebroadcast(&mut self, with_proposals: bool) {
         for message in self.core.known_messages() {
             match message {
+                Message::Proposal(_) if !with_proposals => {}
                 Message::Proposal(proposal) => {
                     let signature = match self.proposal_signatures.get(&proposal) {
                         Some(signature) => *signature,
