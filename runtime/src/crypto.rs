@@ -86,45 +86,46 @@ pub const DEV_NAMES: [&str; 8] = [
     "alice", "bob", "charlie", "dave", "eve", "ferdie", "grace", "heidi",
 ];
 
-/// Whether an account can sign at all: its key must be a curve point and
-/// not of small order. ZIP-215 accepts a small-order key, for which anyone
-/// can make a valid signature without a secret key; here such an account
-/// (a "burn" address such as all zeros) can never sign, as with the strict
-/// check. A property of the key alone, so batch and single checks agree.
+/// The key an account signs with, if it can sign at all: its key must be a
+/// curve point and not of small order. ZIP-215 accepts a small-order key,
+/// for which anyone can make a valid signature without a secret key; here
+/// such an account (a "burn" address such as all zeros) can never sign, as
+/// with the strict check. A property of the key alone, so batch and single
+/// checks agree.
 ///
 /// Decompressing a key costs about a third of a batched signature check,
-/// and senders recur, so usable keys are remembered per thread (a memo of a
-/// pure function: it changes no answer), up to [`USABLE_KEYS_MEMO`] of them.
-fn signing_key_usable(signer: &AccountId) -> bool {
+/// and senders recur, so usable keys are remembered per thread, decompressed
+/// (a memo of a pure function: it changes no answer), up to
+/// [`USABLE_KEYS_MEMO`] of them.
+fn usable_key(signer: &AccountId) -> Option<ed25519_zebra::VerificationKey> {
     thread_local! {
-        static USABLE: std::cell::RefCell<std::collections::HashSet<AccountId>> =
-            std::cell::RefCell::new(std::collections::HashSet::new());
+        static USABLE: std::cell::RefCell<
+            std::collections::HashMap<AccountId, ed25519_zebra::VerificationKey>,
+        > = std::cell::RefCell::new(std::collections::HashMap::new());
     }
-    if USABLE.with_borrow(|usable| usable.contains(signer)) {
-        return true;
+    if let Some(key) = USABLE.with_borrow(|usable| usable.get(signer).copied()) {
+        return Some(key);
     }
-    let usable = VerifyingKey::from_bytes(&signer.0).is_ok_and(|key| !key.is_weak());
-    if usable {
-        USABLE.with_borrow_mut(|memo| {
-            if memo.len() >= USABLE_KEYS_MEMO {
-                memo.clear();
-            }
-            memo.insert(*signer);
-        });
+    if !VerifyingKey::from_bytes(&signer.0).is_ok_and(|key| !key.is_weak()) {
+        return None;
     }
-    usable
+    let key = ed25519_zebra::VerificationKey::try_from(signer.0).ok()?;
+    USABLE.with_borrow_mut(|memo| {
+        if memo.len() >= USABLE_KEYS_MEMO {
+            memo.clear();
+        }
+        memo.insert(*signer, key);
+    });
+    Some(key)
 }
 
-/// Most keys [`signing_key_usable`] remembers per thread (32 bytes each).
+/// Most keys [`usable_key`] remembers per thread (about 200 bytes each).
 const USABLE_KEYS_MEMO: usize = 1 << 16;
 
 /// Checks one signature (ZIP-215, small-order keys refused). Invalid keys
 /// and invalid signatures both yield `false`.
 pub fn verify(signer: &AccountId, message: &[u8], signature: &Signature) -> bool {
-    if !signing_key_usable(signer) {
-        return false;
-    }
-    let Ok(key) = ed25519_zebra::VerificationKey::try_from(signer.0) else {
+    let Some(key) = usable_key(signer) else {
         return false;
     };
     let signature = ed25519_zebra::Signature::from_bytes(&signature.0);
@@ -142,7 +143,7 @@ pub fn verify_batch(signers: &[AccountId], messages: &[&[u8]], signatures: &[Sig
     if signers.is_empty() {
         return true;
     }
-    if !signers.iter().all(signing_key_usable) {
+    if !signers.iter().all(|signer| usable_key(signer).is_some()) {
         return false;
     }
     let mut batch = ed25519_zebra::batch::Verifier::new();
