@@ -281,15 +281,24 @@ impl Chain {
         encoded_len: usize,
         watch: bool,
     ) -> Result<(Hash, Readiness, Option<mpsc::Receiver<TxEvent>>), SubmitError> {
+        let read_at = self.db.head().number;
         if self.db.tx_location(&hash)?.is_some() {
             return Err(SubmitError::AlreadyFinalized(hash));
         }
-        let next_nonce = StateReader::new(&self.db).nonce(&tx.signer)?;
+        let mut next_nonce = StateReader::new(&self.db).nonce(&tx.signer)?;
         let mut pool = lock(&self.pool);
-        // The head cannot move while the pool is locked: import prunes the
-        // pool under this lock after writing, so the nonce read above is at
-        // worst one block old, and the import's prune removes anything stale.
-        let next_block = self.db.head().number + 1;
+        // An import writes its block, then prunes the pool under this lock.
+        // If the head has not moved since the reads above, that prune is
+        // still to come and removes anything they made stale. If it has
+        // moved, the prune may be over: read again, under the lock.
+        let head = self.db.head().number;
+        if head != read_at {
+            if self.db.tx_location(&hash)?.is_some() {
+                return Err(SubmitError::AlreadyFinalized(hash));
+            }
+            next_nonce = StateReader::new(&self.db).nonce(&tx.signer)?;
+        }
+        let next_block = head + 1;
         let readiness = pool.insert(tx, hash, encoded_len, next_nonce, next_block)?;
         let receiver = if watch {
             let mut watchers = lock(&self.watchers);
@@ -398,8 +407,11 @@ impl Chain {
         let started = Instant::now();
         let hash = block.hash();
         let number = block.header.number;
-        let mut pool = lock(&self.pool);
+        // Written before the pool is locked, so clients and peers keep
+        // submitting during the write: `pool_verified` re-reads a nonce
+        // read before the head moved.
         self.db.import(block, justification, executed)?;
+        let mut pool = lock(&self.pool);
 
         let tx_hashes: Vec<Hash> = executed.receipts.iter().map(|r| r.tx_hash).collect();
         pool.remove_included(&tx_hashes);

@@ -110,7 +110,11 @@ pub struct ChainDb {
     db: DB,
     genesis_hash: Hash,
     /// The finalized head, cached: read on every RPC call and pool check.
+    /// Replaced only after the import's write, so readers never wait for
+    /// a block's write (hundreds of milliseconds for a big block).
     head: RwLock<Header>,
+    /// Serializes imports (one block extends the head at a time).
+    importing: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ChainDb {
@@ -154,6 +158,7 @@ impl ChainDb {
             db,
             genesis_hash,
             head: RwLock::new(placeholder),
+            importing: std::sync::Mutex::new(()),
         };
         match chain.meta(META_GENESIS)? {
             None => chain.write_genesis(genesis)?,
@@ -299,7 +304,8 @@ impl ChainDb {
         justification: &Justification,
         executed: &Executed,
     ) -> StorageResult<()> {
-        let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
+        let _importing = self.importing.lock().unwrap_or_else(|e| e.into_inner());
+        let head = self.head();
         let hash = block.hash();
         if block.header.parent_hash != head.hash() || block.header.number != head.number + 1 {
             return Err(StorageError::NotOnHead {
@@ -330,7 +336,7 @@ impl ChainDb {
         }
         batch.put_cf(self.cf(CF_META)?, META_FINALIZED, (number, hash).encode());
         self.db.write_opt(batch, &Self::synced())?;
-        *head = block.header.clone();
+        *self.head.write().unwrap_or_else(|e| e.into_inner()) = block.header.clone();
         Ok(())
     }
 
