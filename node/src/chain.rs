@@ -118,6 +118,10 @@ pub struct Chain {
     accepted: broadcast::Sender<Vec<u8>>,
     watchers: Mutex<HashMap<Hash, Vec<mpsc::Sender<TxEvent>>>>,
     metrics: Arc<Metrics>,
+    /// Serializes whole imports (write, prune, notify), so heads reach
+    /// subscribers and metrics in order when consensus and block sync both
+    /// import; submissions do not take it.
+    importing: Mutex<()>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -162,6 +166,7 @@ impl Chain {
             accepted,
             watchers: Mutex::new(HashMap::new()),
             metrics,
+            importing: Mutex::new(()),
         })
     }
 
@@ -404,6 +409,7 @@ impl Chain {
         justification: &Justification,
         executed: &Executed,
     ) -> StorageResult<()> {
+        let _importing = lock(&self.importing);
         let started = Instant::now();
         let hash = block.hash();
         let number = block.header.number;

@@ -111,7 +111,10 @@ pub struct ChainDb {
     genesis_hash: Hash,
     /// The finalized head, cached: read on every RPC call and pool check.
     /// Replaced only after the import's write, so readers never wait for
-    /// a block's write (hundreds of milliseconds for a big block).
+    /// a block's write (hundreds of milliseconds for a big block); for a
+    /// moment after a write it trails the database by one block, so a
+    /// reader that needs "nothing newer than the head" reads the head
+    /// first.
     head: RwLock<Header>,
     /// Serializes imports (one block extends the head at a time).
     importing: std::sync::Mutex<()>,

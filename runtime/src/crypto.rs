@@ -119,8 +119,9 @@ fn usable_key(signer: &AccountId) -> Option<ed25519_zebra::VerificationKey> {
     Some(key)
 }
 
-/// Most keys [`usable_key`] remembers per thread (about 200 bytes each).
-const USABLE_KEYS_MEMO: usize = 1 << 16;
+/// Most keys [`usable_key`] remembers per thread (about 230 bytes each
+/// with the map's overhead: at most about 4 MB per thread).
+const USABLE_KEYS_MEMO: usize = 1 << 14;
 
 /// Checks one signature (ZIP-215, small-order keys refused). Invalid keys
 /// and invalid signatures both yield `false`.

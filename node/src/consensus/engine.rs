@@ -15,10 +15,12 @@
 //! 5. `Decide` imports the block with the decided round's precommit
 //!    signatures as its justification, in one atomic write (if block sync
 //!    imported that height first, the decision is already on disk);
-//! 6. a ticker re-sends the height's known proposal and votes, with their
-//!    stored signatures, whenever the core has stayed at one (height, round)
-//!    for a whole interval: gossip is best effort, and Tendermint needs every
-//!    message a correct validator saw to reach the others eventually.
+//! 6. a ticker re-sends the height's known votes, with their stored
+//!    signatures, whenever the core has stayed at one (height, round) for a
+//!    whole interval, and its known proposals on every fourth tick at one
+//!    height, whatever the round: gossip is best effort, and Tendermint
+//!    needs every message a correct validator saw to reach the others
+//!    eventually.
 //!
 //! Blocks are produced every block time even when the pool is empty: the
 //! chain's height is its clock, and transaction expiry (`valid_until`) is
@@ -135,15 +137,17 @@ pub struct Engine {
     /// only when the core has stayed there for a whole interval, so a
     /// progressing chain does not pay for re-sending its (large) proposals.
     last_tick_position: (u64, u32),
-    /// Ticks in a row the core has stayed at `last_tick_position`.
-    stuck_ticks: u32,
+    /// Ticks since the core reached the height of `last_tick_position`.
+    height_ticks: u32,
 }
 
 /// Proposals carry whole blocks (megabytes under load, decoded by every
-/// receiver), so they are re-sent only every this many ticks at one
-/// position; votes, a few hundred bytes, are re-sent every stuck tick. A
-/// busy chain whose blocks take a little longer than a tick pays nothing,
-/// and every message is still re-sent for as long as the core is stuck.
+/// receiver), so they are re-sent only on every this many ticks at one
+/// height, whatever the rounds do; votes, a few hundred bytes, on every
+/// tick at which the round has not moved. A busy chain whose blocks take a
+/// little longer than a tick pays nothing for proposals, and every message
+/// is still re-sent for as long as the height lasts (counting by height,
+/// not round, keeps that true when rounds end quickly).
 const PROPOSAL_RESEND_TICKS: u32 = 4;
 
 impl std::fmt::Debug for Engine {
@@ -234,7 +238,7 @@ impl Engine {
             signatures: HashMap::new(),
             proposal_signatures: HashMap::new(),
             last_tick_position: (0, 0),
-            stuck_ticks: 0,
+            height_ticks: 0,
         };
         Ok((engine, outbox))
     }
@@ -298,11 +302,16 @@ impl Engine {
             }
             EngineEvent::Rebroadcast => {
                 let position = (self.core.height(), self.core.round());
-                if std::mem::replace(&mut self.last_tick_position, position) == position {
-                    self.stuck_ticks = self.stuck_ticks.saturating_add(1);
-                    self.rebroadcast(self.stuck_ticks % PROPOSAL_RESEND_TICKS == 0);
+                let last = std::mem::replace(&mut self.last_tick_position, position);
+                if last.0 == position.0 {
+                    self.height_ticks = self.height_ticks.wrapping_add(1);
                 } else {
-                    self.stuck_ticks = 0;
+                    self.height_ticks = 0;
+                }
+                let with_proposals =
+                    self.height_ticks > 0 && self.height_ticks % PROPOSAL_RESEND_TICKS == 0;
+                if last == position || with_proposals {
+                    self.rebroadcast(last == position, with_proposals);
                 }
                 Ok(())
             }
@@ -311,12 +320,13 @@ impl Engine {
 
     /// Re-sends every message of the current height the core knows and this
     /// engine holds a signature for (its own are re-signed: ed25519 is
-    /// deterministic, so the bytes are the same as the first time); the
-    /// proposals only when `with_proposals`.
-    fn rebroadcast(&mut self, with_proposals: bool) {
+    /// deterministic, so the bytes are the same as the first time): the
+    /// votes when `with_votes`, the proposals when `with_proposals`.
+    fn rebroadcast(&mut self, with_votes: bool, with_proposals: bool) {
         for message in self.core.known_messages() {
             match message {
                 Message::Proposal(_) if !with_proposals => {}
+                Message::Vote(_) if !with_votes => {}
                 Message::Proposal(proposal) => {
                     let signature = match self.proposal_signatures.get(&proposal) {
                         Some(signature) => *signature,

@@ -478,11 +478,13 @@ impl TxApiServer for RpcHandler {
         Ok(match status {
             TxStatus::Unknown => view("unknown"),
             TxStatus::Pool => view("pool"),
+            // The cached head may trail a block import by a moment.
             TxStatus::Finalized(location) => TxStatusView {
                 block_hash: Some(location.block_hash),
                 block_number: Some(location.block_number),
                 index: Some(location.index),
                 outcome: Some(location.outcome),
+                finalized_number: finalized_number.max(location.block_number),
                 ..view("finalized")
             },
         })
