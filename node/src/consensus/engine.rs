@@ -150,6 +150,19 @@ pub struct Engine {
 /// not round, keeps that true when rounds end quickly).
 const PROPOSAL_RESEND_TICKS: u32 = 4;
 
+/// What a rebroadcast tick re-sends, from the core's (height, round) at the
+/// last tick and now, and the ticks counted at the last tick's height:
+/// (votes, proposals, ticks counted at the current height).
+fn resend_on_tick(last: (u64, u32), now: (u64, u32), height_ticks: u32) -> (bool, bool, u32) {
+    let ticks = if last.0 == now.0 {
+        height_ticks.wrapping_add(1)
+    } else {
+        0
+    };
+    let proposals = ticks > 0 && ticks % PROPOSAL_RESEND_TICKS == 0;
+    (last == now, proposals, ticks)
+}
+
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
@@ -303,15 +316,10 @@ impl Engine {
             EngineEvent::Rebroadcast => {
                 let position = (self.core.height(), self.core.round());
                 let last = std::mem::replace(&mut self.last_tick_position, position);
-                if last.0 == position.0 {
-                    self.height_ticks = self.height_ticks.wrapping_add(1);
-                } else {
-                    self.height_ticks = 0;
-                }
-                let with_proposals =
-                    self.height_ticks > 0 && self.height_ticks % PROPOSAL_RESEND_TICKS == 0;
-                if last == position || with_proposals {
-                    self.rebroadcast(last == position, with_proposals);
+                let (votes, proposals, ticks) = resend_on_tick(last, position, self.height_ticks);
+                self.height_ticks = ticks;
+                if votes || proposals {
+                    self.rebroadcast(votes, proposals);
                 }
                 Ok(())
             }
@@ -670,5 +678,60 @@ impl Engine {
         self.signatures.retain(|vote, _| vote.height > height);
         self.proposal_signatures
             .retain(|proposal, _| proposal.height > height);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `positions` through the tick rule; returns the ticks (1-based)
+    /// at which votes and proposals were re-sent.
+    fn resent(positions: &[(u64, u32)]) -> (Vec<usize>, Vec<usize>) {
+        let (mut votes, mut proposals) = (Vec::new(), Vec::new());
+        let (mut last, mut ticks) = ((0, 0), 0);
+        for (tick, &now) in positions.iter().enumerate() {
+            let (v, p, t) = resend_on_tick(last, now, ticks);
+            (last, ticks) = (now, t);
+            if v {
+                votes.push(tick + 1);
+            }
+            if p {
+                proposals.push(tick + 1);
+            }
+        }
+        (votes, proposals)
+    }
+
+    #[test]
+    fn a_progressing_chain_resends_nothing() {
+        let heights: Vec<(u64, u32)> = (1..=20).map(|h| (h, 0)).collect();
+        assert_eq!(resent(&heights), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_stuck_round_resends_votes_every_tick_and_proposals_every_fourth() {
+        let stuck = vec![(5, 0); 10];
+        // The first tick only reaches the position.
+        assert_eq!(resent(&stuck), ((2..=10).collect(), vec![5, 9]));
+    }
+
+    #[test]
+    fn proposals_are_resent_even_when_every_round_is_shorter_than_a_tick() {
+        // One height, a new round at every tick: votes are never stale at a
+        // tick, but proposals must still go out again, or a proposal only
+        // one validator holds might never reach the others.
+        let rounds: Vec<(u64, u32)> = (0..9).map(|r| (7, r)).collect();
+        assert_eq!(resent(&rounds), (vec![], vec![5, 9]));
+    }
+
+    #[test]
+    fn a_block_a_little_slower_than_a_tick_resends_no_proposal() {
+        // Each height lasts two ticks: its votes go out again once, its
+        // multi-megabyte proposal never.
+        let slow: Vec<(u64, u32)> = (1..=10).flat_map(|h| [(h, 0), (h, 0)]).collect();
+        let (votes, proposals) = resent(&slow);
+        assert_eq!(votes.len(), 10);
+        assert!(proposals.is_empty());
     }
 }
