@@ -286,11 +286,15 @@ impl Chain {
         encoded_len: usize,
         watch: bool,
     ) -> Result<(Hash, Readiness, Option<mpsc::Receiver<TxEvent>>), SubmitError> {
+        // Not finalized yet, and the signer's next nonce.
+        let read_next_nonce = || -> Result<u64, SubmitError> {
+            if self.db.tx_location(&hash)?.is_some() {
+                return Err(SubmitError::AlreadyFinalized(hash));
+            }
+            Ok(StateReader::new(&self.db).nonce(&tx.signer)?)
+        };
         let read_at = self.db.head().number;
-        if self.db.tx_location(&hash)?.is_some() {
-            return Err(SubmitError::AlreadyFinalized(hash));
-        }
-        let mut next_nonce = StateReader::new(&self.db).nonce(&tx.signer)?;
+        let mut next_nonce = read_next_nonce()?;
         let mut pool = lock(&self.pool);
         // An import writes its block, then prunes the pool under this lock.
         // If the head has not moved since the reads above, that prune is
@@ -298,10 +302,7 @@ impl Chain {
         // moved, the prune may be over: read again, under the lock.
         let head = self.db.head().number;
         if head != read_at {
-            if self.db.tx_location(&hash)?.is_some() {
-                return Err(SubmitError::AlreadyFinalized(hash));
-            }
-            next_nonce = StateReader::new(&self.db).nonce(&tx.signer)?;
+            next_nonce = read_next_nonce()?;
         }
         let next_block = head + 1;
         let readiness = pool.insert(tx, hash, encoded_len, next_nonce, next_block)?;

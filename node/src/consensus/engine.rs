@@ -133,9 +133,7 @@ pub struct Engine {
     signatures: HashMap<Vote, Signature>,
     /// Signatures of the proposals seen at the current height, to re-send.
     proposal_signatures: HashMap<Proposal, Signature>,
-    /// (height, round) at the last rebroadcast tick: messages are re-sent
-    /// only when the core has stayed there for a whole interval, so a
-    /// progressing chain does not pay for re-sending its (large) proposals.
+    /// (height, round) at the last rebroadcast tick: see [`resend_on_tick`].
     last_tick_position: (u64, u32),
     /// Ticks since the core reached the height of `last_tick_position`.
     height_ticks: u32,
