@@ -15,8 +15,14 @@ source scripts/lib/ensure-packages.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "==> dependency rule"
+scripts/check-deps.sh
+
+# Everything builds in the release profile, which scripts/testnet.sh uses
+# too: one build of the C and C++ dependencies (RocksDB, SQLite) serves
+# both commands, and the tests run optimised code.
 echo "==> cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
-cargo test --workspace --locked
+cargo test --release --workspace --locked

@@ -34,10 +34,11 @@ use jsonrpsee::http_client::HttpClientBuilder;
 use jsonrpsee::rpc_params;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
 use jsonrpsee::RpcModule;
+use lockstep_api::bus::BusMessage;
+use lockstep_api::event::{Evidence, PaymentInstruction, Registration};
+use lockstep_api::lifecycle::Reason;
 use lockstep_bridge::ledger::{Durability, Instruction, PaymentLedger, SqliteLedger};
-use lockstep_offchain::event::{Evidence, PaymentInstruction, Registration};
-use lockstep_offchain::lifecycle::Reason;
-use lockstep_offchain::store::{BusMessage, EventStore, Move};
+use lockstep_offchain::store::{EventStore, Move};
 use lockstep_runtime::{Hash, Keypair, Outcome};
 use serde_json::{json, Value};
 

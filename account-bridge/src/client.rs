@@ -1,21 +1,20 @@
-//! The event system's JSON-RPC API as the bridge uses it: `bus_pull`,
-//! `bus_ack`, `event_postReceipts` (many receipts in one call) and
-//! `event_get`. Types and
-//! error codes come from `lockstep-offchain`.
+//! The event system as the bridge uses it, through its typed interface
+//! (`lockstep_api::offchain`): `bus_pull`, `bus_ack`, `event_postReceipts`
+//! (many receipts in one call), `event_postReceipt` and `event_get`.
 
 use std::time::Duration;
 
-use jsonrpsee::core::client::{ClientT, Error as RpcError};
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::rpc_params;
-use lockstep_offchain::event::PaymentReceipt;
-use lockstep_offchain::rpc::ItemResult;
-use serde::Deserialize;
-use serde_json::Value;
+use jsonrpsee::http_client::HttpClient;
+use lockstep_api::bus::Pulled;
+use lockstep_api::client::{self, Error as RpcError};
+use lockstep_api::event::PaymentReceipt;
+use lockstep_api::lifecycle::State;
+use lockstep_api::offchain::{error, BusApiClient, EventApiClient, ItemError, MAX_BATCH_ITEMS};
+use serde_json::value::RawValue;
 
 /// Most receipts in one `event_postReceipts` call.
 pub const MAX_BATCH_CALLS: usize = 500;
-const _: () = assert!(MAX_BATCH_CALLS <= lockstep_offchain::rpc::MAX_BATCH_ITEMS);
+const _: () = assert!(MAX_BATCH_CALLS <= MAX_BATCH_ITEMS);
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,36 +33,39 @@ pub enum ClientError {
     /// The event system answered with an error.
     #[error("event system refused: {message} (code {code})")]
     Call {
-        /// The JSON-RPC error code (see `lockstep_offchain::rpc`).
+        /// The JSON-RPC error code (`lockstep_api::offchain::error`).
         code: i32,
         /// Its message.
         message: String,
+        /// For a receipt refused because the event is not awaiting one:
+        /// the event's state, from the error's `data`.
+        state: Option<State>,
     },
+}
+
+impl ClientError {
+    fn refused(code: i32, message: String, data: Option<&RawValue>) -> ClientError {
+        ClientError::Call {
+            code,
+            message,
+            state: error::not_awaiting_state(code, data),
+        }
+    }
 }
 
 impl From<RpcError> for ClientError {
     fn from(e: RpcError) -> Self {
         match e {
-            RpcError::Call(e) => ClientError::Call {
-                code: e.code(),
-                message: e.message().to_owned(),
-            },
-            other => ClientError::Transport(other.to_string()),
+            RpcError::Call(e) => ClientError::refused(e.code(), e.message().to_owned(), e.data()),
+            other => ClientError::Transport(client::describe(&other)),
         }
     }
 }
 
-/// `bus_pull`'s answer, with each message left as JSON so that one
-/// undecodable message cannot hide the others.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Pulled {
-    /// Pass it to `bus_ack`.
-    pub lease_id: String,
-    /// The lease's deadline (ms since the Unix epoch).
-    pub deadline_ms: u64,
-    /// The messages (`lockstep_offchain::store::BusMessage`).
-    pub messages: Vec<Value>,
+impl From<ItemError> for ClientError {
+    fn from(e: ItemError) -> Self {
+        ClientError::refused(e.code, e.message, e.data.as_deref())
+    }
 }
 
 /// A client of one event system.
@@ -81,30 +83,23 @@ impl EventSystemClient {
                 reason: "must start with http:// or https://".into(),
             });
         }
-        let http = HttpClientBuilder::default()
-            .request_timeout(timeout)
-            .max_response_size(64 * 1024 * 1024)
-            .build(url)
-            .map_err(|e| ClientError::Url {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let http = client::http(url, timeout).map_err(|e| ClientError::Url {
+            url: url.to_owned(),
+            reason: e.reason,
+        })?;
         Ok(EventSystemClient { http })
     }
 
     /// Leases up to `max` instructions for `lease`.
     pub async fn pull(&self, max: usize, lease: Duration) -> Result<Pulled, ClientError> {
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-        Ok(self
-            .http
-            .request("bus_pull", rpc_params![max, lease_ms])
-            .await?)
+        Ok(BusApiClient::pull(&self.http, Some(max), Some(lease_ms)).await?)
     }
 
     /// Acknowledges every message of a lease; returns how many left the queue.
     pub async fn ack(&self, lease_id: &str) -> Result<u64, ClientError> {
-        let answer: Value = self.http.request("bus_ack", rpc_params![lease_id]).await?;
-        Ok(answer["acked"].as_u64().unwrap_or(0))
+        let answer = BusApiClient::ack(&self.http, lease_id.to_owned(), None).await?;
+        Ok(answer.acked as u64)
     }
 
     /// Posts receipts with one `event_postReceipts` call (at most
@@ -113,46 +108,33 @@ impl EventSystemClient {
     pub async fn post_receipts(
         &self,
         receipts: &[PaymentReceipt],
-    ) -> Result<Vec<Result<String, ClientError>>, ClientError> {
-        let answers: Vec<ItemResult<Value>> = self
-            .http
-            .request("event_postReceipts", rpc_params![receipts])
-            .await?;
-        let results: Vec<_> = answers
-            .into_iter()
-            .map(|answer| match (answer.result, answer.error) {
-                (Some(event), _) => Ok(event["state"].as_str().unwrap_or_default().to_owned()),
-                (None, Some(e)) => Err(ClientError::Call {
-                    code: e.code,
-                    message: e.message,
-                }),
-                (None, None) => Err(ClientError::Transport(
-                    "an answer with neither result nor error".into(),
-                )),
-            })
-            .collect();
-        if results.len() != receipts.len() {
+    ) -> Result<Vec<Result<State, ClientError>>, ClientError> {
+        let answers = self.http.post_receipts(receipts.to_vec()).await?;
+        if answers.len() != receipts.len() {
             return Err(ClientError::Transport(format!(
                 "{} answers to {} receipts",
-                results.len(),
+                answers.len(),
                 receipts.len()
             )));
         }
-        Ok(results)
+        Ok(answers
+            .into_iter()
+            .map(|answer| {
+                answer
+                    .into_result()
+                    .map(|event| event.state)
+                    .map_err(ClientError::from)
+            })
+            .collect())
     }
 
     /// Posts one receipt; the event's state after it.
-    pub async fn post_receipt(&self, receipt: &PaymentReceipt) -> Result<String, ClientError> {
-        let event: Value = self
-            .http
-            .request("event_postReceipt", rpc_params![receipt])
-            .await?;
-        Ok(event["state"].as_str().unwrap_or_default().to_owned())
+    pub async fn post_receipt(&self, receipt: &PaymentReceipt) -> Result<State, ClientError> {
+        Ok(self.http.post_receipt(receipt.clone()).await?.state)
     }
 
-    /// An event's state (`Registered`, `PendingAccount`, ...).
-    pub async fn event_state(&self, id: &str) -> Result<String, ClientError> {
-        let event: Value = self.http.request("event_get", rpc_params![id]).await?;
-        Ok(event["state"].as_str().unwrap_or_default().to_owned())
+    /// An event's state.
+    pub async fn event_state(&self, id: &str) -> Result<State, ClientError> {
+        Ok(self.http.get(id.to_owned()).await?.state)
     }
 }

@@ -20,13 +20,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_offchain::backoff;
-use lockstep_offchain::event::{check_event_id, PaymentReceipt, MAX_FAILURE_REASON};
-use lockstep_offchain::store::BusMessage;
+use lockstep_api::bus::{BusMessage, Delivery, Pulled};
+use lockstep_api::event::{check_event_id, PaymentReceipt, MAX_FAILURE_REASON};
 use lockstep_runtime::Keypair;
+use lockstep_service::backoff;
 use tokio::sync::{watch, Notify};
 
-use crate::client::{EventSystemClient, Pulled, MAX_BATCH_CALLS};
+use crate::client::{EventSystemClient, MAX_BATCH_CALLS};
 use crate::ledger::{Instruction, LedgerError, PayOutcome, PaymentLedger};
 use crate::metrics::BridgeMetrics;
 use crate::now_ms;
@@ -57,6 +57,7 @@ pub struct Consumer {
     /// Pause after an empty pull; base of the backoff after errors.
     pub poll_interval: Duration,
     /// Test-only: abort right after a commit that paid.
+    #[cfg(feature = "test-hooks")]
     pub crash_after_commit: bool,
 }
 
@@ -127,15 +128,24 @@ impl Consumer {
     /// Pays one pulled batch and acknowledges it. An error means the batch
     /// was not committed and is not acknowledged.
     async fn handle(&self, pulled: Pulled) -> Result<(), LedgerError> {
+        let started = std::time::Instant::now();
         let mut valid = Vec::with_capacity(pulled.messages.len());
         let mut rejected: Vec<(String, String)> = Vec::new();
-        for raw in pulled.messages {
+        for delivery in pulled.messages {
+            let raw = match delivery {
+                Delivery::Message(message) => {
+                    match Instruction::parse(&message.event_id, &message.payment) {
+                        Ok(instruction) => valid.push(instruction),
+                        Err(e) => rejected.push((message.event_id, e.to_string())),
+                    }
+                    continue;
+                }
+                Delivery::Undecodable(raw) => raw,
+            };
             let id = raw["eventId"].as_str().map(str::to_owned);
             match serde_json::from_value::<BusMessage>(raw) {
-                Ok(message) => match Instruction::parse(&message.event_id, &message.payment) {
-                    Ok(instruction) => valid.push(instruction),
-                    Err(e) => rejected.push((message.event_id, e.to_string())),
-                },
+                // Cannot happen (it did not decode a moment ago); kept total.
+                Ok(message) => rejected.push((message.event_id, "undecodable message".into())),
                 Err(e) => match id {
                     Some(id) => rejected.push((id, format!("malformed instruction: {e}"))),
                     None => {
@@ -154,6 +164,7 @@ impl Consumer {
                 tokio::task::spawn_blocking(move || ledger.pay_batch(&instructions, now))
                     .await
                     .map_err(|e| LedgerError::Corrupt(format!("ledger task failed: {e}")))??;
+            lockstep_service::metrics::observe_since(&self.metrics.payment_seconds, started);
             let (mut duplicates, mut failures) = (0, 0);
             for (instruction, outcome) in valid.iter().zip(outcomes) {
                 match outcome {
@@ -166,6 +177,7 @@ impl Consumer {
                     Err(e) => rejected.push((instruction.event_id.clone(), e.to_string())),
                 }
             }
+            #[cfg(feature = "test-hooks")]
             if self.crash_after_commit && paid > 0 {
                 eprintln!(
                     "{}: aborting after the commit (test hook)",

@@ -53,7 +53,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lockstep_offchain::event::{check_event_id, PaymentInstruction, MAX_PARTY};
+use lockstep_api::event::{check_event_id, PaymentInstruction, MAX_PARTY};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 /// Prefix of system account ids; refused for customer accounts.

@@ -43,11 +43,12 @@
 //!
 //! ## Test-only hook
 //!
-//! With `LOCKSTEP_BRIDGE_CRASH_AFTER_COMMIT=1` in its environment, the
-//! process aborts right after the first ledger commit that made a payment,
-//! before acknowledging the bus and before any receipt leaves: the crash
-//! tests use it to kill the bridge at the worst moment. Never set it
-//! anywhere else.
+//! Built with the `test-hooks` feature (the crate's own tests enable it;
+//! release builds do not have it), and with
+//! `LOCKSTEP_BRIDGE_CRASH_AFTER_COMMIT=1` in its environment, the process
+//! aborts right after the first ledger commit that made a payment, before
+//! acknowledging the bus and before any receipt leaves: the crash tests use
+//! it to kill the bridge at the worst moment.
 
 pub mod client;
 pub mod consumer;
@@ -68,12 +69,10 @@ use crate::ledger::PaymentLedger;
 use crate::metrics::BridgeMetrics;
 
 /// The test-only crash hook's variable (see the crate docs).
+#[cfg(feature = "test-hooks")]
 pub const CRASH_AFTER_COMMIT_ENV: &str = "LOCKSTEP_BRIDGE_CRASH_AFTER_COMMIT";
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    lockstep_offchain::now_ms()
-}
+pub use lockstep_service::now_ms;
 
 /// Everything the bridge needs to run.
 #[derive(Debug, Clone)]
@@ -99,6 +98,7 @@ pub struct Config {
     /// Prometheus endpoint, if any.
     pub metrics_addr: Option<SocketAddr>,
     /// Abort after the first commit that pays (tests only).
+    #[cfg(feature = "test-hooks")]
     pub crash_after_commit: bool,
 }
 
@@ -116,6 +116,7 @@ impl Config {
             receipt_retry_cap: Duration::from_secs(60),
             post_concurrency: 4,
             metrics_addr: None,
+            #[cfg(feature = "test-hooks")]
             crash_after_commit: false,
         }
     }
@@ -161,10 +162,10 @@ pub async fn start(
     if config.concurrency == 0 || config.concurrency > 64 {
         return Err(BridgeError::Config("concurrency must be 1 to 64".into()));
     }
-    if config.batch == 0 || config.batch > lockstep_offchain::store::MAX_PULL {
+    if config.batch == 0 || config.batch > lockstep_api::bus::MAX_PULL {
         return Err(BridgeError::Config(format!(
             "batch must be 1 to {}",
-            lockstep_offchain::store::MAX_PULL
+            lockstep_api::bus::MAX_PULL
         )));
     }
     if config.post_concurrency == 0 || config.post_concurrency > 64 {
@@ -176,20 +177,12 @@ pub async fn start(
     let metrics = Arc::new(BridgeMetrics::default());
     let (metrics_task, metrics_addr) = match config.metrics_addr {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
+            let registry = Arc::new(metrics::registry(&metrics));
+            let (task, bound) = lockstep_service::metrics::start(addr, registry)
                 .await
                 .map_err(|source| BridgeError::Bind { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| BridgeError::Bind { addr, source })?;
             tracing::info!(target: "lockstep::bridge", "Prometheus metrics on http://{bound}/metrics");
-            (
-                Some(tokio::spawn(lockstep_offchain::metrics::serve(
-                    listener,
-                    metrics.clone(),
-                ))),
-                Some(bound),
-            )
+            (Some(task), Some(bound))
         }
         None => (None, None),
     };
@@ -211,6 +204,7 @@ pub async fn start(
             batch: config.batch,
             lease: config.lease,
             poll_interval: config.poll_interval,
+            #[cfg(feature = "test-hooks")]
             crash_after_commit: config.crash_after_commit,
         };
         tasks.push(tokio::spawn(consumer.run(shutdown_rx.clone())));

@@ -13,8 +13,10 @@ use clap::{Parser, Subcommand};
 use lockstep_bridge::ledger::{
     parse_amount, Durability, LedgerError, PaymentLedger, PaymentStatus, SqliteLedger,
 };
-use lockstep_bridge::{Config, CRASH_AFTER_COMMIT_ENV};
-use lockstep_runtime::{keyfile, Keypair};
+use lockstep_bridge::Config;
+use lockstep_runtime::Keypair;
+use lockstep_service::logging::LogFormat;
+use lockstep_service::{keyfile, parse_duration};
 
 /// Lockstep's account bridge: pays each event exactly once in a
 /// double-entry ledger and posts signed receipts. Amounts are integer minor
@@ -22,6 +24,10 @@ use lockstep_runtime::{keyfile, Keypair};
 #[derive(Debug, Parser)]
 #[command(name = "lockstep-bridge", version, about)]
 struct Cli {
+    /// Log format: `text` for people, `json` (one object per line) for log
+    /// shippers. `RUST_LOG` sets the filter.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,26 +64,26 @@ struct RunArgs {
     #[arg(long, default_value_t = 500)]
     batch: usize,
     /// How long a pulled batch is held before the bus re-delivers it.
-    #[arg(long, default_value = "30s", value_parser = lockstep_offchain::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     lease: Duration,
     /// Pause after an empty pull.
-    #[arg(long, default_value = "200ms", value_parser = lockstep_offchain::parse_duration)]
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     poll_interval: Duration,
     /// Timeout of each call to the event system.
-    #[arg(long, default_value = "10s", value_parser = lockstep_offchain::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     call_timeout: Duration,
     /// First delay before an unacknowledged receipt is posted again.
-    #[arg(long, default_value = "500ms", value_parser = lockstep_offchain::parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     receipt_retry_base: Duration,
     /// Largest delay between posts of one receipt (the backoff doubles up to it).
-    #[arg(long, default_value = "60s", value_parser = lockstep_offchain::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     receipt_retry_cap: Duration,
     /// Receipt batches (of up to 500) in flight at once (1 to 64).
     #[arg(long, default_value_t = 4)]
     post_concurrency: usize,
-    /// Prometheus metrics port, if wanted.
-    #[arg(long)]
-    metrics_port: Option<u16>,
+    /// Prometheus metrics port; off unless given.
+    #[arg(long, visible_alias = "metrics-port")]
+    prometheus_port: Option<u16>,
     /// Address the metrics endpoint listens on.
     #[arg(long, default_value = "127.0.0.1")]
     listen: IpAddr,
@@ -160,14 +166,8 @@ enum KeyCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    lockstep_service::logging::init(cli.log_format, "info");
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Ledger(args) => ledger(args),
@@ -200,8 +200,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     config.receipt_retry_base = args.receipt_retry_base;
     config.receipt_retry_cap = args.receipt_retry_cap;
     config.post_concurrency = args.post_concurrency;
-    config.metrics_addr = args.metrics_port.map(|p| SocketAddr::new(args.listen, p));
-    config.crash_after_commit = std::env::var(CRASH_AFTER_COMMIT_ENV).is_ok_and(|v| v == "1");
+    config.metrics_addr = args
+        .prometheus_port
+        .map(|p| SocketAddr::new(args.listen, p));
+    #[cfg(feature = "test-hooks")]
+    {
+        config.crash_after_commit =
+            std::env::var(lockstep_bridge::CRASH_AFTER_COMMIT_ENV).is_ok_and(|v| v == "1");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let public = key.public();
@@ -210,10 +216,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("starting the bridge")?;
         // A line on stdout that scripts and tests can wait for.
         println!("lockstep-bridge running with key {public}");
-        lockstep_offchain::shutdown_signal()
-            .await
-            .context("waiting for SIGINT or SIGTERM")?;
-        tracing::info!(target: "lockstep::bridge", "shutting down");
+        let signal = lockstep_service::shutdown_signal().await;
+        tracing::info!(target: "lockstep::bridge", "{signal}: shutting down");
         bridge.stop().await;
         Ok(())
     })

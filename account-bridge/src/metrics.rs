@@ -1,13 +1,15 @@
-//! The bridge's Prometheus metrics, served by the event system's endpoint
-//! (`lockstep_offchain::metrics::serve`).
+//! The bridge's Prometheus metrics, served by `lockstep_service::metrics`:
+//! counters and gauges in atomics, and the payment latency (pull to
+//! commit) as a histogram.
 //!
 //! [`BridgeMetrics::changed`] is bumped after every committed batch and
 //! every round of receipt posts, so tests can await progress instead of
 //! sleeping.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use lockstep_offchain::metrics::{write_metric, Render};
+use lockstep_service::metrics::{Exposed, Exposition, Histogram, Registry};
 use tokio::sync::watch;
 
 /// Counters and gauges.
@@ -31,6 +33,8 @@ pub struct BridgeMetrics {
     pub event_system_errors: AtomicU64,
     /// Batches committed.
     pub batches: AtomicU64,
+    /// From pulling a batch to committing its payments, in seconds.
+    pub payment_seconds: Histogram,
     changed: watch::Sender<u64>,
 }
 
@@ -46,6 +50,7 @@ impl Default for BridgeMetrics {
             receipt_backlog: AtomicU64::new(0),
             event_system_errors: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            payment_seconds: lockstep_service::metrics::seconds_histogram(),
             changed: watch::channel(0).0,
         }
     }
@@ -73,68 +78,65 @@ impl BridgeMetrics {
     }
 }
 
-impl Render for BridgeMetrics {
-    fn render(&self) -> String {
-        let mut out = String::new();
-        let all: [(&str, &str, &str, &AtomicU64); 9] = [
+impl Exposed for BridgeMetrics {
+    fn expose(&self, out: &mut Exposition<'_>) -> std::fmt::Result {
+        let counters: [(&str, &str, &AtomicU64); 8] = [
+            ("lockstep_bridge_payments", "Payments made", &self.payments),
             (
-                "lockstep_bridge_payments_total",
-                "counter",
-                "Payments made",
-                &self.payments,
-            ),
-            (
-                "lockstep_bridge_duplicates_total",
-                "counter",
+                "lockstep_bridge_duplicates",
                 "Deliveries of an already paid instruction, absorbed",
                 &self.duplicates,
             ),
             (
-                "lockstep_bridge_failures_total",
-                "counter",
+                "lockstep_bridge_failures",
                 "Payments refused by the ledger (funds, account)",
                 &self.failures,
             ),
             (
-                "lockstep_bridge_invalid_total",
-                "counter",
+                "lockstep_bridge_invalid",
                 "Instructions refused as invalid, nothing written",
                 &self.invalid,
             ),
             (
-                "lockstep_bridge_receipts_posted_total",
-                "counter",
+                "lockstep_bridge_receipts_posted",
                 "Receipts acknowledged by the event system",
                 &self.receipts_posted,
             ),
             (
-                "lockstep_bridge_receipt_retries_total",
-                "counter",
+                "lockstep_bridge_receipt_retries",
                 "Receipt posts rescheduled after a failure",
                 &self.receipt_retries,
             ),
             (
-                "lockstep_bridge_receipt_backlog",
-                "gauge",
-                "Receipts in the outbox not yet acknowledged",
-                &self.receipt_backlog,
-            ),
-            (
-                "lockstep_bridge_event_system_errors_total",
-                "counter",
+                "lockstep_bridge_event_system_errors",
                 "Calls to the event system that failed",
                 &self.event_system_errors,
             ),
             (
-                "lockstep_bridge_batches_total",
-                "counter",
+                "lockstep_bridge_batches",
                 "Instruction batches committed",
                 &self.batches,
             ),
         ];
-        for (name, kind, help, value) in all {
-            write_metric(&mut out, name, kind, help, value.load(Ordering::Relaxed));
+        for (name, help, value) in counters {
+            out.counter(name, help, value.load(Ordering::Relaxed))?;
         }
-        out
+        out.gauge(
+            "lockstep_bridge_receipt_backlog",
+            "Receipts in the outbox not yet acknowledged",
+            self.receipt_backlog.load(Ordering::Relaxed),
+        )
     }
+}
+
+/// The registry the bridge's endpoint serves.
+pub fn registry(metrics: &Arc<BridgeMetrics>) -> Registry {
+    let mut registry = Registry::default();
+    lockstep_service::metrics::register_exposed(&mut registry, metrics.clone());
+    registry.register(
+        "lockstep_bridge_payment_seconds",
+        "Time from pulling a batch to committing its payments",
+        metrics.payment_seconds.clone(),
+    );
+    registry
 }

@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lockstep_offchain::backoff;
-use lockstep_offchain::event::PaymentReceipt;
-use lockstep_offchain::rpc::NOT_AWAITING_RECEIPT;
+use lockstep_api::event::PaymentReceipt;
+use lockstep_api::lifecycle::State;
+use lockstep_api::offchain::error::NOT_AWAITING_RECEIPT;
 use lockstep_runtime::Keypair;
+use lockstep_service::backoff;
 use tokio::sync::{watch, Notify};
 
 use crate::client::{ClientError, EventSystemClient, MAX_BATCH_CALLS};
@@ -183,8 +184,17 @@ impl ReceiptPoster {
         for (receipt, answer) in chunk.into_iter().zip(answers) {
             match answer {
                 Ok(_) => delivered.push(receipt),
-                Err(ClientError::Call { code, .. })
-                    if code == NOT_AWAITING_RECEIPT && self.completed(&receipt.event_id).await =>
+                // The event is past PendingAccount: an earlier copy of this
+                // receipt completed it (the refusal says so in its data;
+                // an event system that does not say is asked).
+                Err(ClientError::Call {
+                    code: NOT_AWAITING_RECEIPT,
+                    state,
+                    ..
+                }) if match state {
+                    Some(state) => state == State::Completed,
+                    None => self.completed(&receipt.event_id).await,
+                } =>
                 {
                     delivered.push(receipt)
                 }
@@ -200,8 +210,8 @@ impl ReceiptPoster {
 
     async fn completed(&self, event_id: &str) -> bool {
         matches!(
-            self.client.event_state(event_id).await.as_deref(),
-            Ok("Completed")
+            self.client.event_state(event_id).await,
+            Ok(State::Completed)
         )
     }
 }

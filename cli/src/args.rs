@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use lockstep_offchain::confirmer::Quorum;
-use lockstep_offchain::event::PaymentInstruction;
-use lockstep_offchain::lifecycle::State;
+use lockstep_api::event::PaymentInstruction;
+use lockstep_api::lifecycle::State;
+use lockstep_api::quorum::Quorum;
 use lockstep_runtime::{AssetId, Balance};
 
 /// Lockstep: transfer assets with their fiat settlement, inspect events and
@@ -353,7 +353,7 @@ pub fn parse_payment(text: &str) -> Result<PaymentInstruction, String> {
 }
 
 fn parse_event_id(text: &str) -> Result<String, String> {
-    lockstep_offchain::event::check_event_id(text).map_err(|e| e.to_string())?;
+    lockstep_api::event::check_event_id(text).map_err(|e| e.to_string())?;
     Ok(text.to_owned())
 }
 

@@ -25,23 +25,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
-use jsonrpsee::core::params::BatchRequestBuilder;
-use jsonrpsee::rpc_params;
-use lockstep_offchain::event::{PaymentInstruction, RegisterRequest};
-use lockstep_offchain::lifecycle::State;
-use lockstep_offchain::rpc::ItemResult;
+use lockstep_api::client::{describe_refusal, Subscription};
+use lockstep_api::event::{PaymentInstruction, RegisterRequest};
+use lockstep_api::lifecycle::State;
+use lockstep_api::node::{self, ChainApiClient, TxApiClient, TxState};
+use lockstep_api::offchain::EventApiClient;
 use lockstep_runtime::primitives::{from_hex, to_hex};
-use lockstep_runtime::{BlockNumber, Call, Hash, Header, Keypair, SignedTx, SigningContext};
+use lockstep_runtime::{
+    expired_after, BlockNumber, Call, Hash, Header, Keypair, SignedTx, SigningContext,
+};
 use parity_scale_codec::Encode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::args::BenchArgs;
 use crate::chain::NodeClient;
 use crate::event::EventsClient;
 use crate::key::keypair;
 use crate::output::Progress;
-use crate::rpc::{batch, call, describe, http, ws};
+use crate::rpc::{http, ws, At};
 
 /// Funding transfers per JSON-RPC batch.
 const FUNDING_BATCH: usize = 200;
@@ -183,7 +184,7 @@ pub async fn run(
         Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
 
     // Followers first, so that nothing they should see can happen before.
-    let from_seq = stats["lastSeq"].as_u64().unwrap_or(0) + 1;
+    let from_seq = stats.last_seq + 1;
     let event_follower = tokio::spawn(follow_events(
         events.clone(),
         from_seq,
@@ -223,12 +224,9 @@ pub async fn run(
                     }
                 }
                 // One call, one group commit in the event system.
-                let requests: Vec<&RegisterRequest> =
-                    chunk.iter().map(|item| &item.request).collect();
-                let answers: Result<Vec<ItemResult<Value>>, _> = events
-                    .http
-                    .request("event_registerBatch", rpc_params![requests])
-                    .await;
+                let requests: Vec<RegisterRequest> =
+                    chunk.iter().map(|item| item.request.clone()).collect();
+                let answers = events.http.register_batch(requests).await;
                 let registered: Vec<&Item> = match answers {
                     Ok(answers) if answers.len() == chunk.len() => chunk
                         .iter()
@@ -246,18 +244,10 @@ pub async fn run(
                 if registered.is_empty() {
                     continue;
                 }
-                let mut request = BatchRequestBuilder::new();
-                for item in &registered {
-                    if request
-                        .insert("author_submitExtrinsic", rpc_params![&item.tx])
-                        .is_err()
-                    {
-                        continue;
-                    }
-                }
-                match node.http.batch_request::<Hash>(request).await {
-                    Ok(response) => {
-                        let refused = response.num_failed_calls() as u64;
+                let txs: Vec<String> = registered.iter().map(|item| item.tx.clone()).collect();
+                match node::submit_extrinsics(&node.http, &txs).await {
+                    Ok(answers) => {
+                        let refused = answers.iter().filter(|a| a.is_err()).count() as u64;
                         add(&counters.submit_refused, refused);
                         add(&counters.submitted, registered.len() as u64 - refused);
                     }
@@ -492,13 +482,9 @@ async fn follow_chain(
         let heads = async {
             let client = ws(&node.url).await?;
             let heads: Subscription<Header> = client
-                .subscribe(
-                    "chain_subscribeFinalizedHeads",
-                    rpc_params![],
-                    "chain_unsubscribeFinalizedHeads",
-                )
+                .subscribe_finalized_heads()
                 .await
-                .map_err(|e| anyhow!("chain_subscribeFinalizedHeads: {}", describe(&e)))?;
+                .at("subscribing to finalized heads", &node.url)?;
             Ok::<_, anyhow::Error>((client, heads))
         };
         let Ok((_client, mut heads)) = heads.await else {
@@ -529,22 +515,13 @@ async fn count_ours(
     number: BlockNumber,
     ours: &HashSet<Hash>,
 ) -> anyhow::Result<u64> {
-    let hash: Option<Hash> = call(
-        &node.http,
-        &node.url,
-        "chain_getBlockHash",
-        rpc_params![number],
-    )
-    .await?;
-    let hash = hash.with_context(|| format!("no block #{number}"))?;
-    let block: Value = call(&node.http, &node.url, "chain_getBlock", rpc_params![hash]).await?;
+    let block = node::block_at(&node.http, number)
+        .await
+        .at("a block", &node.url)?
+        .with_context(|| format!("no block #{number}"))?;
     let mut found = 0;
-    for tx in block["block"]["extrinsics"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if let Ok(bytes) = from_hex(tx.as_str().unwrap_or_default()) {
+    for tx in &block.block.extrinsics {
+        if let Ok(bytes) = from_hex(tx) {
             if ours.contains(&Hash::digest(&bytes)) {
                 found += 1;
             }
@@ -556,15 +533,12 @@ async fn count_ours(
 async fn fetch_nonces(node: &NodeClient, senders: &[Keypair]) -> anyhow::Result<Vec<u64>> {
     let mut nonces = Vec::with_capacity(senders.len());
     for chunk in senders.chunks(FUNDING_BATCH) {
-        let answers = batch::<u64>(
-            &node.http,
-            &node.url,
-            "state_getNonce",
-            chunk.iter().map(|k| rpc_params![k.public()]),
-        )
-        .await?;
+        let accounts: Vec<_> = chunk.iter().map(Keypair::public).collect();
+        let answers = node::nonces(&node.http, &accounts)
+            .await
+            .at("nonces", &node.url)?;
         for answer in answers {
-            nonces.push(answer.map_err(|e| anyhow!("state_getNonce: {e}"))?);
+            nonces.push(answer.map_err(|e| anyhow!("a nonce: {}", describe_refusal(&e)))?);
         }
     }
     Ok(nonces)
@@ -598,15 +572,15 @@ async fn fund(
         .collect();
     let client = http(&node.url)?;
     for chunk in txs.chunks(FUNDING_BATCH) {
-        let answers = batch::<Hash>(
-            &client,
-            &node.url,
-            "author_submitExtrinsic",
-            chunk.iter().map(|tx| rpc_params![to_hex(&tx.encode())]),
-        )
-        .await?;
+        let hexes: Vec<String> = chunk.iter().map(|tx| to_hex(&tx.encode())).collect();
+        let answers = node::submit_extrinsics(&client, &hexes)
+            .await
+            .at("funding transfers", &node.url)?;
         if let Some(Err(e)) = answers.into_iter().find(|a| a.is_err()) {
-            bail!("funding the senders: the node refused a transfer: {e}");
+            bail!(
+                "funding the senders: the node refused a transfer: {}",
+                describe_refusal(&e)
+            );
         }
     }
     let Some(last) = txs.last() else {
@@ -615,34 +589,30 @@ async fn fund(
     let mut progress = Progress::always();
     let ws = ws(&node.url).await?;
     let mut heads: Subscription<Header> = ws
-        .subscribe(
-            "chain_subscribeFinalizedHeads",
-            rpc_params![],
-            "chain_unsubscribeFinalizedHeads",
-        )
+        .subscribe_finalized_heads()
         .await
-        .map_err(|e| anyhow!("chain_subscribeFinalizedHeads: {}", describe(&e)))?;
+        .at("subscribing to finalized heads", &node.url)?;
     loop {
-        let status: Value = node
+        let status = node
             .http
-            .request("tx_getStatus", rpc_params![last.hash()])
+            .status(last.hash())
             .await
-            .map_err(|e| anyhow!("tx_getStatus: {}", describe(&e)))?;
-        match status["status"].as_str() {
-            Some("finalized") if status["outcome"]["status"] == "success" => break,
-            Some("finalized") => bail!(
+            .at("the funding transfer's status", &node.url)?;
+        match (status.status, status.outcome) {
+            (TxState::Finalized, Some(outcome)) if outcome.is_success() => break,
+            (TxState::Finalized, outcome) => bail!(
                 "funding the senders failed on chain: {} (does --funder {} hold asset {}?)",
-                status["outcome"],
+                serde_json::to_string(&outcome).unwrap_or_default(),
                 args.funder,
                 args.asset
             ),
-            Some("unknown") if status["finalizedNumber"].as_u64() >= Some(valid_until) => {
+            (TxState::Unknown, _) if expired_after(valid_until, status.finalized_number) => {
                 bail!("funding the senders: the transfers expired unincluded")
             }
             _ => progress.update(&format!(
                 "funding {} accounts: waiting for finality (#{})",
                 senders.len(),
-                status["finalizedNumber"]
+                status.finalized_number
             )),
         }
         heads

@@ -3,14 +3,14 @@
 
 use anyhow::{bail, Context};
 use jsonrpsee::http_client::HttpClient;
-use jsonrpsee::rpc_params;
+use lockstep_api::node::{ChainApiClient, StateApiClient, TxStatusView};
 use lockstep_runtime::{AccountId, BlockNumber, Hash, Header, Nonce, SigningContext};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::args::ChainCommand;
 use crate::key::account;
 use crate::output::print;
-use crate::rpc::{call, http};
+use crate::rpc::{http, At};
 
 /// One node, by URL.
 #[derive(Debug, Clone)]
@@ -30,31 +30,50 @@ impl NodeClient {
         })
     }
 
+    /// A client whose calls time out after `timeout`.
+    pub fn with_timeout(url: &str, timeout: std::time::Duration) -> anyhow::Result<NodeClient> {
+        Ok(NodeClient {
+            url: url.to_owned(),
+            http: lockstep_api::client::http(url, timeout)?,
+        })
+    }
+
+    /// Where each transfer is (`None` for a call the node refused), in
+    /// JSON-RPC batches.
+    pub async fn tx_statuses(&self, hashes: &[Hash]) -> anyhow::Result<Vec<Option<TxStatusView>>> {
+        let answers = lockstep_api::node::tx_statuses(&self.http, hashes)
+            .await
+            .at("transfer statuses", &self.url)?;
+        Ok(answers.into_iter().map(Result::ok).collect())
+    }
+
     /// What transactions for this chain must be signed with.
     pub async fn signing_context(&self) -> anyhow::Result<SigningContext> {
-        let genesis: Option<Hash> =
-            call(&self.http, &self.url, "chain_getBlockHash", rpc_params![0]).await?;
-        Ok(SigningContext::new(
-            genesis.context("the node has no genesis block")?,
-        ))
+        Ok(SigningContext::new(self.genesis_hash().await?))
     }
 
     /// The genesis hash.
     pub async fn genesis_hash(&self) -> anyhow::Result<Hash> {
-        let genesis: Option<Hash> =
-            call(&self.http, &self.url, "chain_getBlockHash", rpc_params![0]).await?;
+        let genesis = self
+            .http
+            .block_hash(Some(0))
+            .await
+            .at("the genesis hash", &self.url)?;
         genesis.context("the node has no genesis block")
     }
 
     /// The next nonce of an account.
     pub async fn nonce(&self, who: &AccountId) -> anyhow::Result<Nonce> {
-        call(&self.http, &self.url, "state_getNonce", rpc_params![who]).await
+        self.http.nonce(*who).await.at("the nonce", &self.url)
     }
 
     /// The finalized head.
     pub async fn head(&self) -> anyhow::Result<Header> {
-        let header: Option<Header> =
-            call(&self.http, &self.url, "chain_getHeader", rpc_params![]).await?;
+        let header = self
+            .http
+            .header(None)
+            .await
+            .at("the finalized head", &self.url)?;
         header.context("the node has no finalized head")
     }
 
@@ -70,12 +89,11 @@ pub async fn run(rpc: &str, json_mode: bool, command: ChainCommand) -> anyhow::R
     let client = &node.http;
     match command {
         ChainCommand::Head => {
-            let header: Value = call(client, rpc, "chain_getHeader", rpc_params![]).await?;
-            let parsed: Header = serde_json::from_value(header.clone())?;
-            let text = format!("#{} {}", parsed.number, parsed.hash());
+            let header: Header = node.head().await?;
+            let text = format!("#{} {}", header.number, header.hash());
             print(
                 json_mode,
-                &json!({ "hash": parsed.hash(), "header": header }),
+                &json!({ "hash": header.hash(), "header": header }),
                 text,
             );
         }
@@ -85,34 +103,37 @@ pub async fn run(rpc: &str, json_mode: bool, command: ChainCommand) -> anyhow::R
                 Some(at) if at.starts_with("0x") => Some(at.parse().context("block hash")?),
                 Some(at) => {
                     let number: u64 = at.parse().context("block number or 0x hash")?;
-                    let hash: Option<Hash> =
-                        call(client, rpc, "chain_getBlockHash", rpc_params![number]).await?;
+                    let hash = client
+                        .block_hash(Some(number))
+                        .await
+                        .at("the block hash", rpc)?;
                     Some(hash.with_context(|| format!("no finalized block #{number}"))?)
                 }
             };
-            let block: Value = call(client, rpc, "chain_getBlock", rpc_params![hash]).await?;
-            if block.is_null() {
+            let Some(block) = client.block(hash).await.at("the block", rpc)? else {
                 bail!("no such block");
-            }
-            let header = &block["block"]["header"];
-            let count = block["block"]["extrinsics"].as_array().map_or(0, Vec::len);
+            };
+            let header = &block.block.header;
+            let count = block.block.extrinsics.len();
             let text = format!(
                 "#{} parent {}\n  state root {}\n  {count} transactions",
-                header["number"], header["parentHash"], header["stateRoot"]
+                header.number, header.parent_hash, header.state_root
             );
-            print(json_mode, &block, text);
+            print(json_mode, &json!(block), text);
         }
         ChainCommand::Balance {
             account: who,
             asset,
         } => {
             let who = account(&who)?;
-            let balance: String =
-                call(client, rpc, "state_getBalance", rpc_params![who, asset]).await?;
+            let balance = client
+                .balance(who, asset, None)
+                .await
+                .at("the balance", rpc)?;
             print(
                 json_mode,
                 &json!({ "account": who, "asset": asset, "balance": balance }),
-                balance.clone(),
+                balance.0.to_string(),
             );
         }
         ChainCommand::Nonce { account: who } => {

@@ -2,33 +2,19 @@
 
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context};
-use jsonrpsee::core::client::{Subscription, SubscriptionClientT};
+use anyhow::{bail, Context};
 use jsonrpsee::http_client::HttpClient;
-use jsonrpsee::rpc_params;
 use jsonrpsee::ws_client::WsClient;
-use lockstep_offchain::event::{Event, RegisterRequest, Transition};
-use lockstep_offchain::lifecycle::State;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use lockstep_api::client::Subscription;
+use lockstep_api::event::{Event, RegisterRequest, Transition};
+use lockstep_api::lifecycle::State;
+use lockstep_api::offchain::{EventApiClient, ListParams, Page, Stats, MAX_PAGE};
+use serde_json::json;
 
 use crate::args::EventCommand;
 use crate::output::print;
-use crate::rpc::{call, describe, http, ws};
+use crate::rpc::{http, ws, At};
 use crate::EXIT_CANCELLED;
-
-/// Largest page `event_list` serves.
-pub const MAX_PAGE: u64 = 500;
-
-/// `event_list`'s answer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PageView {
-    /// The events.
-    pub events: Vec<Event>,
-    /// The cursor of the next page; none at the end.
-    pub next_cursor: Option<String>,
-}
 
 /// The event system, over HTTP (and WebSocket for subscriptions).
 #[derive(Debug, Clone)]
@@ -48,51 +34,57 @@ impl EventsClient {
         })
     }
 
-    /// `event_register`.
+    /// Registers an event.
     pub async fn register(&self, request: &RegisterRequest) -> anyhow::Result<Event> {
-        call(
-            &self.http,
-            &self.url,
-            "event_register",
-            rpc_params![request],
-        )
-        .await
+        self.http
+            .register(request.clone())
+            .await
+            .at("registering the event", &self.url)
     }
 
-    /// `event_get`.
+    /// An event.
     pub async fn get(&self, id: &str) -> anyhow::Result<Event> {
-        call(&self.http, &self.url, "event_get", rpc_params![id]).await
+        self.http
+            .get(id.to_owned())
+            .await
+            .at("reading the event", &self.url)
     }
 
-    /// `event_history`.
+    /// An event's history.
     pub async fn history(&self, id: &str) -> anyhow::Result<Vec<Transition>> {
-        call(&self.http, &self.url, "event_history", rpc_params![id]).await
+        self.http
+            .history(id.to_owned())
+            .await
+            .at("reading the history", &self.url)
     }
 
-    /// `event_stats`.
-    pub async fn stats(&self) -> anyhow::Result<Value> {
-        call(&self.http, &self.url, "event_stats", rpc_params![]).await
+    /// Counts per state, bus depth, last sequence and height.
+    pub async fn stats(&self) -> anyhow::Result<Stats> {
+        self.http.stats().await.at("reading the stats", &self.url)
     }
 
-    /// One page of `event_list`.
+    /// One page of events.
     pub async fn list(
         &self,
         state: Option<State>,
         overdue: bool,
         cursor: Option<&str>,
         limit: u64,
-    ) -> anyhow::Result<PageView> {
-        let mut params = json!({ "limit": limit.clamp(1, MAX_PAGE) });
-        if let Some(state) = state {
-            params["state"] = json!(state);
-        }
-        if overdue {
-            params["overdue"] = json!(true);
-        }
-        if let Some(cursor) = cursor {
-            params["cursor"] = json!(cursor);
-        }
-        call(&self.http, &self.url, "event_list", rpc_params![params]).await
+    ) -> anyhow::Result<Page> {
+        let params = ListParams {
+            state,
+            overdue,
+            cursor: cursor.map(str::to_owned),
+            limit: Some(
+                usize::try_from(limit)
+                    .unwrap_or(MAX_PAGE)
+                    .clamp(1, MAX_PAGE),
+            ),
+        };
+        self.http
+            .list(Some(params))
+            .await
+            .at("listing events", &self.url)
     }
 
     /// Subscribes to transitions from `from_seq` (default: new ones only).
@@ -102,13 +94,9 @@ impl EventsClient {
     ) -> anyhow::Result<(WsClient, Subscription<Transition>)> {
         let client = ws(&self.url).await?;
         let subscription = client
-            .subscribe(
-                "event_subscribe",
-                rpc_params![from_seq],
-                "event_unsubscribe",
-            )
+            .subscribe_transitions(from_seq)
             .await
-            .map_err(|e| anyhow!("event_subscribe at {}: {}", self.url, describe(&e)))?;
+            .at("subscribing to transitions", &self.url)?;
         Ok((client, subscription))
     }
 }
@@ -224,19 +212,20 @@ pub async fn run(
         }
         EventCommand::Stats => {
             let stats = events.stats().await?;
-            let n = |k: &str| stats[k].as_u64().unwrap_or(0);
+            let height = stats
+                .last_height
+                .map_or_else(|| "none".to_owned(), |h| h.to_string());
             let text = format!(
-                "registered {}, pending account {} ({} overdue), completed {}, cancelled {}\nbus depth {}, last transition #{}, last height {}",
-                n("registered"),
-                n("pendingAccount"),
-                n("overdue"),
-                n("completed"),
-                n("cancelled"),
-                n("busDepth"),
-                n("lastSeq"),
-                stats["lastHeight"]
+                "registered {}, pending account {} ({} overdue), completed {}, cancelled {}\nbus depth {}, last transition #{}, last height {height}",
+                stats.registered,
+                stats.pending_account,
+                stats.overdue,
+                stats.completed,
+                stats.cancelled,
+                stats.bus_depth,
+                stats.last_seq,
             );
-            print(json_mode, &stats, text);
+            print(json_mode, &json!(stats), text);
         }
         EventCommand::List {
             state,

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use lockstep_node::keyfile;
 use lockstep_runtime::{AccountId, Keypair};
+use lockstep_service::keyfile;
 use serde_json::json;
 
 use crate::args::KeyCommand;

@@ -10,21 +10,23 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
-use jsonrpsee::rpc_params;
-use lockstep_node::rpc::error::ALREADY_KNOWN;
-use lockstep_offchain::event::{Event, RegisterRequest};
+use lockstep_api::client::Subscription;
+use lockstep_api::event::{Event, RegisterRequest};
+use lockstep_api::node::error::ALREADY_KNOWN;
+use lockstep_api::node::{AuthorApiClient, ChainApiClient, TxApiClient, TxState};
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{BlockNumber, Call, Hash, Header, Nonce, SignedTx, SigningContext};
+use lockstep_runtime::{
+    expired_after, BlockNumber, Call, Hash, Header, Nonce, Outcome, SignedTx, SigningContext,
+};
 use parity_scale_codec::Encode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::args::TransferArgs;
 use crate::chain::NodeClient;
 use crate::event::{describe_event, final_code, EventsClient};
 use crate::key::{account, keypair};
 use crate::output::{print, Progress};
-use crate::rpc::{call, describe, is_refusal, refusal_code, ws};
+use crate::rpc::{describe, is_refusal, refusal_code, ws, At};
 use crate::EXIT_CANCELLED;
 
 /// What signing needs from a node.
@@ -135,10 +137,7 @@ pub async fn run(
     let mut failures = Vec::new();
     for i in order {
         let node = &clients[i];
-        let answer: Result<Hash, _> = node
-            .http
-            .request("author_submitExtrinsic", rpc_params![&hex])
-            .await;
+        let answer = node.http.submit_extrinsic(hex.clone()).await;
         match answer {
             Ok(_) => {
                 submitted_to = Some(node.url.clone());
@@ -298,28 +297,34 @@ async fn follow_tx(
     let mut progress = Progress::on_terminal();
     let client = ws(&node.url).await?;
     let mut heads: Subscription<Header> = client
-        .subscribe(
-            "chain_subscribeFinalizedHeads",
-            rpc_params![],
-            "chain_unsubscribeFinalizedHeads",
-        )
+        .subscribe_finalized_heads()
         .await
-        .map_err(|e| anyhow!("chain_subscribeFinalizedHeads: {}", describe(&e)))?;
+        .at("subscribing to finalized heads", &node.url)?;
     loop {
-        let status: Value = call(&node.http, &node.url, "tx_getStatus", rpc_params![hash]).await?;
-        let finalized_number = status["finalizedNumber"].as_u64().unwrap_or(0);
-        match status["status"].as_str() {
-            Some("finalized") => {
+        let status = node
+            .http
+            .status(hash)
+            .await
+            .at("the transfer's status", &node.url)?;
+        let finalized_number = status.finalized_number;
+        match status.status {
+            TxState::Finalized => {
                 progress.finish();
-                let success = status["outcome"]["status"] == "success";
+                let success = status.outcome.is_some_and(|o| o.is_success());
                 let text = format!(
                     "finalized in block #{} ({}): {}",
-                    status["blockNumber"],
-                    status["blockHash"].as_str().unwrap_or("?"),
-                    if success {
-                        "success".to_owned()
-                    } else {
-                        format!("failed ({})", status["outcome"]["error"])
+                    status
+                        .block_number
+                        .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                    status
+                        .block_hash
+                        .map_or_else(|| "?".to_owned(), |h| h.to_string()),
+                    match status.outcome {
+                        Some(Outcome::Failed(error)) => format!(
+                            "failed ({})",
+                            serde_json::to_string(&error).unwrap_or_default()
+                        ),
+                        _ => "success".to_owned(),
                     }
                 );
                 print(
@@ -333,7 +338,7 @@ async fn follow_tx(
                     ExitCode::from(EXIT_CANCELLED)
                 });
             }
-            Some("unknown") if finalized_number >= valid_until => {
+            TxState::Unknown if expired_after(valid_until, finalized_number) => {
                 progress.finish();
                 print(
                     json_mode,
@@ -342,10 +347,7 @@ async fn follow_tx(
                 );
                 return Ok(ExitCode::from(EXIT_CANCELLED));
             }
-            other => progress.update(&format!(
-                "{hash}: {} at finalized #{finalized_number}",
-                other.unwrap_or("?")
-            )),
+            other => progress.update(&format!("{hash}: {other} at finalized #{finalized_number}")),
         }
         heads
             .next()

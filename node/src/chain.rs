@@ -21,7 +21,6 @@ use lockstep_runtime::{
     Hash, Header, Justification, SignedTx, SigningContext, StateError,
 };
 use parity_scale_codec::Encode;
-use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::metrics::Metrics;
@@ -34,35 +33,7 @@ pub const MAX_WATCHERS: usize = 65_536;
 /// skips some (peers still get them in blocks).
 const ACCEPTED_TX_QUEUE: usize = 16_384;
 
-/// What happens to a watched transaction, in Substrate's vocabulary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum TxEvent {
-    /// In the pool, includable in the next block.
-    Ready,
-    /// In the pool, waiting for lower nonces.
-    Future,
-    /// Sent to peers.
-    Broadcast(Vec<String>),
-    /// In a block.
-    InBlock(Hash),
-    /// In a finalized block (with instant finality, right after `InBlock`).
-    Finalized(Hash),
-    /// Can never be included (its nonce was used by another transaction).
-    Invalid(String),
-    /// Left the pool without inclusion (expired).
-    Dropped(String),
-}
-
-impl TxEvent {
-    /// Whether no further event can follow.
-    pub fn is_final(&self) -> bool {
-        matches!(
-            self,
-            TxEvent::Finalized(_) | TxEvent::Invalid(_) | TxEvent::Dropped(_)
-        )
-    }
-}
+pub use lockstep_api::node::TxEvent;
 
 /// Why a submitted transaction was refused.
 #[derive(Debug, thiserror::Error)]
@@ -451,6 +422,7 @@ impl Chain {
         metrics
             .import_micros
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        lockstep_service::metrics::observe_since(&metrics.import_seconds, started);
         let _ = self.heads.send(block.header.clone());
         tracing::info!(
             target: "lockstep::chain",

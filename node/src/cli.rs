@@ -16,6 +16,7 @@ use crate::keyfile;
 use crate::network::{self, NetworkConfig};
 use crate::pool::PoolConfig;
 use crate::service::{self, NodeConfig};
+use lockstep_service::logging::LogFormat;
 
 /// A Lockstep validator node: RocksDB storage, Tendermint consensus with
 /// instant finality, and Substrate-style JSON-RPC over HTTP and WebSocket.
@@ -88,8 +89,12 @@ struct NodeArgs {
     #[arg(long, default_value_t = 16_384)]
     rpc_max_subscriptions: u32,
     /// Prometheus metrics port (on the RPC host); off unless given.
-    #[arg(long)]
+    #[arg(long, visible_alias = "metrics-port")]
     prometheus_port: Option<u16>,
+    /// Log format: `text` for people, `json` (one object per line) for log
+    /// shippers. `RUST_LOG` sets the filter.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Peer-to-peer (libp2p TCP) port for `run`; 0 picks a free one. The
     /// dev chain has no peers and ignores it.
     #[arg(long, default_value_t = 30333)]
@@ -185,7 +190,7 @@ struct PurgeArgs {
 }
 
 /// The dev chain's id.
-pub const DEV_CHAIN_ID: &str = "lockstep-dev";
+pub use lockstep_runtime::genesis::DEV_CHAIN_ID;
 
 fn dev_spec() -> ChainSpec {
     ChainSpec::dev(DEV_CHAIN_ID, &[Keypair::dev("alice").public()])
@@ -337,21 +342,14 @@ fn purge_chain(args: &PurgeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging() {
-    use std::io::IsTerminal;
+fn init_logging(format: LogFormat) {
     // gossipsub warns whenever a block announcement another validator
     // published first is published again: expected here, so quieted.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_gossipsub=error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    lockstep_service::logging::init(format, "info,libp2p_gossipsub=error");
 }
 
 fn run_dev(args: &NodeArgs) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(args.log_format);
     // Kept alive until the node stops, then deleted.
     let (base_path, _temporary) = match &args.base_path {
         Some(path) => (path.clone(), None),
@@ -370,7 +368,7 @@ fn run_dev(args: &NodeArgs) -> anyhow::Result<()> {
 }
 
 fn run_spec(args: &RunArgs) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(args.node.log_format);
     let spec = read_spec(&args.chain)?;
     let base_path = args
         .node
@@ -393,7 +391,7 @@ fn run(config: NodeConfig) -> anyhow::Result<()> {
         let mut node = service::start(config).await?;
         let result = tokio::select! {
             result = node.wait() => result.map_err(anyhow::Error::from),
-            signal = shutdown_signal() => {
+            signal = lockstep_service::shutdown_signal() => {
                 tracing::info!("{signal}: shutting down");
                 Ok(())
             }
@@ -401,24 +399,4 @@ fn run(config: NodeConfig) -> anyhow::Result<()> {
         node.stop().await?;
         result
     })
-}
-
-async fn shutdown_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "interrupt"
-    }
 }

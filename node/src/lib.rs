@@ -29,7 +29,7 @@ pub mod chain;
 pub mod cli;
 pub mod consensus;
 // Key files moved to the runtime (the bridge reads them too); the old path stays.
-pub use lockstep_runtime::keyfile;
+pub use lockstep_service::keyfile;
 pub mod metrics;
 pub mod network;
 pub mod pool;

@@ -1,15 +1,14 @@
-//! Prometheus metrics in the text exposition format, without a metrics
-//! library: a handful of atomics and a tiny HTTP endpoint (`GET /metrics`).
+//! The node's metrics: atomics bumped where things happen, exposed through
+//! `lockstep_service::metrics` (the registry and the `GET /metrics`
+//! endpoint), and the block import time as a histogram.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use lockstep_service::metrics::{self, Exposed, Exposition, Histogram, Registry};
 
 /// The node's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// Height of the best block.
     pub best_height: AtomicU64,
@@ -31,110 +30,88 @@ pub struct Metrics {
     pub equivocations: AtomicU64,
     /// Connected peers.
     pub peers: AtomicU64,
+    /// How long block imports take (write, prune, notify), in seconds.
+    pub import_seconds: Histogram,
 }
 
-impl Metrics {
-    /// The metrics in Prometheus text format.
-    pub fn render(&self) -> String {
-        let gauges: [(&str, &str, &str, &AtomicU64); 10] = [
-            (
-                "lockstep_block_height_best",
-                "gauge",
-                "Height of the best block",
-                &self.best_height,
-            ),
-            (
-                "lockstep_block_height_finalized",
-                "gauge",
-                "Height of the finalized block",
-                &self.finalized_height,
-            ),
-            (
-                "lockstep_pool_transactions",
-                "gauge",
-                "Transactions in the pool",
-                &self.pool_size,
-            ),
-            (
-                "lockstep_pool_bytes",
-                "gauge",
-                "Bytes of transactions in the pool",
-                &self.pool_bytes,
-            ),
-            (
-                "lockstep_block_transactions",
-                "gauge",
-                "Transactions in the last imported block",
-                &self.block_txs,
-            ),
-            (
-                "lockstep_finalized_transactions_total",
-                "counter",
-                "Transactions finalized since start",
-                &self.finalized_txs,
-            ),
-            (
-                "lockstep_block_import_microseconds",
-                "gauge",
-                "Duration of the last block import",
-                &self.import_micros,
-            ),
-            (
-                "lockstep_pool_rejected_total",
-                "counter",
-                "Transactions refused by the pool",
-                &self.rejected_txs,
-            ),
-            (
-                "lockstep_equivocations_total",
-                "counter",
-                "Equivocations observed",
-                &self.equivocations,
-            ),
-            ("lockstep_peers", "gauge", "Connected peers", &self.peers),
-        ];
-        let mut out = String::new();
-        for (name, kind, help, value) in gauges {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            best_height: AtomicU64::new(0),
+            finalized_height: AtomicU64::new(0),
+            pool_size: AtomicU64::new(0),
+            pool_bytes: AtomicU64::new(0),
+            block_txs: AtomicU64::new(0),
+            finalized_txs: AtomicU64::new(0),
+            import_micros: AtomicU64::new(0),
+            rejected_txs: AtomicU64::new(0),
+            equivocations: AtomicU64::new(0),
+            peers: AtomicU64::new(0),
+            import_seconds: metrics::seconds_histogram(),
         }
-        out
     }
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped. Requests
-/// are read up to a small bound; anything else gets 404.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let read =
-                tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut request))
-                    .await;
-            let Ok(Ok(n)) = read else { return };
-            let head = String::from_utf8_lossy(&request[..n]);
-            let response = if head.starts_with("GET /metrics ") || head.starts_with("GET / ") {
-                let body = metrics.render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_owned()
-            };
-            let _ = socket.write_all(response.as_bytes()).await;
-        });
+impl Exposed for Metrics {
+    fn expose(&self, out: &mut Exposition<'_>) -> std::fmt::Result {
+        let get = |value: &AtomicU64| value.load(Ordering::Relaxed);
+        out.gauge(
+            "lockstep_block_height_best",
+            "Height of the best block",
+            get(&self.best_height),
+        )?;
+        out.gauge(
+            "lockstep_block_height_finalized",
+            "Height of the finalized block",
+            get(&self.finalized_height),
+        )?;
+        out.gauge(
+            "lockstep_pool_transactions",
+            "Transactions in the pool",
+            get(&self.pool_size),
+        )?;
+        out.gauge(
+            "lockstep_pool_bytes",
+            "Bytes of transactions in the pool",
+            get(&self.pool_bytes),
+        )?;
+        out.gauge(
+            "lockstep_block_transactions",
+            "Transactions in the last imported block",
+            get(&self.block_txs),
+        )?;
+        out.counter(
+            "lockstep_finalized_transactions",
+            "Transactions finalized since start",
+            get(&self.finalized_txs),
+        )?;
+        out.gauge(
+            "lockstep_block_import_microseconds",
+            "Duration of the last block import",
+            get(&self.import_micros),
+        )?;
+        out.counter(
+            "lockstep_pool_rejected",
+            "Transactions refused by the pool",
+            get(&self.rejected_txs),
+        )?;
+        out.counter(
+            "lockstep_equivocations",
+            "Equivocations observed",
+            get(&self.equivocations),
+        )?;
+        out.gauge("lockstep_peers", "Connected peers", get(&self.peers))
     }
 }
 
-/// Binds the metrics endpoint.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// The registry the node's endpoint serves: its atomics and its histograms.
+pub fn registry(metrics: &Arc<Metrics>) -> Registry {
+    let mut registry = Registry::default();
+    metrics::register_exposed(&mut registry, metrics.clone());
+    registry.register(
+        "lockstep_block_import_seconds",
+        "How long block imports take",
+        metrics.import_seconds.clone(),
+    );
+    registry
 }

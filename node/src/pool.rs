@@ -166,7 +166,7 @@ impl TxPool {
                 got: tx.nonce,
             });
         }
-        if tx.valid_until < next_block {
+        if !lockstep_runtime::includable_at(tx.valid_until, next_block) {
             return Err(PoolError::Expired {
                 valid_until: tx.valid_until,
                 next_block,
@@ -295,7 +295,7 @@ impl TxPool {
             dropped.extend(
                 queue
                     .values()
-                    .filter(|e| e.tx.valid_until < next_block)
+                    .filter(|e| !lockstep_runtime::includable_at(e.tx.valid_until, next_block))
                     .map(|e| (e.hash, Dropped::Expired)),
             );
         }

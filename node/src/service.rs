@@ -168,17 +168,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let (metrics_task, prometheus_addr) = match config.prometheus_addr {
         Some(addr) => {
-            let listener = metrics::bind(addr)
+            let registry = Arc::new(metrics::registry(&metrics));
+            let (task, bound) = lockstep_service::metrics::start(addr, registry)
                 .await
                 .map_err(|source| NodeError::Bind { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| NodeError::Bind { addr, source })?;
             tracing::info!(target: "lockstep::node", "Prometheus metrics on http://{bound}/metrics");
-            (
-                Some(tokio::spawn(metrics::serve(listener, metrics.clone()))),
-                Some(bound),
-            )
+            (Some(task), Some(bound))
         }
         None => (None, None),
     };

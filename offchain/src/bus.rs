@@ -23,23 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::core::async_trait;
-use serde::Serialize;
+use lockstep_api::bus::{Delivery, Pulled};
 
-use crate::now_ms;
-use crate::store::{BusMessage, EventStore, StoreResult};
-
-/// A leased batch.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Pulled {
-    /// Pass it to `ack`. Present even when no message was leased (then it
-    /// cannot be acked: nothing was written).
-    pub lease_id: String,
-    /// Deadline, ms since the Unix epoch.
-    pub deadline_ms: u64,
-    /// The messages.
-    pub messages: Vec<BusMessage>,
-}
+use crate::store::{EventStore, StoreResult};
+use lockstep_service::now_ms;
 
 /// A queue of payment instructions with leases.
 #[async_trait]
@@ -76,7 +63,7 @@ impl MessageBus for EmbeddedBus {
         Ok(Pulled {
             lease_id: lease.lease_id,
             deadline_ms: lease.deadline_ms,
-            messages,
+            messages: messages.into_iter().map(Delivery::Message).collect(),
         })
     }
 

@@ -22,17 +22,15 @@
 //!
 //! ## Main types
 //!
-//! [`lifecycle`] is the pure state machine (start reading there);
-//! [`store::EventStore`] keeps events, indexes, history and the outbox in
+//! The interface (methods, wire types, error codes, the lifecycle's pure
+//! state machine and the quorum rule) is `lockstep_api`; start reading
+//! there. [`store::EventStore`] keeps events, indexes, history and the outbox in
 //! RocksDB, one write batch per change; [`confirmer::QuorumConfirmer`] and
 //! its pure rule [`confirmer::decide`]; [`bus::MessageBus`] and
-//! [`bus::EmbeddedBus`]; [`event`] the request, record and receipt types
-//! (with the exact bytes a receipt signs).
+//! [`bus::EmbeddedBus`].
 
 pub mod bus;
 pub mod confirmer;
-pub mod event;
-pub mod lifecycle;
 pub mod metrics;
 pub mod nodes;
 pub mod reconciler;
@@ -43,7 +41,7 @@ pub mod watcher;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonrpsee::server::ServerHandle;
 use lockstep_runtime::AccountId;
@@ -58,20 +56,7 @@ use crate::reconciler::{Reconciler, ReconcilerSettings};
 use crate::store::{EventStore, StoreError};
 use crate::watcher::ChainWatcher;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// `min(base × 2^attempt, cap)`.
-pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    base.checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
-        .unwrap_or(cap)
-        .min(cap)
-}
+pub use lockstep_service::now_ms;
 
 /// Everything the event system needs to start.
 #[derive(Debug, Clone)]
@@ -218,17 +203,12 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
 
     let (metrics_task, prometheus_addr) = match config.prometheus_addr {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
+            let registry = Arc::new(metrics::registry(&metrics));
+            let (task, bound) = lockstep_service::metrics::start(addr, registry)
                 .await
                 .map_err(|source| ServiceError::Bind { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| ServiceError::Bind { addr, source })?;
             tracing::info!(target: "lockstep::offchain", "Prometheus metrics on http://{bound}/metrics");
-            (
-                Some(tokio::spawn(metrics::serve(listener, metrics.clone()))),
-                Some(bound),
-            )
+            (Some(task), Some(bound))
         }
         None => (None, None),
     };
@@ -280,74 +260,6 @@ impl RunningService {
         self.rpc.clone().stopped().await;
         if let Some(task) = self.metrics_task.take() {
             task.abort();
-        }
-    }
-}
-
-/// A duration on a command line: `250ms`, `5s`, `2m`, `1h` (positive;
-/// the event system's and the bridge's flags share it).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: add a unit (ms, s, m, h)"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, like 5s"))?;
-    let millis = match unit {
-        "ms" => Some(number),
-        "s" => number.checked_mul(1000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        _ => None,
-    }
-    .ok_or_else(|| format!("{text:?}: unit must be ms, s, m or h"))?;
-    if millis == 0 {
-        return Err(format!("{text:?}: must be positive"));
-    }
-    Ok(Duration::from_millis(millis))
-}
-
-/// Resolves at the first SIGINT or SIGTERM: how the event system's and the
-/// bridge's `run` commands know to shut down cleanly.
-pub async fn shutdown_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = term.recv() => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(1);
-        let delays: Vec<u128> = (0..6).map(|n| backoff(base, cap, n).as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(backoff(base, cap, u32::MAX), cap);
-    }
-
-    #[test]
-    fn durations_parse_with_a_unit_and_bad_ones_are_refused() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in [
-            "",
-            "5",
-            "s",
-            "0s",
-            "5d",
-            "-5s",
-            "5 s",
-            "99999999999999999999h",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

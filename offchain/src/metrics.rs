@@ -1,7 +1,6 @@
-//! Prometheus metrics in the text exposition format: a handful of atomics
-//! and a tiny HTTP endpoint (`GET /metrics`), like the node's. The endpoint
-//! ([`serve`]) takes anything that [`Render`]s, so the account bridge serves
-//! its own metrics with it.
+//! The event system's metrics: atomics bumped where things happen, exposed
+//! through `lockstep_service::metrics` (the registry and the `GET /metrics`
+//! endpoint), and the confirmation latency as a histogram.
 //!
 //! Besides the counters, [`Metrics::changed`] is bumped after every quorum
 //! round and reconciler pass, so tests (and operators' tools) can await
@@ -10,8 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use lockstep_service::metrics::{Exposed, Exposition, Histogram, Registry};
 use tokio::sync::watch;
 
 /// The event system's metrics.
@@ -45,6 +43,9 @@ pub struct Metrics {
     pub watcher_height: AtomicU64,
     /// Times the watcher switched to another node.
     pub watcher_failovers: AtomicU64,
+    /// From a finalized block reaching the watcher to the quorum's decision
+    /// on its events, in seconds.
+    pub confirmation_seconds: Histogram,
     changed: watch::Sender<u64>,
 }
 
@@ -65,6 +66,7 @@ impl Default for Metrics {
             resends: AtomicU64::new(0),
             watcher_height: AtomicU64::new(0),
             watcher_failovers: AtomicU64::new(0),
+            confirmation_seconds: lockstep_service::metrics::seconds_histogram(),
             changed: watch::channel(0).0,
         }
     }
@@ -86,136 +88,88 @@ impl Metrics {
     pub fn changed(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
+}
 
-    /// The metrics in Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP lockstep_offchain_events Events per state\n# TYPE lockstep_offchain_events gauge\n");
-        for (state, value) in [
-            ("Registered", &self.registered),
-            ("PendingAccount", &self.pending_account),
-            ("Completed", &self.completed),
-            ("Cancelled", &self.cancelled),
-        ] {
-            out.push_str(&format!(
-                "lockstep_offchain_events{{state=\"{state}\"}} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
-        }
-        let rest: [(&str, &str, &str, &AtomicU64); 10] = [
+impl Exposed for Metrics {
+    fn expose(&self, out: &mut Exposition<'_>) -> std::fmt::Result {
+        let get = |value: &AtomicU64| value.load(Ordering::Relaxed);
+        out.gauge_family(
+            "lockstep_offchain_events",
+            "Events per state",
+            "state",
+            &[
+                ("Registered", get(&self.registered)),
+                ("PendingAccount", get(&self.pending_account)),
+                ("Completed", get(&self.completed)),
+                ("Cancelled", get(&self.cancelled)),
+            ],
+        )?;
+        let counters: [(&str, &str, &AtomicU64); 7] = [
             (
-                "lockstep_offchain_transitions_total",
-                "counter",
+                "lockstep_offchain_transitions",
                 "Transitions recorded, registrations included",
                 &self.transitions,
             ),
             (
-                "lockstep_offchain_quorum_checks_total",
-                "counter",
+                "lockstep_offchain_quorum_checks",
                 "Quorum checks of single events",
                 &self.quorum_checks,
             ),
             (
-                "lockstep_offchain_quorum_disagreements_total",
-                "counter",
+                "lockstep_offchain_quorum_disagreements",
                 "Quorum checks with conflicting answers",
                 &self.quorum_disagreements,
             ),
             (
-                "lockstep_offchain_quorum_undecided_total",
-                "counter",
+                "lockstep_offchain_quorum_undecided",
                 "Quorum checks that decided nothing",
                 &self.quorum_undecided,
             ),
             (
-                "lockstep_offchain_node_errors_total",
-                "counter",
+                "lockstep_offchain_node_errors",
                 "Node calls that failed or timed out",
                 &self.node_errors,
             ),
             (
-                "lockstep_offchain_bus_depth",
-                "gauge",
-                "Bus messages not acknowledged",
-                &self.bus_depth,
-            ),
-            (
-                "lockstep_offchain_overdue_events",
-                "gauge",
-                "PendingAccount events past the overdue threshold",
-                &self.overdue,
-            ),
-            (
-                "lockstep_offchain_resends_total",
-                "counter",
+                "lockstep_offchain_resends",
                 "Payment instructions re-queued",
                 &self.resends,
             ),
             (
-                "lockstep_offchain_watcher_height",
-                "gauge",
-                "Last finalized height processed",
-                &self.watcher_height,
-            ),
-            (
-                "lockstep_offchain_watcher_failovers_total",
-                "counter",
+                "lockstep_offchain_watcher_failovers",
                 "Switches to another node",
                 &self.watcher_failovers,
             ),
         ];
-        for (name, kind, help, value) in rest {
-            write_metric(&mut out, name, kind, help, value.load(Ordering::Relaxed));
+        for (name, help, value) in counters {
+            out.counter(name, help, get(value))?;
         }
-        out
+        out.gauge(
+            "lockstep_offchain_bus_depth",
+            "Bus messages not acknowledged",
+            get(&self.bus_depth),
+        )?;
+        out.gauge(
+            "lockstep_offchain_overdue_events",
+            "PendingAccount events past the overdue threshold",
+            get(&self.overdue),
+        )?;
+        out.gauge(
+            "lockstep_offchain_watcher_height",
+            "Last finalized height processed",
+            get(&self.watcher_height),
+        )
     }
 }
 
-/// Metrics that render themselves in the Prometheus text format.
-pub trait Render: Send + Sync + 'static {
-    /// The exposition text.
-    fn render(&self) -> String;
-}
-
-impl Render for Metrics {
-    fn render(&self) -> String {
-        Metrics::render(self)
-    }
-}
-
-/// Appends one metric with its `HELP` and `TYPE` lines.
-pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    out.push_str(&format!(
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-    ));
-}
-
-/// Serves `GET /metrics` on `listener` until the task is dropped. Requests
-/// are read up to a small bound; anything else gets 404.
-pub async fn serve<M: Render>(listener: TcpListener, metrics: Arc<M>) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let read =
-                tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut request))
-                    .await;
-            let Ok(Ok(n)) = read else { return };
-            let head = String::from_utf8_lossy(&request[..n]);
-            let response = if head.starts_with("GET /metrics ") || head.starts_with("GET / ") {
-                let body = metrics.render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_owned()
-            };
-            let _ = socket.write_all(response.as_bytes()).await;
-        });
-    }
+/// The registry the event system's endpoint serves.
+pub fn registry(metrics: &Arc<Metrics>) -> Registry {
+    let mut registry = Registry::default();
+    lockstep_service::metrics::register_exposed(&mut registry, metrics.clone());
+    registry.register(
+        "lockstep_offchain_confirmation_seconds",
+        "Time from the watcher seeing a finalized block to the quorum's decision on its events",
+        metrics.confirmation_seconds.clone(),
+    );
+    registry
 }

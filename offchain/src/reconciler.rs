@@ -18,10 +18,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::confirmer::QuorumConfirmer;
-use crate::lifecycle::State;
 use crate::metrics::Metrics;
 use crate::store::{EventStore, StoreResult};
-use crate::{backoff, now_ms};
+use lockstep_api::lifecycle::State;
+use lockstep_service::{backoff, now_ms};
 
 /// Most events one pass handles per kind (the rest wait for the next pass).
 const MAX_PER_PASS: usize = 4096;

@@ -1,143 +1,30 @@
-//! The event system's JSON-RPC API: HTTP and WebSocket on one port
-//! (jsonrpsee).
-//!
-//! | method | params | result |
-//! |---|---|---|
-//! | `event_register` | `{id, tx?, txHash?, validUntil?, payment: {payer, payee, amount, currency}}` | the event (same request again: the same event) |
-//! | `event_get` | `id` | the event |
-//! | `event_history` | `id` | its transitions, oldest first |
-//! | `event_list` | `{state?, overdue?, cursor?, limit?}` | `{events, nextCursor}` (limit ≤ 500, default 100) |
-//! | `event_stats` | — | counts per state, overdue, oldest ages, bus depth, last seq and height |
-//! | `event_subscribe` | `fromSeq?` | subscription `event_transition`: transitions with `seq ≥ fromSeq` (default: only new ones), then live; unsubscribe `event_unsubscribe` |
-//! | `event_postReceipt` | `{eventId, outcome: "paid" \| "failed", paymentReference, reason?, signature}` | `"paid"`: the completed event; `"failed"` (`reason` required): the event, still PendingAccount, with `paymentFailure {reason, paymentReference, atMs, reports}` |
-//! | `event_registerBatch` | `[request, ...]` (at most 1000) | `[{result: event} \| {error: {code, message}}, ...]`, one per request, in order: as `event_register` each, written in one group commit |
-//! | `event_postReceipts` | `[receipt, ...]` (at most 1000) | `[{result: event} \| {error: {code, message}}, ...]`, one per receipt, in order: as `event_postReceipt` each, written in one atomic batch |
-//! | `bus_pull` | `max?` (≤ 1000, default 100), `leaseMs?` (100 ms to 10 min, default 30 s) | `{leaseId, deadlineMs, messages}` |
-//! | `bus_ack` | `leaseId`, `messageIds?` | `{acked}` |
-//!
-//! The receipt signature is ed25519 by the configured bridge key over
-//! [`PaymentReceipt::signing_bytes`] for `"paid"`:
-//! `"lockstep/receipt/v1" ‖ u32le len ‖ event id ‖ u32le len ‖ "paid" ‖ u32le len ‖ payment reference`,
-//! and [`PaymentReceipt::failure_signing_bytes`] for `"failed"`:
-//! `"lockstep/receipt/v1" ‖ u32le len ‖ event id ‖ u32le len ‖ "failed" ‖ u32le len ‖ payment reference ‖ u32le len ‖ reason`.
-//! A failure report moves no state: the payment stays owed, the reconciler
-//! keeps re-sending the instruction, and a later `"paid"` receipt completes
-//! the event and clears `paymentFailure`.
-//!
-//! Error codes are part of the API: a code, once given a meaning, keeps it.
-//!
-//! | code | meaning |
-//! |---|---|
-//! | -32700, -32600, -32601, -32602 | JSON-RPC's own: parse error, invalid request, unknown method, invalid params (wrong shape, unknown field) |
-//! | -32603 | internal error (the store failed) |
-//! | 2000 | a field is invalid (the message names it) |
-//! | 2001 | no event with this id |
-//! | 2002 | the id is registered with a different payload |
-//! | 2003 | the tx hash is registered under another id |
-//! | 2010 | receipt signature does not verify against the bridge key |
-//! | 2011 | receipt for an event not in PendingAccount |
-//! | 2012 | a different receipt is already recorded for the event |
-//! | 2020 | unknown lease (never issued, fully acknowledged, or pruned) |
-//! | 2021 | the lease expired; its messages are back in the queue |
-//! | 2022 | the lease does not hold that message |
-//! | 2030 | invalid list cursor |
-//! | 2040 | illegal lifecycle move (never expected through the API) |
-//!
-//! Every refusal happens before anything is written. The batch methods
-//! exist because JSON-RPC batches are served one call after another: a
-//! batch of single calls would wait for one write (and one fsync) per call.
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::core::{async_trait, to_json_raw_value, RpcResult, SubscriptionResult};
-use jsonrpsee::proc_macros::rpc;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, RpcModule};
-use lockstep_runtime::AccountId;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
-
-use crate::bus::{MessageBus, Pulled};
-use crate::event::{
+use lockstep_api::bus::{
+    AckResult, Pulled, DEFAULT_LEASE_MS, DEFAULT_PULL, MAX_ACK_IDS, MAX_LEASE_ID, MAX_LEASE_MS,
+    MAX_PULL, MIN_LEASE_MS,
+};
+use lockstep_api::event::{
     check_event_id, Event, PaymentReceipt, ReceiptError, RegisterRequest, Registration, Transition,
 };
-use crate::lifecycle::State;
-use crate::now_ms;
-use crate::store::{
-    EventStore, ListQuery, Page, Stats, StoreError, StoreResult, MAX_PAGE, MAX_PULL,
+use lockstep_api::lifecycle::State;
+pub use lockstep_api::offchain::error::*;
+use lockstep_api::offchain::{
+    BusApiServer, EventApiServer, ItemResult, ListParams, Page, Stats, DEFAULT_PAGE,
+    MAX_BATCH_ITEMS, MAX_CURSOR, MAX_PAGE,
 };
+use lockstep_runtime::AccountId;
+use lockstep_service::now_ms;
+use tokio::sync::{mpsc, oneshot};
 
-/// A field is invalid.
-pub const INVALID_FIELD: i32 = 2000;
-/// No such event.
-pub const NOT_FOUND: i32 = 2001;
-/// Same id, different payload.
-pub const ID_CONFLICT: i32 = 2002;
-/// Same tx, different id.
-pub const TX_CONFLICT: i32 = 2003;
-/// Bad receipt signature.
-pub const BAD_RECEIPT_SIGNATURE: i32 = 2010;
-/// Receipt for an event not awaiting one.
-pub const NOT_AWAITING_RECEIPT: i32 = 2011;
-/// A different receipt is recorded.
-pub const RECEIPT_CONFLICT: i32 = 2012;
-/// Unknown lease.
-pub const UNKNOWN_LEASE: i32 = 2020;
-/// Expired lease.
-pub const LEASE_EXPIRED: i32 = 2021;
-/// Message not in the lease.
-pub const NOT_IN_LEASE: i32 = 2022;
-/// Bad cursor.
-pub const BAD_CURSOR: i32 = 2030;
-/// Illegal move.
-pub const ILLEGAL_MOVE: i32 = 2040;
-/// Internal error.
-pub const INTERNAL: i32 = -32603;
-
-/// Most items in one `event_registerBatch` or `event_postReceipts` call.
-pub const MAX_BATCH_ITEMS: usize = 1000;
-
-/// One item's outcome in a batch method's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ItemResult<T> {
-    /// The result, as the single method would answer it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<T>,
-    /// The refusal, with the single method's code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ItemError>,
-}
-
-/// A refused item of a batch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ItemError {
-    /// The error code (the tables above).
-    pub code: i32,
-    /// For people.
-    pub message: String,
-}
-
-impl<T> From<RpcResult<T>> for ItemResult<T> {
-    fn from(result: RpcResult<T>) -> Self {
-        match result {
-            Ok(value) => ItemResult {
-                result: Some(value),
-                error: None,
-            },
-            Err(e) => ItemResult {
-                result: None,
-                error: Some(ItemError {
-                    code: e.code(),
-                    message: e.message().to_owned(),
-                }),
-            },
-        }
-    }
-}
+use crate::bus::MessageBus;
+use crate::store::{EventStore, ListQuery, StoreError, StoreResult};
 
 fn check_batch_len(len: usize) -> RpcResult<()> {
     if len > MAX_BATCH_ITEMS {
@@ -149,18 +36,6 @@ fn check_batch_len(len: usize) -> RpcResult<()> {
     Ok(())
 }
 
-/// Default lease.
-const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-/// Bounds of a lease.
-const MIN_LEASE: Duration = Duration::from_millis(100);
-const MAX_LEASE: Duration = Duration::from_secs(600);
-/// Most message ids in one ack.
-const MAX_ACK_IDS: usize = MAX_PULL;
-
-fn error(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(code, message.into(), None::<()>)
-}
-
 impl From<StoreError> for ErrorObjectOwned {
     fn from(e: StoreError) -> Self {
         let code = match &e {
@@ -168,7 +43,14 @@ impl From<StoreError> for ErrorObjectOwned {
             StoreError::IdConflict(_) => ID_CONFLICT,
             StoreError::TxConflict { .. } => TX_CONFLICT,
             StoreError::Illegal { .. } => ILLEGAL_MOVE,
-            StoreError::NotAwaitingReceipt { .. } => NOT_AWAITING_RECEIPT,
+            StoreError::NotAwaitingReceipt { state, .. } => {
+                let state = *state;
+                return error_with(
+                    NOT_AWAITING_RECEIPT,
+                    e.to_string(),
+                    NotAwaitingReceipt { state },
+                );
+            }
             StoreError::ReceiptConflict { .. } => RECEIPT_CONFLICT,
             StoreError::UnknownLease(_) => UNKNOWN_LEASE,
             StoreError::LeaseExpired(_) => LEASE_EXPIRED,
@@ -181,90 +63,6 @@ impl From<StoreError> for ErrorObjectOwned {
         };
         error(code, e.to_string())
     }
-}
-
-/// `event_list`'s parameter.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ListParams {
-    /// Only this state.
-    #[serde(default)]
-    pub state: Option<State>,
-    /// Only overdue events.
-    #[serde(default)]
-    pub overdue: bool,
-    /// From a previous page's `nextCursor`.
-    #[serde(default)]
-    pub cursor: Option<String>,
-    /// Page size, at most 500.
-    #[serde(default)]
-    pub limit: Option<usize>,
-}
-
-/// `bus_ack`'s result.
-#[derive(Debug, Clone, Serialize)]
-pub struct AckResult {
-    /// Messages taken out of the queue.
-    pub acked: usize,
-}
-
-/// `event_*`.
-#[rpc(server, namespace = "event")]
-pub trait EventApi {
-    /// Registers an event (idempotent on `id`).
-    #[method(name = "register")]
-    async fn register(&self, request: RegisterRequest) -> RpcResult<Event>;
-
-    /// An event.
-    #[method(name = "get")]
-    fn get(&self, id: String) -> RpcResult<Event>;
-
-    /// An event's transitions.
-    #[method(name = "history")]
-    fn history(&self, id: String) -> RpcResult<Vec<Transition>>;
-
-    /// A page of events.
-    #[method(name = "list")]
-    fn list(&self, params: Option<ListParams>) -> RpcResult<Page>;
-
-    /// Counts and ages.
-    #[method(name = "stats")]
-    fn stats(&self) -> RpcResult<Stats>;
-
-    /// Streams transitions from `from_seq` on.
-    #[subscription(name = "subscribe" => "transition", unsubscribe = "unsubscribe", item = Transition)]
-    async fn subscribe(&self, from_seq: Option<u64>) -> SubscriptionResult;
-
-    /// The bridge's signed receipt.
-    #[method(name = "postReceipt")]
-    fn post_receipt(&self, receipt: PaymentReceipt) -> RpcResult<Event>;
-
-    /// Registers many events in one group commit.
-    #[method(name = "registerBatch")]
-    async fn register_batch(
-        &self,
-        requests: Vec<RegisterRequest>,
-    ) -> RpcResult<Vec<ItemResult<Event>>>;
-
-    /// Many signed receipts in one atomic write.
-    #[method(name = "postReceipts")]
-    async fn post_receipts(
-        &self,
-        receipts: Vec<PaymentReceipt>,
-    ) -> RpcResult<Vec<ItemResult<Event>>>;
-}
-
-/// `bus_*`.
-#[rpc(server, namespace = "bus")]
-pub trait BusApi {
-    /// Leases messages.
-    #[method(name = "pull")]
-    async fn pull(&self, max: Option<usize>, lease_ms: Option<u64>) -> RpcResult<Pulled>;
-
-    /// Acknowledges a lease's messages.
-    #[method(name = "ack")]
-    async fn ack(&self, lease_id: String, message_ids: Option<Vec<String>>)
-        -> RpcResult<AckResult>;
 }
 
 /// Implements the API.
@@ -498,7 +296,7 @@ impl EventApiServer for EventRpc {
 
     fn list(&self, params: Option<ListParams>) -> RpcResult<Page> {
         let params = params.unwrap_or_default();
-        let limit = params.limit.unwrap_or(100);
+        let limit = params.limit.unwrap_or(DEFAULT_PAGE);
         if limit == 0 || limit > MAX_PAGE {
             return Err(error(
                 INVALID_FIELD,
@@ -511,11 +309,7 @@ impl EventApiServer for EventRpc {
                 "overdue: only PendingAccount events can be overdue",
             ));
         }
-        if params
-            .cursor
-            .as_ref()
-            .is_some_and(|c| c.len() > 2 * (9 + 128))
-        {
+        if params.cursor.as_ref().is_some_and(|c| c.len() > MAX_CURSOR) {
             return Err(StoreError::BadCursor.into());
         }
         let query = ListQuery {
@@ -535,7 +329,7 @@ impl EventApiServer for EventRpc {
             .stats(now_ms(), self.overdue_after.as_millis() as u64)?)
     }
 
-    async fn subscribe(
+    async fn subscribe_transitions(
         &self,
         pending: PendingSubscriptionSink,
         from_seq: Option<u64>,
@@ -579,25 +373,21 @@ impl EventApiServer for EventRpc {
 #[async_trait]
 impl BusApiServer for EventRpc {
     async fn pull(&self, max: Option<usize>, lease_ms: Option<u64>) -> RpcResult<Pulled> {
-        let max = max.unwrap_or(100);
+        let max = max.unwrap_or(DEFAULT_PULL);
         if max == 0 || max > MAX_PULL {
             return Err(error(
                 INVALID_FIELD,
                 format!("max: must be 1 to {MAX_PULL}"),
             ));
         }
-        let lease = lease_ms.map(Duration::from_millis).unwrap_or(DEFAULT_LEASE);
-        if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+        let lease_ms = lease_ms.unwrap_or(DEFAULT_LEASE_MS);
+        if !(MIN_LEASE_MS..=MAX_LEASE_MS).contains(&lease_ms) {
             return Err(error(
                 INVALID_FIELD,
-                format!(
-                    "leaseMs: must be {} to {}",
-                    MIN_LEASE.as_millis(),
-                    MAX_LEASE.as_millis()
-                ),
+                format!("leaseMs: must be {MIN_LEASE_MS} to {MAX_LEASE_MS}"),
             ));
         }
-        Ok(self.bus.pull(max, lease).await?)
+        Ok(self.bus.pull(max, Duration::from_millis(lease_ms)).await?)
     }
 
     async fn ack(
@@ -605,8 +395,11 @@ impl BusApiServer for EventRpc {
         lease_id: String,
         message_ids: Option<Vec<String>>,
     ) -> RpcResult<AckResult> {
-        if lease_id.is_empty() || lease_id.len() > 64 {
-            return Err(error(INVALID_FIELD, "leaseId: must be 1 to 64 bytes"));
+        if lease_id.is_empty() || lease_id.len() > MAX_LEASE_ID {
+            return Err(error(
+                INVALID_FIELD,
+                format!("leaseId: must be 1 to {MAX_LEASE_ID} bytes"),
+            ));
         }
         if let Some(ids) = &message_ids {
             if ids.is_empty() || ids.len() > MAX_ACK_IDS {
@@ -626,23 +419,14 @@ impl BusApiServer for EventRpc {
 
 /// All methods, plus `rpc_methods`.
 pub fn module(handler: EventRpc) -> RpcModule<()> {
-    let mut module = RpcModule::new(());
-    for part in [
+    let parts = [
         EventApiServer::into_rpc(handler.clone()).remove_context(),
         BusApiServer::into_rpc(handler).remove_context(),
-    ] {
-        if let Err(e) = module.merge(part) {
-            tracing::error!("duplicate RPC method: {e}");
-        }
-    }
-    let mut methods: Vec<String> = module.method_names().map(str::to_owned).collect();
-    methods.push("rpc_methods".into());
-    methods.sort();
-    let listing = serde_json::json!({ "version": 1, "methods": methods });
-    if let Err(e) = module.register_method("rpc_methods", move |_, _, _| listing.clone()) {
+    ];
+    lockstep_api::merge_with_listing(parts).unwrap_or_else(|e| {
         tracing::error!("duplicate RPC method: {e}");
-    }
-    module
+        RpcModule::new(())
+    })
 }
 
 /// Largest request body: a registration is under 4 KiB; batches of them

@@ -24,7 +24,7 @@
 //! - writers are serialised by one mutex (read-check-write must not
 //!   interleave); readers read the database directly.
 //!
-//! Event ids never contain 0x00 ([`crate::event::check_event_id`]), which
+//! Event ids never contain 0x00 ([`lockstep_api::event::check_event_id`]), which
 //! keeps the `history` keys unambiguous.
 
 use std::collections::HashMap;
@@ -38,10 +38,13 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::event::{
-    Event, Evidence, PaymentFailure, PaymentInstruction, PaymentReceipt, Registration, Transition,
+use lockstep_api::bus::BusMessage;
+pub use lockstep_api::bus::MAX_PULL;
+use lockstep_api::event::{
+    Event, Evidence, PaymentFailure, PaymentReceipt, Registration, Transition,
 };
-use crate::lifecycle::{next_state, IllegalMove, Reason, State};
+use lockstep_api::lifecycle::{next_state, IllegalMove, Reason, State};
+pub use lockstep_api::offchain::{Page, Stats, MAX_PAGE};
 
 const CF_EVENTS: &str = "events";
 const CF_BY_TX: &str = "by_tx";
@@ -69,12 +72,8 @@ const ALL_CFS: [&str; 10] = [
 const META_LAST_HEIGHT: &[u8] = b"last_height";
 const META_LEASE_SEQ: &[u8] = b"lease_seq";
 
-/// Largest page `event_list` returns.
-pub const MAX_PAGE: usize = 500;
 /// Most index entries one list or stats call scans.
 const MAX_SCAN: usize = 100_000;
-/// Most messages one pull leases.
-pub const MAX_PULL: usize = 1000;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -145,27 +144,6 @@ pub enum StoreError {
 /// The store's `Result`.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// One message of the bus: the payment instruction for one event. The
-/// message id is the event id, so a consumer that dedups on it pays once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BusMessage {
-    /// The message id (equal to the event id).
-    pub message_id: String,
-    /// The event.
-    pub event_id: String,
-    /// The on-chain transfer.
-    pub tx_hash: Hash,
-    /// The block that holds it.
-    pub block_hash: Option<Hash>,
-    /// That block's number.
-    pub block_number: BlockNumber,
-    /// What to pay.
-    pub payment: PaymentInstruction,
-    /// Deliveries so far, this one included.
-    pub attempt: u32,
-}
-
 /// A message's place in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -217,42 +195,6 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
-/// A page of events.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    /// The events.
-    pub events: Vec<Event>,
-    /// Pass this as `cursor` for the next page; none at the end.
-    pub next_cursor: Option<String>,
-}
-
-/// `event_stats`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stats {
-    /// Events per state.
-    pub registered: u64,
-    /// Events awaiting their payment.
-    pub pending_account: u64,
-    /// Completed events.
-    pub completed: u64,
-    /// Cancelled events.
-    pub cancelled: u64,
-    /// PendingAccount events older than the overdue threshold.
-    pub overdue: u64,
-    /// Age of the oldest PendingAccount event, in ms.
-    pub oldest_pending_age_ms: Option<u64>,
-    /// Age of the oldest Registered event, in ms.
-    pub oldest_registered_age_ms: Option<u64>,
-    /// Messages in the bus not yet acknowledged.
-    pub bus_depth: u64,
-    /// Last transition's sequence number.
-    pub last_seq: u64,
-    /// Last finalized height the watcher processed.
-    pub last_height: Option<BlockNumber>,
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Counters {
     next_seq: u64,
@@ -260,8 +202,24 @@ struct Counters {
     counts: [u64; 4],
 }
 
+/// The byte that starts a state's keys in the indexes. Part of the
+/// on-disk format: never renumber.
+fn state_tag(state: State) -> u8 {
+    match state {
+        State::Registered => 1,
+        State::PendingAccount => 2,
+        State::Completed => 3,
+        State::Cancelled => 4,
+    }
+}
+
+/// The state a tag stands for.
+fn state_from_tag(tag: u8) -> Option<State> {
+    State::ALL.into_iter().find(|s| state_tag(*s) == tag)
+}
+
 fn count_index(state: State) -> usize {
-    usize::from(state.tag() - 1)
+    usize::from(state_tag(state) - 1)
 }
 
 fn count_key(state: State) -> Vec<u8> {
@@ -270,14 +228,14 @@ fn count_key(state: State) -> Vec<u8> {
 
 fn timed_key(state: State, ms: u64, id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + id.len());
-    key.push(state.tag());
+    key.push(state_tag(state));
     key.extend_from_slice(&ms.to_be_bytes());
     key.extend_from_slice(id.as_bytes());
     key
 }
 
 fn split_timed_key(key: &[u8]) -> Option<(State, u64, &str)> {
-    let state = State::from_tag(*key.first()?)?;
+    let state = state_from_tag(*key.first()?)?;
     let ms = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
     let id = std::str::from_utf8(key.get(9..)?).ok()?;
     Some((state, ms, id))
@@ -941,7 +899,7 @@ impl EventStore {
     /// Ids of events in `state` whose due time is at or before `now_ms`,
     /// earliest first, at most `limit`.
     pub fn due(&self, state: State, now_ms: u64, limit: usize) -> StoreResult<Vec<String>> {
-        let start = [state.tag()];
+        let start = [state_tag(state)];
         let mut out = Vec::new();
         for item in self.db.iterator_cf(
             self.cf(CF_DUE)?,
@@ -1243,9 +1201,9 @@ impl EventStore {
             }
             Some(state) => {
                 let start = match &cursor {
-                    Some(key) if key.first() == Some(&state.tag()) => key.clone(),
+                    Some(key) if key.first() == Some(&state_tag(state)) => key.clone(),
                     Some(_) => return Err(StoreError::BadCursor),
-                    None => vec![state.tag()],
+                    None => vec![state_tag(state)],
                 };
                 let overdue_before = now_ms.saturating_sub(overdue_after_ms);
                 for item in self
@@ -1293,7 +1251,7 @@ impl EventStore {
         };
         let by_state = self.cf(CF_BY_STATE)?;
         let oldest = |state: State| -> StoreResult<Option<u64>> {
-            let start = [state.tag()];
+            let start = [state_tag(state)];
             match self
                 .db
                 .iterator_cf(by_state, IteratorMode::From(&start, Direction::Forward))
@@ -1325,7 +1283,7 @@ impl EventStore {
     /// PendingAccount events older than the threshold.
     pub fn overdue_count(&self, now_ms: u64, overdue_after_ms: u64) -> StoreResult<u64> {
         let before = now_ms.saturating_sub(overdue_after_ms);
-        let start = [State::PendingAccount.tag()];
+        let start = [state_tag(State::PendingAccount)];
         let mut count = 0;
         for item in self
             .db
@@ -1370,7 +1328,16 @@ impl EventStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::PaymentInstruction;
+
+    #[test]
+    fn state_tags_round_trip_and_are_distinct() {
+        for state in State::ALL {
+            assert_eq!(state_from_tag(state_tag(state)), Some(state));
+        }
+        assert_eq!(state_from_tag(0), None);
+        assert_eq!(state_from_tag(5), None);
+    }
+    use lockstep_api::event::PaymentInstruction;
 
     fn registration(id: &str, tx: u8) -> Registration {
         Registration {

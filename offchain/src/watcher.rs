@@ -14,16 +14,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonrpsee::core::client::{Subscription, SubscriptionClientT};
-use jsonrpsee::rpc_params;
-use jsonrpsee::ws_client::WsClientBuilder;
+use lockstep_api::client::{self, Subscription};
+use lockstep_api::node::{BlockView, ChainApiClient};
 use lockstep_runtime::primitives::from_hex;
 use lockstep_runtime::{BlockNumber, Hash, Header};
 use tokio::sync::watch;
 
 use crate::confirmer::QuorumConfirmer;
 use crate::metrics::Metrics;
-use crate::nodes::{BlockAnswer, Node};
+use crate::nodes::Node;
 use crate::store::EventStore;
 
 /// Follows finalized blocks; see the module docs.
@@ -88,19 +87,13 @@ impl ChainWatcher {
         node: &Node,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), String> {
-        let ws = WsClientBuilder::default()
-            .request_timeout(self.retry.max(Duration::from_secs(5)))
-            .build(&node.ws_url)
+        let ws = client::ws(&node.ws_url, self.retry.max(Duration::from_secs(5)))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| client::describe(&e))?;
         let mut heads: Subscription<Header> = ws
-            .subscribe(
-                "chain_subscribeFinalizedHeads",
-                rpc_params![],
-                "chain_unsubscribeFinalizedHeads",
-            )
+            .subscribe_finalized_heads()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| client::describe(&e))?;
         // Catch up to the node's head now, not at the next block.
         let head = node.head().await.map_err(|e| e.to_string())?;
         self.catch_up(node, head.number).await?;
@@ -156,7 +149,8 @@ impl ChainWatcher {
         Ok(())
     }
 
-    async fn process(&self, block: &BlockAnswer) -> Result<(), String> {
+    async fn process(&self, block: &BlockView) -> Result<(), String> {
+        let started = std::time::Instant::now();
         let mut ids = Vec::new();
         for extrinsic in &block.extrinsics {
             let bytes = from_hex(extrinsic).map_err(|e| format!("block extrinsic: {e}"))?;
@@ -174,6 +168,7 @@ impl ChainWatcher {
                 .confirm(&ids)
                 .await
                 .map_err(|e| e.to_string())?;
+            lockstep_service::metrics::observe_since(&self.metrics.confirmation_seconds, started);
         }
         Ok(())
     }

@@ -157,7 +157,7 @@ pub fn check_includable(
     next_nonce: Nonce,
     number: BlockNumber,
 ) -> Result<(), TxError> {
-    if tx.valid_until < number {
+    if !crate::includable_at(tx.valid_until, number) {
         return Err(TxError::Expired {
             valid_until: tx.valid_until,
             block: number,

@@ -142,6 +142,10 @@ pub const DEV_ENDOWMENT: Balance = 1_000_000_000_000;
 /// The asset of dev specs.
 pub const DEV_ASSET: AssetId = 1;
 
+/// The chain id of the single-validator development chain
+/// (`lockstep-node --dev`, alice validating).
+pub const DEV_CHAIN_ID: &str = "lockstep-dev";
+
 impl ChainSpec {
     /// Parses and validates a spec.
     pub fn from_json(text: &str) -> Result<ChainSpec, SpecError> {

@@ -1,7 +1,7 @@
 //! # lockstep-runtime
 //!
 //! The chain's primitives and its deterministic state transition. No I/O, no
-//! async, no clock (the small [`keyfile`] module aside): every function here
+//! async, no clock: every function here
 //! is a pure function of its inputs, so every node that executes the same
 //! block on the same state gets the same receipts and the same roots.
 //!
@@ -21,9 +21,6 @@
 //!   blocks. Start reading here.
 //! - [`genesis`]: the JSON chain spec and the genesis block it defines.
 //! - [`codec`]: bounded decoding of untrusted bytes.
-//! - [`keyfile`]: JSON key files for the binaries (node, CLI, bridge). The
-//!   one module that touches the file system; nothing in the state
-//!   transition uses it.
 //!
 //! All consensus-critical encodings are SCALE (`parity-scale-codec`).
 
@@ -32,7 +29,6 @@ pub mod codec;
 pub mod crypto;
 pub mod execution;
 pub mod genesis;
-pub mod keyfile;
 pub mod merkle;
 pub mod primitives;
 pub mod smt;
@@ -47,4 +43,6 @@ pub use execution::{BlockError, BlockLimits, BlockTemplate, Built, Candidates, E
 pub use genesis::{ChainSpec, Genesis, SpecError};
 pub use primitives::{AccountId, AssetId, Balance, BlockNumber, Hash, Nonce};
 pub use state::{MemoryStore, StateError, StateReader, StateStore};
-pub use transaction::{Call, SignedTx, SigningContext, MAX_TX_SIZE, SPEC_VERSION};
+pub use transaction::{
+    expired_after, includable_at, Call, SignedTx, SigningContext, MAX_TX_SIZE, SPEC_VERSION,
+};

@@ -249,6 +249,24 @@ fn signing_payload(
     payload
 }
 
+/// The one expiry rule: whether a transaction valid until `valid_until`
+/// (the last block number at which it may be included, a mortal
+/// transaction) may be included in the block at `height`. Block execution
+/// and the pool judge by it.
+pub fn includable_at(valid_until: BlockNumber, height: BlockNumber) -> bool {
+    height <= valid_until
+}
+
+/// Whether a transaction that a node reports not included, with `finalized`
+/// as its finalized height, can never be included any more. Judged one
+/// block late on purpose (`finalized > valid_until`, although no block
+/// after `valid_until` can include it): a status read taken a moment before
+/// the import of block `valid_until` must not call it expired. The event
+/// system's confirmer, the CLI, the bench and the audit all judge by it.
+pub fn expired_after(valid_until: BlockNumber, finalized: BlockNumber) -> bool {
+    !includable_at(valid_until, finalized)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,8 @@
 //! Bad input, through the library and the command line: clear errors, and
 //! nothing written. Also the CLI's normal paths (seeding, listing, keys).
 
+use lockstep_api::event::PaymentInstruction;
 use lockstep_bridge::ledger::{Instruction, LedgerError, PayOutcome, PaymentLedger, SqliteLedger};
-use lockstep_offchain::event::PaymentInstruction;
 use serde_json::Value;
 
 use crate::harness::{assert_conserved, bridge_bin, dump, ledger_cli};

@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use lockstep_api::event::PaymentInstruction;
 use lockstep_bridge::ledger::{
     Instruction, PayOutcome, PaymentLedger, PaymentStatus, SqliteLedger,
 };
-use lockstep_offchain::event::PaymentInstruction;
 
 use crate::harness::assert_conserved;
 

@@ -9,11 +9,11 @@ use std::sync::{Arc, Barrier, Mutex};
 use jsonrpsee::server::Server;
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::RpcModule;
+use lockstep_api::bus::BusMessage;
+use lockstep_api::event::{PaymentInstruction, PaymentReceipt};
 use lockstep_bridge::ledger::{
     Instruction, PayOutcome, PaymentLedger, PaymentStatus, SqliteLedger,
 };
-use lockstep_offchain::event::{PaymentInstruction, PaymentReceipt};
-use lockstep_offchain::store::BusMessage;
 use lockstep_runtime::Hash;
 use serde_json::{json, Value};
 

@@ -21,7 +21,8 @@ use lockstep_node::service::{self, NodeConfig, RunningNode};
 use lockstep_offchain::RunningService;
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{keyfile, Call, ChainSpec, Keypair, SignedTx, SigningContext};
+use lockstep_runtime::{Call, ChainSpec, Keypair, SignedTx, SigningContext};
+use lockstep_service::keyfile;
 use parity_scale_codec::Encode;
 use serde_json::{json, Value};
 

@@ -9,18 +9,15 @@
 use std::collections::{BTreeSet, HashMap};
 
 use futures::{stream, StreamExt, TryStreamExt};
-use jsonrpsee::rpc_params;
-use lockstep_offchain::event::{Event, Transition};
-use lockstep_offchain::lifecycle::{Reason, State};
-use serde_json::Value;
+use lockstep_api::client::describe_refusal;
+use lockstep_api::event::{Event, Transition};
+use lockstep_api::lifecycle::{Reason, State};
+use lockstep_api::offchain::{histories, Stats, MAX_CALL_BATCH, MAX_PAGE};
 
 use super::Findings;
-use crate::event::{EventsClient, MAX_PAGE};
+use crate::event::EventsClient;
 use crate::output::Progress;
-use crate::rpc::batch;
-
-/// Calls in one JSON-RPC batch to the event system (its limit is 100).
-const EVENT_BATCH: usize = 100;
+use crate::rpc::At;
 
 pub(super) async fn read_events(
     events: &EventsClient,
@@ -30,7 +27,7 @@ pub(super) async fn read_events(
     let mut cursor: Option<String> = None;
     loop {
         let page = events
-            .list(None, false, cursor.as_deref(), MAX_PAGE)
+            .list(None, false, cursor.as_deref(), MAX_PAGE as u64)
             .await?;
         all.extend(page.events);
         progress.update(&format!("reading events: {}", all.len()));
@@ -47,16 +44,16 @@ pub(super) async fn read_histories(
     concurrency: usize,
     progress: &mut Progress,
 ) -> anyhow::Result<HashMap<String, Result<Vec<Transition>, String>>> {
-    let chunks: Vec<&[Event]> = all.chunks(EVENT_BATCH).collect();
+    let chunks: Vec<&[Event]> = all.chunks(MAX_CALL_BATCH).collect();
     let mut out = HashMap::with_capacity(all.len());
     let mut answers = stream::iter(chunks.into_iter().map(|chunk| async move {
-        let answers = batch::<Vec<Transition>>(
-            &events.http,
-            &events.url,
-            "event_history",
-            chunk.iter().map(|e| rpc_params![&e.id]),
-        )
-        .await?;
+        let ids: Vec<&str> = chunk.iter().map(|e| e.id.as_str()).collect();
+        let answers = histories(&events.http, &ids)
+            .await
+            .at("reading histories", &events.url)?;
+        let answers = answers
+            .into_iter()
+            .map(|answer| answer.map_err(|e| describe_refusal(&e)));
         Ok::<_, anyhow::Error>(
             chunk
                 .iter()
@@ -185,12 +182,12 @@ pub(super) fn check_histories(
 pub(super) fn check_completeness(
     all: &[Event],
     histories: &HashMap<String, Result<Vec<Transition>, String>>,
-    before: &Value,
-    after: &Value,
+    before: &Stats,
+    after: &Stats,
     findings: &mut Findings,
 ) {
-    let last_seq = before["lastSeq"].as_u64().unwrap_or(0);
-    if last_seq != after["lastSeq"].as_u64().unwrap_or(0) {
+    let last_seq = before.last_seq;
+    if last_seq != after.last_seq {
         findings.notes.push(
             "the event store changed during the audit: event counts and sequence completeness not compared".into(),
         );
@@ -224,13 +221,8 @@ pub(super) fn check_completeness(
         );
     }
     let count = |state: State| all.iter().filter(|e| e.state == state).count() as u64;
-    for (state, key) in [
-        (State::Registered, "registered"),
-        (State::PendingAccount, "pendingAccount"),
-        (State::Completed, "completed"),
-        (State::Cancelled, "cancelled"),
-    ] {
-        let stored = before[key].as_u64().unwrap_or(0);
+    for state in State::ALL {
+        let stored = before.count(state);
         if stored != count(state) {
             findings.violation(
                 "event-lost",

@@ -69,13 +69,12 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::anyhow;
-use lockstep_offchain::lifecycle::State;
-use lockstep_offchain::nodes::Node;
+use lockstep_api::lifecycle::State;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::args::AuditArgs;
+use crate::chain::NodeClient;
 use crate::event::EventsClient;
 use crate::ledger;
 use crate::output::Progress;
@@ -125,7 +124,7 @@ pub async fn run(
     let events = EventsClient::new(events_url)?;
     let chain_nodes = nodes
         .iter()
-        .map(|url| Node::new(url, NODE_TIMEOUT).map_err(|e| anyhow!("{e}")))
+        .map(|url| NodeClient::with_timeout(url, NODE_TIMEOUT))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let threshold = args.quorum.threshold(chain_nodes.len()).max(1);
     let concurrency = args.concurrency as usize;

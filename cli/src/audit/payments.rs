@@ -20,9 +20,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use lockstep_api::event::Event;
+use lockstep_api::lifecycle::State;
 use lockstep_bridge::ledger::{external_account, PaymentRecord, PaymentStatus, Posting};
-use lockstep_offchain::event::Event;
-use lockstep_offchain::lifecycle::State;
 use serde_json::{json, Value};
 
 use super::Findings;

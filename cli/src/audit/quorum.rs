@@ -4,17 +4,18 @@
 
 use anyhow::bail;
 use futures::{stream, StreamExt, TryStreamExt};
-use lockstep_offchain::confirmer::{decide, Decision};
-use lockstep_offchain::event::Event;
-use lockstep_offchain::lifecycle::State;
-use lockstep_offchain::nodes::{Node, TxStatusAnswer};
+use lockstep_api::event::Event;
+use lockstep_api::lifecycle::State;
+use lockstep_api::node::{TxState, TxStatusView};
+use lockstep_api::quorum::{decide, Decision};
 use lockstep_runtime::Hash;
 use serde_json::{json, Value};
 
 use super::{Findings, NODE_BATCH};
+use crate::chain::NodeClient;
 
 pub(super) async fn check_chain(
-    nodes: &[Node],
+    nodes: &[NodeClient],
     threshold: usize,
     concurrency: usize,
     all: &[Event],
@@ -28,7 +29,7 @@ pub(super) async fn check_chain(
     let hashes: Vec<Hash> = checked.iter().map(|e| e.tx_hash).collect();
     let per_node = futures::future::join_all(nodes.iter().map(|node| async {
         let chunks: Vec<&[Hash]> = hashes.chunks(NODE_BATCH).collect();
-        let answers: Vec<Vec<Option<TxStatusAnswer>>> = stream::iter(chunks)
+        let answers: Vec<Vec<Option<TxStatusView>>> = stream::iter(chunks)
             .map(|chunk| node.tx_statuses(chunk))
             .buffered(concurrency)
             .try_collect()
@@ -62,7 +63,7 @@ pub(super) async fn check_chain(
     let (mut succeeded, mut failed, mut expired, mut undecided) = (0u64, 0u64, 0u64, 0u64);
     for (i, event) in checked.iter().enumerate() {
         let id = Some(event.id.as_str());
-        let answers: Vec<(String, Option<TxStatusAnswer>)> = nodes
+        let answers: Vec<(String, Option<TxStatusView>)> = nodes
             .iter()
             .zip(&columns)
             .map(|(node, column)| {
@@ -164,7 +165,8 @@ pub(super) async fn check_chain(
                     .iter()
                     .filter(|(_, a)| {
                         a.as_ref().is_some_and(|a| {
-                            a.status == "finalized" && a.outcome.is_some_and(|o| o.is_success())
+                            a.status == TxState::Finalized
+                                && a.outcome.is_some_and(|o| o.is_success())
                         })
                     })
                     .map(|(url, _)| url.as_str())
@@ -196,7 +198,7 @@ pub(super) async fn check_chain(
     }))
 }
 
-fn describe_answers(answers: &[(String, Option<TxStatusAnswer>)]) -> String {
+fn describe_answers(answers: &[(String, Option<TxStatusView>)]) -> String {
     answers
         .iter()
         .map(|(url, a)| match a {

@@ -6,10 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{anyhow, bail, Context};
 use futures::{stream, StreamExt, TryStreamExt};
-use jsonrpsee::core::params::ArrayParams;
-use jsonrpsee::rpc_params;
-use lockstep_node::cli::DEV_CHAIN_ID;
-use lockstep_node::rpc::error::HISTORICAL_STATE;
+use lockstep_api::client::describe_refusal;
+use lockstep_api::node::error::HISTORICAL_STATE;
+use lockstep_api::node::{self, ChainApiClient, TxState};
 use lockstep_runtime::primitives::from_hex;
 use lockstep_runtime::{
     AccountId, AssetId, Balance, BlockNumber, Call, ChainSpec, Genesis, Hash, Header, Keypair,
@@ -21,7 +20,7 @@ use super::{Findings, NODE_BATCH};
 use crate::args::AuditArgs;
 use crate::chain::NodeClient;
 use crate::output::Progress;
-use crate::rpc::{batch, call};
+use crate::rpc::At;
 
 /// Attempts at reading every balance at one head while blocks keep coming.
 const SNAPSHOT_ATTEMPTS: usize = 10;
@@ -105,7 +104,10 @@ pub(super) async fn chain_info(
             Some(known(spec, built))
         }
         None => {
-            let dev = ChainSpec::dev(DEV_CHAIN_ID, &[Keypair::dev("alice").public()]);
+            let dev = ChainSpec::dev(
+                lockstep_runtime::genesis::DEV_CHAIN_ID,
+                &[Keypair::dev("alice").public()],
+            );
             match dev.genesis() {
                 Ok(built) if built.hash() == genesis => Some(known(dev, built)),
                 _ => None,
@@ -197,20 +199,20 @@ async fn scan_blocks(
     let chunks: Vec<&[BlockNumber]> = numbers.chunks(NODE_BATCH).collect();
     let hashes = stream::iter(chunks)
         .map(|chunk| async move {
-            let hashes = batch::<Option<Hash>>(
-                &node.http,
-                &node.url,
-                "chain_getBlockHash",
-                chunk.iter().map(|n| rpc_params![n]),
-            )
-            .await?;
+            let hashes = node::block_hashes(&node.http, chunk)
+                .await
+                .at("block hashes", &node.url)?;
             hashes
                 .into_iter()
                 .zip(chunk)
                 .map(|(h, n)| match h {
                     Ok(Some(h)) => Ok(h),
                     Ok(None) => Err(anyhow!("{}: no block #{n}", node.url)),
-                    Err(e) => Err(anyhow!("{}: chain_getBlockHash {n}: {e}", node.url)),
+                    Err(e) => Err(anyhow!(
+                        "{}: the hash of block #{n}: {}",
+                        node.url,
+                        describe_refusal(&e)
+                    )),
                 })
                 .collect::<anyhow::Result<Vec<Hash>>>()
         })
@@ -221,20 +223,20 @@ async fn scan_blocks(
     // of them would pass the node's response size limit.
     let mut blocks = stream::iter(hashes)
         .map(|hash| async move {
-            let block: Value =
-                call(&node.http, &node.url, "chain_getBlock", rpc_params![hash]).await?;
+            let block = node
+                .http
+                .block(Some(hash))
+                .await
+                .at("a block", &node.url)?
+                .ok_or_else(|| anyhow!("{}: no block {hash}", node.url))?;
             Ok::<_, anyhow::Error>(vec![block])
         })
         .buffered(concurrency);
     let mut done = scan.scanned_to;
     while let Some(chunk) = blocks.try_next().await? {
         for block in chunk {
-            for extrinsic in block["block"]["extrinsics"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                let bytes = from_hex(extrinsic.as_str().unwrap_or_default())
+            for extrinsic in &block.block.extrinsics {
+                let bytes = from_hex(extrinsic)
                     .map_err(|e| anyhow!("block #{}: extrinsic: {e}", done + 1))?;
                 let tx = SignedTx::decode_bounded(&bytes)
                     .map_err(|e| anyhow!("block #{}: undecodable extrinsic: {e}", done + 1))?;
@@ -281,15 +283,18 @@ async fn balances_at(
         .flat_map(|asset| scan.accounts.iter().map(move |account| (*account, *asset)))
         .collect();
     let chunks: Vec<&[(AccountId, AssetId)]> = pairs.chunks(256).collect();
-    let answers: Vec<Vec<(AssetId, Result<String, String>)>> = stream::iter(chunks)
+    let answers: Vec<Vec<(AssetId, Result<Balance, _>)>> = stream::iter(chunks)
         .map(|chunk| async move {
-            let params: Vec<ArrayParams> = chunk
-                .iter()
-                .map(|(account, asset)| rpc_params![account, asset, at])
-                .collect();
-            let answers =
-                batch::<String>(&node.http, &node.url, "state_getBalance", params).await?;
-            Ok::<_, anyhow::Error>(chunk.iter().map(|(_, asset)| *asset).zip(answers).collect())
+            let answers = node::balances(&node.http, chunk, Some(at))
+                .await
+                .at("balances", &node.url)?;
+            Ok::<_, anyhow::Error>(
+                chunk
+                    .iter()
+                    .map(|(_, asset)| *asset)
+                    .zip(answers.into_iter().map(|a| a.map(|b| b.0)))
+                    .collect(),
+            )
         })
         .buffered(concurrency)
         .try_collect()
@@ -298,20 +303,16 @@ async fn balances_at(
     let mut sums: BTreeMap<AssetId, Balance> = BTreeMap::new();
     for (asset, answer) in answers.into_iter().flatten() {
         match answer {
-            Ok(text) => {
-                let value: Balance = text.parse().map_err(|_| {
-                    SnapshotError::Failed(anyhow!("state_getBalance answered {text:?}"))
-                })?;
+            Ok(value) => {
                 let sum = sums.entry(asset).or_default();
                 *sum = sum.saturating_add(value);
             }
-            Err(e) if e.contains(&format!("(code {HISTORICAL_STATE})")) => {
-                return Err(SnapshotError::Moved)
-            }
+            Err(e) if e.code() == HISTORICAL_STATE => return Err(SnapshotError::Moved),
             Err(e) => {
                 return Err(SnapshotError::Failed(anyhow!(
-                    "{}: state_getBalance: {e}",
-                    node.url
+                    "{}: a balance: {}",
+                    node.url,
+                    describe_refusal(&e)
                 )))
             }
         }
@@ -325,16 +326,15 @@ async fn successful_mints(
 ) -> anyhow::Result<Vec<(AssetId, Balance)>> {
     let mut out = Vec::new();
     for chunk in mints.chunks(NODE_BATCH) {
-        let answers = batch::<Value>(
-            &node.http,
-            &node.url,
-            "tx_getStatus",
-            chunk.iter().map(|(hash, _, _)| rpc_params![hash]),
-        )
-        .await?;
+        let hashes: Vec<Hash> = chunk.iter().map(|(hash, _, _)| *hash).collect();
+        let answers = node::tx_statuses(&node.http, &hashes)
+            .await
+            .at("mint statuses", &node.url)?;
         for ((_, asset, amount), answer) in chunk.iter().zip(answers) {
-            let status = answer.map_err(|e| anyhow!("tx_getStatus: {e}"))?;
-            if status["status"] == "finalized" && status["outcome"]["status"] == "success" {
+            let status =
+                answer.map_err(|e| anyhow!("a mint's status: {}", describe_refusal(&e)))?;
+            if status.status == TxState::Finalized && status.outcome.is_some_and(|o| o.is_success())
+            {
                 out.push((*asset, *amount));
             }
         }

@@ -1,8 +1,8 @@
 //! The JSON-RPC server: HTTP and WebSocket on one port (jsonrpsee), with
 //! Substrate's method names.
 //!
-//! The interfaces are the `#[rpc]` traits below; [`RpcHandler`] implements
-//! them over a [`Chain`]. Every parameter is checked before use and every
+//! The interfaces are the `#[rpc]` traits of `lockstep_api::node`, with
+//! their wire types; [`RpcHandler`] implements them over a [`Chain`]. Every parameter is checked before use and every
 //! refusal carries a stable code from [`error`]. Request size, response size,
 //! connections, subscriptions per connection and batch length are bounded
 //! ([`RpcConfig`]).
@@ -14,18 +14,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jsonrpsee::core::{async_trait, to_json_raw_value, RpcResult, SubscriptionResult};
-use jsonrpsee::proc_macros::rpc;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, RpcModule};
-use lockstep_runtime::primitives::{balance_string, from_hex, to_hex};
+pub use lockstep_api::node::PeerView;
+use lockstep_api::node::{
+    AuthorApiServer, BalanceView, BlockView, ChainApiServer, Health, SignedBlockView,
+    StateApiServer, SystemApiServer, TxApiServer, TxProof, TxState, TxStatusView,
+};
+use lockstep_runtime::primitives::{from_hex, to_hex};
 use lockstep_runtime::state::StateReader;
 use lockstep_runtime::{
-    merkle, AccountId, AssetId, Balance, BlockNumber, Hash, Header, Justification, Nonce, Outcome,
-    Receipt, SignedTx, MAX_TX_SIZE,
+    merkle, AccountId, AssetId, BlockNumber, Hash, Header, Nonce, Receipt, SignedTx, MAX_TX_SIZE,
 };
 use parity_scale_codec::Encode;
-use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use self::error::{internal, HISTORICAL_STATE};
@@ -77,214 +79,9 @@ pub struct NetworkInfo {
     pub peer_list: Mutex<Vec<PeerView>>,
 }
 
-/// `system_peers`: one connected peer.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PeerView {
-    /// Its peer id.
-    pub peer_id: String,
-    /// The address of the connection.
-    pub address: Option<String>,
-    /// Its finalized height, from its last status.
-    pub finalized_number: BlockNumber,
-    /// Its finalized head, from its last status.
-    pub finalized_hash: Hash,
-    /// Its score (misbehaviour lowers it; at -100 it is dropped).
-    pub score: i32,
-}
-
 /// Locks a mutex of [`NetworkInfo`], whether or not a holder panicked.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `system_health`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Health {
-    /// Connected peers.
-    pub peers: u64,
-    /// Whether the node is catching up.
-    pub is_syncing: bool,
-    /// Whether the node is meant to have peers.
-    pub should_have_peers: bool,
-}
-
-/// `chain_getBlock`: a block with its justification.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SignedBlockView {
-    /// The block, extrinsics as SCALE hex.
-    pub block: BlockView,
-    /// Its justification (none for genesis).
-    pub justification: Option<Justification>,
-}
-
-/// A block, extrinsics as SCALE hex.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BlockView {
-    /// The header.
-    pub header: Header,
-    /// The extrinsics, SCALE-encoded, `0x`-hex.
-    pub extrinsics: Vec<String>,
-}
-
-/// `tx_getStatus`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TxStatusView {
-    /// `unknown`, `pool` or `finalized`.
-    pub status: &'static str,
-    /// The block holding it, if finalized.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub block_hash: Option<Hash>,
-    /// That block's number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub block_number: Option<BlockNumber>,
-    /// Its position in the block.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<u32>,
-    /// Its outcome.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<Outcome>,
-    /// The node's finalized height, so a caller can judge expiry.
-    pub finalized_number: BlockNumber,
-}
-
-/// `tx_getProof`: all a light client needs to check, from the justified
-/// header alone, that the transaction is in the block and what its outcome
-/// was.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TxProof {
-    /// The block's header.
-    pub header: Header,
-    /// Its justification.
-    pub justification: Option<Justification>,
-    /// The transaction, SCALE hex; its hash is the inclusion leaf.
-    pub extrinsic: String,
-    /// Merkle proof of the tx hash under `header.extrinsicsRoot`.
-    pub inclusion_proof: merkle::MerkleProof,
-    /// The receipt; its hash is the outcome leaf.
-    pub receipt: Receipt,
-    /// Merkle proof of the receipt hash under `header.receiptsRoot`.
-    pub receipt_proof: merkle::MerkleProof,
-}
-
-/// A balance as a decimal string.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(transparent)]
-pub struct BalanceView(#[serde(with = "balance_string")] pub Balance);
-
-/// `author_*`.
-#[rpc(server, namespace = "author")]
-pub trait AuthorApi {
-    /// Submits a SCALE-encoded, `0x`-hex signed transaction; returns its hash.
-    #[method(name = "submitExtrinsic")]
-    fn submit_extrinsic(&self, extrinsic: String) -> RpcResult<Hash>;
-
-    /// Submits a transaction and streams its status: `ready` or `future`,
-    /// then `inBlock` and `finalized`, or `invalid` / `dropped`.
-    #[subscription(name = "submitAndWatchExtrinsic" => "extrinsicUpdate", unsubscribe = "unwatchExtrinsic", item = TxEvent)]
-    async fn submit_and_watch_extrinsic(&self, extrinsic: String) -> SubscriptionResult;
-
-    /// The pool's transactions, SCALE hex, in arrival order.
-    #[method(name = "pendingExtrinsics")]
-    fn pending_extrinsics(&self) -> RpcResult<Vec<String>>;
-}
-
-/// `chain_*`.
-#[rpc(server, namespace = "chain")]
-pub trait ChainApi {
-    /// A header by hash; the finalized head without one.
-    #[method(name = "getHeader")]
-    fn header(&self, hash: Option<Hash>) -> RpcResult<Option<Header>>;
-
-    /// A block with its justification by hash; the head without one.
-    #[method(name = "getBlock")]
-    fn block(&self, hash: Option<Hash>) -> RpcResult<Option<SignedBlockView>>;
-
-    /// The hash of the finalized block at a number; the head's without one.
-    #[method(name = "getBlockHash")]
-    fn block_hash(&self, number: Option<BlockNumber>) -> RpcResult<Option<Hash>>;
-
-    /// The finalized head's hash.
-    #[method(name = "getFinalizedHead")]
-    fn finalized_head(&self) -> RpcResult<Hash>;
-
-    /// New best heads. Finality is instant, so these are the finalized heads.
-    #[subscription(name = "subscribeNewHeads" => "newHead", unsubscribe = "unsubscribeNewHeads", item = Header)]
-    async fn subscribe_new_heads(&self) -> SubscriptionResult;
-
-    /// New finalized heads.
-    #[subscription(name = "subscribeFinalizedHeads" => "finalizedHead", unsubscribe = "unsubscribeFinalizedHeads", item = Header)]
-    async fn subscribe_finalized_heads(&self) -> SubscriptionResult;
-}
-
-/// `state_*`.
-#[rpc(server, namespace = "state")]
-pub trait StateApi {
-    /// An account's balance of an asset at the finalized head, as a decimal
-    /// string. `at`, if given, must be the head's hash.
-    #[method(name = "getBalance")]
-    fn balance(
-        &self,
-        account: AccountId,
-        asset: AssetId,
-        at: Option<Hash>,
-    ) -> RpcResult<BalanceView>;
-
-    /// The nonce the account's next transaction must carry.
-    #[method(name = "getNonce")]
-    fn nonce(&self, account: AccountId) -> RpcResult<Nonce>;
-}
-
-/// `tx_*`.
-#[rpc(server, namespace = "tx")]
-pub trait TxApi {
-    /// Where a transaction is: unknown, in the pool, or finalized with its
-    /// block, position and outcome; with the finalized height.
-    #[method(name = "getStatus")]
-    fn status(&self, hash: Hash) -> RpcResult<TxStatusView>;
-
-    /// Proof of a finalized transaction's inclusion and outcome; null if it
-    /// is not finalized here.
-    #[method(name = "getProof")]
-    fn proof(&self, hash: Hash) -> RpcResult<Option<TxProof>>;
-}
-
-/// `system_*`.
-#[rpc(server, namespace = "system")]
-pub trait SystemApi {
-    /// Peers and sync state.
-    #[method(name = "health")]
-    fn health(&self) -> RpcResult<Health>;
-
-    /// The implementation's name.
-    #[method(name = "name")]
-    fn name(&self) -> RpcResult<String>;
-
-    /// The implementation's version.
-    #[method(name = "version")]
-    fn version(&self) -> RpcResult<String>;
-
-    /// The chain's name.
-    #[method(name = "chain")]
-    fn chain(&self) -> RpcResult<String>;
-
-    /// The connected peers.
-    #[method(name = "peers")]
-    fn peers(&self) -> RpcResult<Vec<PeerView>>;
-
-    /// This node's libp2p peer id (empty for a node without a network).
-    #[method(name = "localPeerId")]
-    fn local_peer_id(&self) -> RpcResult<String>;
-
-    /// The multiaddrs this node listens on (with `/p2p/<peer id>` appended,
-    /// ready for `--bootnodes`).
-    #[method(name = "localListenAddresses")]
-    fn local_listen_addresses(&self) -> RpcResult<Vec<String>>;
 }
 
 /// Implements every API over a [`Chain`].
@@ -467,7 +264,7 @@ impl TxApiServer for RpcHandler {
     fn status(&self, hash: Hash) -> RpcResult<TxStatusView> {
         let finalized_number = self.chain.head().number;
         let status = self.chain.tx_status(&hash).map_err(internal)?;
-        let view = |status| TxStatusView {
+        let view = |status: TxState| TxStatusView {
             status,
             block_hash: None,
             block_number: None,
@@ -476,8 +273,8 @@ impl TxApiServer for RpcHandler {
             finalized_number,
         };
         Ok(match status {
-            TxStatus::Unknown => view("unknown"),
-            TxStatus::Pool => view("pool"),
+            TxStatus::Unknown => view(TxState::Unknown),
+            TxStatus::Pool => view(TxState::Pool),
             // The cached head may trail a block import by a moment.
             TxStatus::Finalized(location) => TxStatusView {
                 block_hash: Some(location.block_hash),
@@ -485,7 +282,7 @@ impl TxApiServer for RpcHandler {
                 index: Some(location.index),
                 outcome: Some(location.outcome),
                 finalized_number: finalized_number.max(location.block_number),
-                ..view("finalized")
+                ..view(TxState::Finalized)
             },
         })
     }
@@ -583,8 +380,6 @@ impl SystemApiServer for RpcHandler {
 /// All methods, plus `rpc_methods` listing them.
 pub fn module(chain: Arc<Chain>, network: Arc<NetworkInfo>) -> RpcModule<()> {
     let handler = RpcHandler { chain, network };
-    let mut module = RpcModule::new(());
-    // Names are distinct across namespaces, so merging cannot fail.
     let parts = [
         AuthorApiServer::into_rpc(handler.clone()).remove_context(),
         ChainApiServer::into_rpc(handler.clone()).remove_context(),
@@ -592,19 +387,12 @@ pub fn module(chain: Arc<Chain>, network: Arc<NetworkInfo>) -> RpcModule<()> {
         TxApiServer::into_rpc(handler.clone()).remove_context(),
         SystemApiServer::into_rpc(handler).remove_context(),
     ];
-    for part in parts {
-        if let Err(e) = module.merge(part) {
-            tracing::error!("duplicate RPC method: {e}");
-        }
-    }
-    let mut methods: Vec<String> = module.method_names().map(str::to_owned).collect();
-    methods.push("rpc_methods".into());
-    methods.sort();
-    let listing = serde_json::json!({ "version": 1, "methods": methods });
-    if let Err(e) = module.register_method("rpc_methods", move |_, _, _| listing.clone()) {
+    lockstep_api::merge_with_listing(parts).unwrap_or_else(|e| {
+        // Names are distinct across namespaces: a clash is a programming
+        // error that the node's RPC tests catch.
         tracing::error!("duplicate RPC method: {e}");
-    }
-    module
+        RpcModule::new(())
+    })
 }
 
 /// Starts the server on `addr`; returns its handle and the bound address.

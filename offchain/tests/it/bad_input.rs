@@ -1,7 +1,7 @@
 //! Hostile and mistaken input: clear errors, and nothing written.
 
 use jsonrpsee::rpc_params;
-use lockstep_offchain::event::PaymentReceipt;
+use lockstep_api::event::PaymentReceipt;
 use lockstep_offchain::rpc::{
     BAD_CURSOR, BAD_RECEIPT_SIGNATURE, ID_CONFLICT, INVALID_FIELD, NOT_AWAITING_RECEIPT, NOT_FOUND,
     RECEIPT_CONFLICT, TX_CONFLICT, UNKNOWN_LEASE,

@@ -2,7 +2,7 @@
 
 use jsonrpsee::core::client::{Subscription, SubscriptionClientT};
 use jsonrpsee::rpc_params;
-use lockstep_offchain::event::PaymentReceipt;
+use lockstep_api::event::PaymentReceipt;
 use lockstep_runtime::genesis::DEV_ENDOWMENT;
 use lockstep_runtime::Keypair;
 use serde_json::{json, Value};

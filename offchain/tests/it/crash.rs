@@ -15,7 +15,7 @@ use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use jsonrpsee::rpc_params;
 use jsonrpsee::ws_client::WsClientBuilder;
-use lockstep_offchain::event::PaymentReceipt;
+use lockstep_api::event::PaymentReceipt;
 use lockstep_runtime::genesis::DEV_ENDOWMENT;
 use lockstep_runtime::{Keypair, SignedTx};
 use serde_json::{json, Value};

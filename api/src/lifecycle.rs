@@ -6,8 +6,9 @@
 //!      └──(quorum: failed, or expired unincluded)──▶ Cancelled
 //! ```
 //!
-//! Every write of a state in [`crate::store`] goes through [`next_state`], so
-//! a move that is not drawn above can never reach the database.
+//! The event system writes every state through [`next_state`], so a move
+//! that is not drawn above can never reach its database; the audit checks
+//! histories with [`is_legal`].
 
 use serde::{Deserialize, Serialize};
 
@@ -37,22 +38,6 @@ impl State {
     /// Whether no move leaves this state.
     pub fn is_final(self) -> bool {
         matches!(self, State::Completed | State::Cancelled)
-    }
-
-    /// The byte that starts this state's keys in the store's indexes. Part
-    /// of the on-disk format: never renumber.
-    pub fn tag(self) -> u8 {
-        match self {
-            State::Registered => 1,
-            State::PendingAccount => 2,
-            State::Completed => 3,
-            State::Cancelled => 4,
-        }
-    }
-
-    /// The state a tag stands for.
-    pub fn from_tag(tag: u8) -> Option<State> {
-        State::ALL.into_iter().find(|s| s.tag() == tag)
     }
 
     /// The name used in the API and in metrics.
@@ -180,14 +165,5 @@ mod tests {
         }
         assert!(!State::Registered.is_final());
         assert!(!State::PendingAccount.is_final());
-    }
-
-    #[test]
-    fn tags_round_trip_and_are_distinct() {
-        for state in State::ALL {
-            assert_eq!(State::from_tag(state.tag()), Some(state));
-        }
-        assert_eq!(State::from_tag(0), None);
-        assert_eq!(State::from_tag(5), None);
     }
 }

@@ -1,12 +1,14 @@
-//! What an event is: the registration request and its checks, the stored
-//! record, transitions with their evidence, and the bridge's receipt with the
-//! exact bytes it signs.
+//! What an event is on the wire: the registration request and its checks,
+//! the event record, transitions with their evidence, and the bridge's
+//! receipt with the exact bytes it signs.
 
 use lockstep_runtime::primitives::from_hex;
 use lockstep_runtime::{crypto, AccountId, BlockNumber, Hash, Signature, SignedTx, MAX_TX_SIZE};
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::{Reason, State};
+
+pub use crate::lifecycle;
 
 /// Longest event id, in bytes.
 pub const MAX_EVENT_ID: usize = 128;
@@ -17,10 +19,31 @@ pub const MAX_PAYMENT_REFERENCE: usize = 128;
 /// Longest failure reason in a receipt, in bytes.
 pub const MAX_FAILURE_REASON: usize = 256;
 
-/// The receipt outcome of a payment made.
-pub const OUTCOME_PAID: &str = "paid";
-/// The receipt outcome of a payment attempted and refused by the ledger.
-pub const OUTCOME_FAILED: &str = "failed";
+/// What a receipt reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReceiptOutcome {
+    /// The payment was made: the event completes.
+    Paid,
+    /// The payment was attempted and refused by the ledger.
+    Failed,
+    /// Any other word on the wire: never signed, always refused by
+    /// [`PaymentReceipt::verify`] with a field error (so a caller gets the
+    /// same stable code as for any other malformed field).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ReceiptOutcome {
+    /// The word on the wire, and in the signed bytes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptOutcome::Paid => "paid",
+            ReceiptOutcome::Failed => "failed",
+            ReceiptOutcome::Unknown => "unknown",
+        }
+    }
+}
 
 /// Domain tag that starts every receipt signing payload.
 pub const RECEIPT_DOMAIN: &[u8] = b"lockstep/receipt/v1";
@@ -242,8 +265,8 @@ pub struct Evidence {
 pub struct PaymentReceipt {
     /// The event paid.
     pub event_id: String,
-    /// [`OUTCOME_PAID`] or [`OUTCOME_FAILED`].
-    pub outcome: String,
+    /// Paid or failed.
+    pub outcome: ReceiptOutcome,
     /// The bridge's reference for the payment (its ledger entry).
     pub payment_reference: String,
     /// Why the payment failed: required with `"failed"`, absent with `"paid"`.
@@ -257,7 +280,7 @@ pub struct PaymentReceipt {
 impl PaymentReceipt {
     /// Whether this reports a refused payment rather than a payment made.
     pub fn is_failure(&self) -> bool {
-        self.outcome == OUTCOME_FAILED
+        self.outcome == ReceiptOutcome::Failed
     }
 }
 
@@ -294,8 +317,12 @@ impl PaymentReceipt {
     /// "lockstep/receipt/v1" ‖ u32 LE len(event id) ‖ event id
     ///   ‖ u32 LE len(outcome) ‖ outcome ‖ u32 LE len(payment reference) ‖ payment reference
     /// ```
-    pub fn signing_bytes(event_id: &str, outcome: &str, payment_reference: &str) -> Vec<u8> {
-        Self::parts(&[event_id, outcome, payment_reference])
+    pub fn signing_bytes(
+        event_id: &str,
+        outcome: ReceiptOutcome,
+        payment_reference: &str,
+    ) -> Vec<u8> {
+        Self::parts(&[event_id, outcome.as_str(), payment_reference])
     }
 
     /// The signed bytes of a `"failed"` receipt: the same parts with the
@@ -309,7 +336,12 @@ impl PaymentReceipt {
     /// The outcome is a length-prefixed part, so no failure's bytes can equal
     /// a payment's, and `"paid"` receipts sign exactly what they always did.
     pub fn failure_signing_bytes(event_id: &str, payment_reference: &str, reason: &str) -> Vec<u8> {
-        Self::parts(&[event_id, OUTCOME_FAILED, payment_reference, reason])
+        Self::parts(&[
+            event_id,
+            ReceiptOutcome::Failed.as_str(),
+            payment_reference,
+            reason,
+        ])
     }
 
     fn parts(parts: &[&str]) -> Vec<u8> {
@@ -330,7 +362,7 @@ impl PaymentReceipt {
             Some(reason) if self.is_failure() => {
                 Self::failure_signing_bytes(&self.event_id, &self.payment_reference, reason)
             }
-            _ => Self::signing_bytes(&self.event_id, &self.outcome, &self.payment_reference),
+            _ => Self::signing_bytes(&self.event_id, self.outcome, &self.payment_reference),
         }
     }
 
@@ -342,12 +374,12 @@ impl PaymentReceipt {
     ) -> PaymentReceipt {
         let signature = key.sign(&Self::signing_bytes(
             event_id,
-            OUTCOME_PAID,
+            ReceiptOutcome::Paid,
             payment_reference,
         ));
         PaymentReceipt {
             event_id: event_id.to_owned(),
-            outcome: OUTCOME_PAID.to_owned(),
+            outcome: ReceiptOutcome::Paid,
             payment_reference: payment_reference.to_owned(),
             reason: None,
             signature,
@@ -368,7 +400,7 @@ impl PaymentReceipt {
         ));
         PaymentReceipt {
             event_id: event_id.to_owned(),
-            outcome: OUTCOME_FAILED.to_owned(),
+            outcome: ReceiptOutcome::Failed,
             payment_reference: payment_reference.to_owned(),
             reason: Some(reason.to_owned()),
             signature,
@@ -381,12 +413,12 @@ impl PaymentReceipt {
             e.field = "eventId";
             e
         })?;
-        match (self.outcome.as_str(), &self.reason) {
-            (OUTCOME_PAID, None) => {}
-            (OUTCOME_PAID, Some(_)) => {
+        match (self.outcome, &self.reason) {
+            (ReceiptOutcome::Paid, None) => {}
+            (ReceiptOutcome::Paid, Some(_)) => {
                 return Err(invalid("reason", "only a \"failed\" receipt has a reason").into())
             }
-            (OUTCOME_FAILED, Some(reason)) => {
+            (ReceiptOutcome::Failed, Some(reason)) => {
                 if reason.is_empty()
                     || reason.len() > MAX_FAILURE_REASON
                     || !reason.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
@@ -398,10 +430,10 @@ impl PaymentReceipt {
                     .into());
                 }
             }
-            (OUTCOME_FAILED, None) => {
+            (ReceiptOutcome::Failed, None) => {
                 return Err(invalid("reason", "a \"failed\" receipt needs a reason").into())
             }
-            _ => {
+            (ReceiptOutcome::Unknown, _) => {
                 return Err(
                     invalid("outcome", "receipt outcomes are \"paid\" and \"failed\"").into(),
                 )
@@ -585,8 +617,8 @@ mod tests {
         );
         // Length prefixes: moving a byte between parts changes the bytes.
         assert_ne!(
-            PaymentReceipt::signing_bytes("ab", "paid", "c"),
-            PaymentReceipt::signing_bytes("a", "paid", "bc")
+            PaymentReceipt::signing_bytes("ab", ReceiptOutcome::Paid, "c"),
+            PaymentReceipt::signing_bytes("a", ReceiptOutcome::Paid, "bc")
         );
     }
 
@@ -599,7 +631,7 @@ mod tests {
             expected.extend_from_slice(part.as_bytes());
         }
         assert_eq!(
-            PaymentReceipt::signing_bytes("e1", "paid", "pay-1"),
+            PaymentReceipt::signing_bytes("e1", ReceiptOutcome::Paid, "pay-1"),
             expected
         );
 
@@ -617,7 +649,7 @@ mod tests {
         );
         // A failure's signature does not make a payment.
         let as_paid = PaymentReceipt {
-            outcome: "paid".into(),
+            outcome: ReceiptOutcome::Paid,
             reason: None,
             ..failure.clone()
         };

@@ -11,8 +11,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::primitives::{from_hex, to_hex};
-use crate::{AccountId, Keypair};
+use lockstep_runtime::primitives::{from_hex, to_hex};
+use lockstep_runtime::{AccountId, Keypair};
 use serde::{Deserialize, Serialize};
 
 /// Largest key file read.
