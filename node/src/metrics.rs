@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lockstep_service::metrics::{self, Exposed, Exposition, Histogram, Registry};
+use lockstep_service::rpc_metrics::RpcTimes;
 
 /// The node's metrics.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct Metrics {
     pub peers: AtomicU64,
     /// How long block imports take (write, prune, notify), in seconds.
     pub import_seconds: Histogram,
+    /// How long each JSON-RPC method takes.
+    pub rpc_times: RpcTimes,
 }
 
 impl Default for Metrics {
@@ -48,6 +51,7 @@ impl Default for Metrics {
             equivocations: AtomicU64::new(0),
             peers: AtomicU64::new(0),
             import_seconds: metrics::seconds_histogram(),
+            rpc_times: RpcTimes::default(),
         }
     }
 }
@@ -113,5 +117,6 @@ pub fn registry(metrics: &Arc<Metrics>) -> Registry {
         "How long block imports take",
         metrics.import_seconds.clone(),
     );
+    metrics.rpc_times.register(&mut registry, "lockstep_rpc_seconds");
     registry
 }

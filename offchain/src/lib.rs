@@ -193,7 +193,11 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         config.grace,
         config.overdue_after,
     );
-    let (rpc, rpc_addr) = rpc::start(config.rpc_addr, rpc::module(handler))
+    let (rpc, rpc_addr) = rpc::start(
+        config.rpc_addr,
+        rpc::module(handler),
+        metrics.rpc_times.clone(),
+    )
         .await
         .map_err(|source| ServiceError::Bind {
             addr: config.rpc_addr,

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lockstep_service::metrics::{Exposed, Exposition, Histogram, Registry};
+use lockstep_service::rpc_metrics::RpcTimes;
 use tokio::sync::watch;
 
 /// The event system's metrics.
@@ -46,6 +47,8 @@ pub struct Metrics {
     /// From a finalized block reaching the watcher to the quorum's decision
     /// on its events, in seconds.
     pub confirmation_seconds: Histogram,
+    /// How long each JSON-RPC method takes.
+    pub rpc_times: RpcTimes,
     changed: watch::Sender<u64>,
 }
 
@@ -67,6 +70,7 @@ impl Default for Metrics {
             watcher_height: AtomicU64::new(0),
             watcher_failovers: AtomicU64::new(0),
             confirmation_seconds: lockstep_service::metrics::seconds_histogram(),
+            rpc_times: RpcTimes::default(),
             changed: watch::channel(0).0,
         }
     }
@@ -171,5 +175,8 @@ pub fn registry(metrics: &Arc<Metrics>) -> Registry {
         "Time from the watcher seeing a finalized block to the quorum's decision on its events",
         metrics.confirmation_seconds.clone(),
     );
+    metrics
+        .rpc_times
+        .register(&mut registry, "lockstep_offchain_rpc_seconds");
     registry
 }

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::core::{async_trait, to_json_raw_value, RpcResult, SubscriptionResult};
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, RpcModule};
@@ -21,6 +22,7 @@ use lockstep_api::offchain::{
 };
 use lockstep_runtime::AccountId;
 use lockstep_service::now_ms;
+use lockstep_service::rpc_metrics::RpcTimes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::MessageBus;
@@ -433,10 +435,12 @@ pub fn module(handler: EventRpc) -> RpcModule<()> {
 /// fit comfortably.
 pub const MAX_REQUEST_BYTES: u32 = 1024 * 1024;
 
-/// Starts the server on `addr`; returns its handle and the bound address.
+/// Starts the server on `addr`, timing every call into `times`; returns
+/// its handle and the bound address.
 pub async fn start(
     addr: SocketAddr,
     module: RpcModule<()>,
+    times: RpcTimes,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
     let config = ServerConfig::builder()
         .max_request_body_size(MAX_REQUEST_BYTES)
@@ -445,7 +449,13 @@ pub async fn start(
         .max_subscriptions_per_connection(64)
         .set_batch_request_config(BatchRequestConfig::Limit(100))
         .build();
-    let server = Server::builder().set_config(config).build(addr).await?;
+    times.serve(module.method_names().map(str::to_owned));
+    let middleware = RpcServiceBuilder::new().layer_fn(move |service| times.wrap(service));
+    let server = Server::builder()
+        .set_config(config)
+        .set_rpc_middleware(middleware)
+        .build(addr)
+        .await?;
     let bound = server.local_addr()?;
     Ok((server.start(module), bound))
 }

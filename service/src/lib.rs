@@ -5,7 +5,8 @@
 //!
 //! - [`metrics`]: a Prometheus registry ([`prometheus_client`]) and the
 //!   `GET /metrics` endpoint that serves it, with an accept loop that backs
-//!   off on errors instead of spinning;
+//!   off on errors instead of spinning; [`rpc_metrics`], each JSON-RPC
+//!   method's latency as a histogram (a server middleware);
 //! - [`logging`]: `RUST_LOG` filters and `--log-format text|json`;
 //! - [`shutdown_signal`]: the first SIGINT or SIGTERM;
 //! - [`backoff`] and [`parse_duration`]: retry delays and duration flags;
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod keyfile;
 pub mod logging;
 pub mod metrics;
+pub mod rpc_metrics;
 
 use std::time::Duration;
 

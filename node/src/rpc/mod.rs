@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jsonrpsee::core::{async_trait, to_json_raw_value, RpcResult, SubscriptionResult};
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, RpcModule};
@@ -23,6 +24,7 @@ use lockstep_api::node::{
     StateApiServer, SystemApiServer, TxApiServer, TxProof, TxState, TxStatusView,
 };
 use lockstep_runtime::primitives::{from_hex, to_hex};
+use lockstep_service::rpc_metrics::RpcTimes;
 use lockstep_runtime::state::StateReader;
 use lockstep_runtime::{
     merkle, AccountId, AssetId, BlockNumber, Hash, Header, Nonce, Receipt, SignedTx, MAX_TX_SIZE,
@@ -395,11 +397,13 @@ pub fn module(chain: Arc<Chain>, network: Arc<NetworkInfo>) -> RpcModule<()> {
     })
 }
 
-/// Starts the server on `addr`; returns its handle and the bound address.
+/// Starts the server on `addr`, timing every call into `times`; returns
+/// its handle and the bound address.
 pub async fn start(
     addr: SocketAddr,
     config: RpcConfig,
     module: RpcModule<()>,
+    times: RpcTimes,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
     let server_config = ServerConfig::builder()
         .max_request_body_size(config.max_request_bytes)
@@ -408,8 +412,11 @@ pub async fn start(
         .max_subscriptions_per_connection(config.max_subscriptions_per_connection)
         .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_len))
         .build();
+    times.serve(module.method_names().map(str::to_owned));
+    let middleware = RpcServiceBuilder::new().layer_fn(move |service| times.wrap(service));
     let server = Server::builder()
         .set_config(server_config)
+        .set_rpc_middleware(middleware)
         .build(addr)
         .await?;
     let bound = server.local_addr()?;
