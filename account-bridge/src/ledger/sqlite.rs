@@ -1,9 +1,8 @@
-//! The fiat ledger: accounts, payments keyed by event id, double-entry
-//! postings, and the bridge's receipt outbox, behind [`PaymentLedger`].
-//! [`SqliteLedger`] is the embedded default; PostgreSQL can implement the
-//! same trait.
+//! The SQLite ledger, [`SqliteLedger`]: the schema, opening a file, paying
+//! a batch, deposits and reads. The receipt outbox's rows and operations
+//! are in `outbox.rs`; this file calls them inside its own transactions.
 //!
-//! ## Schema (SQLite)
+//! ## Schema
 //!
 //! | table | key | holds |
 //! |---|---|---|
@@ -15,26 +14,21 @@
 //!
 //! ## Invariants
 //!
-//! - **Money is integer minor units** (`i64` in the database, `i128` in the
-//!   API so sums cannot overflow); every addition is checked.
-//! - **Double entry**: every change of a balance is one of two postings of
-//!   one entry that sum to zero. Deposits come from a per-currency system
-//!   account (`@external/<CUR>`, unlimited overdraft, never a payment
-//!   party), so the sum of all balances of a currency is zero after any
-//!   sequence of operations: that is what [`PaymentLedger::totals`] lets an
-//!   audit check ("money is conserved").
-//! - **Exactly once**: a payment row is keyed by its event id. The payment
-//!   row, both postings, both balances and the receipt's outbox row are
-//!   written in one SQL transaction, so a crash leaves all or none of them;
-//!   a re-delivered instruction finds the row and only re-queues its
-//!   receipt.
-//! - **Refusals that may heal** (insufficient funds, an account not opened
-//!   yet) record the payment as [`PaymentStatus::Failed`], move no money,
-//!   and queue a failure receipt; the next delivery of the same instruction
-//!   tries again and, once it succeeds, turns the row `Paid`. **Invalid
-//!   instructions** (malformed, zero/negative/out-of-range amounts, a
-//!   currency the ledger does not hold or that differs from the accounts')
-//!   are refused with [`LedgerError::Invalid`] and write nothing at all.
+//! - **All or nothing**: every write is one `BEGIN IMMEDIATE` transaction.
+//!   In [`PaymentLedger::pay_batch`] each payment runs under its own
+//!   savepoint: an instruction that ends in an error (invalid, conflicting,
+//!   overflowing) is rolled back to it and leaves no trace, while a refusal
+//!   that may heal is an outcome and is recorded; a database error drops
+//!   the whole transaction, and nothing of the batch is written.
+//! - **The schema is checked before use**: `PRAGMA user_version` must be
+//!   this build's version; an empty file gets the schema, a file with other
+//!   tables is refused. The table `CHECK`s back the rules up (no customer
+//!   balance past its overdraft, positive amounts, no zero posting, status
+//!   `paid` or `failed`).
+//! - **A payment's reference is `pay-<seq>`** of its own row, fixed when the
+//!   row is first written and kept through every later attempt.
+//! - A ledger opened read-only refuses every write before touching the
+//!   file.
 //!
 //! ## Durability
 //!
@@ -53,366 +47,19 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lockstep_api::event::{check_event_id, PaymentInstruction, MAX_PARTY};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-/// Prefix of system account ids; refused for customer accounts.
-pub const SYSTEM_PREFIX: char = '@';
+use super::outbox::{self, queue_receipt};
+use super::{
+    check_account_id, check_currency, external_account, invalid, Account, Deposit, Instruction,
+    LedgerContents, LedgerError, LedgerResult, OutboxReceipt, PayOutcome, PaymentLedger,
+    PaymentRecord, PaymentStatus, Posting, Refusal,
+};
+
 /// How long a writer waits for another one before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema this code reads and writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
-
-/// Why a ledger operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    /// SQLite failed.
-    #[error("ledger database: {0}")]
-    Db(#[from] rusqlite::Error),
-    /// The file cannot be used as a ledger.
-    #[error("{path}: {reason}")]
-    Open {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// An input is malformed or out of range; nothing was written.
-    #[error("invalid {field}: {reason}")]
-    Invalid {
-        /// The input.
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// No such account (operator commands; a payment records a refusal).
-    #[error("no account {0:?}")]
-    UnknownAccount(String),
-    /// `open` of an account that exists with other terms.
-    #[error("account {id:?} already exists with currency {currency} and overdraft {overdraft}")]
-    AccountExists {
-        /// The account.
-        id: String,
-        /// Its currency.
-        currency: String,
-        /// Its overdraft limit.
-        overdraft: i128,
-    },
-    /// A balance would leave the 64-bit range.
-    #[error("balance of {0:?} would overflow")]
-    Overflow(String),
-    /// The same event id arrived with another instruction; nothing written.
-    #[error("event {0:?} was already handled with a different instruction")]
-    Conflict(String),
-    /// Stored data breaks the schema's rules.
-    #[error("corrupt ledger: {0}")]
-    Corrupt(String),
-}
-
-/// The ledger's `Result`.
-pub type LedgerResult<T> = Result<T, LedgerError>;
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> LedgerError {
-    LedgerError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
-
-/// Whether a payment was made or refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum PaymentStatus {
-    /// The money moved.
-    Paid,
-    /// Attempted and refused (funds or account); a later retry may turn it
-    /// `Paid`.
-    Failed,
-}
-
-impl PaymentStatus {
-    fn column(self) -> &'static str {
-        match self {
-            PaymentStatus::Paid => "paid",
-            PaymentStatus::Failed => "failed",
-        }
-    }
-
-    fn from_column(text: &str) -> LedgerResult<PaymentStatus> {
-        match text {
-            "paid" => Ok(PaymentStatus::Paid),
-            "failed" => Ok(PaymentStatus::Failed),
-            other => Err(LedgerError::Corrupt(format!("payment status {other:?}"))),
-        }
-    }
-}
-
-/// One row of `payments`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PaymentRecord {
-    /// The event paid (unique).
-    pub event_id: String,
-    /// The account that pays.
-    pub payer: String,
-    /// The account that is paid.
-    pub payee: String,
-    /// Minor units, positive.
-    pub amount: i128,
-    /// The currency.
-    pub currency: String,
-    /// Paid or failed.
-    pub status: PaymentStatus,
-    /// The ledger's reference (`pay-<n>`), sent in the receipt.
-    pub reference: String,
-    /// When the row was first written (ms since the Unix epoch).
-    pub created_ms: u64,
-    /// When it last changed.
-    pub updated_ms: u64,
-    /// The last refusal, while `Failed` (kept after a later payment).
-    pub failure: Option<String>,
-    /// Attempts made (deliveries that reached the ledger, duplicates of a
-    /// paid row not counted).
-    pub attempts: u32,
-}
-
-/// One row of `accounts`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Account {
-    /// The account id.
-    pub id: String,
-    /// Its currency.
-    pub currency: String,
-    /// Minor units; negative only within the overdraft.
-    pub balance: i128,
-    /// How far below zero it may go.
-    pub overdraft: i128,
-    /// A system account (the source of deposits).
-    pub system: bool,
-}
-
-/// One row of `postings`: one leg of an entry.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Posting {
-    /// The row id (in the order the legs were written).
-    pub id: u64,
-    /// The entry: a payment's reference (`pay-<n>`) or a deposit's
-    /// (`dep-<n>`).
-    pub entry: String,
-    /// The account whose balance the leg changed.
-    pub account: String,
-    /// Signed minor units: debit < 0 < credit.
-    pub amount: i128,
-    /// The currency.
-    pub currency: String,
-}
-
-/// One row of `deposits`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Deposit {
-    /// Its reference, `dep-<seq>` (the entry of its postings).
-    pub reference: String,
-    /// The account credited (from its currency's external account).
-    pub account: String,
-    /// Minor units, positive.
-    pub amount: i128,
-}
-
-/// Every account, payment, deposit and posting, as one read transaction
-/// saw them: consistent with each other even while a writer goes on
-/// (see [`SqliteLedger::contents`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerContents {
-    /// Every account, system accounts included, by id.
-    pub accounts: Vec<Account>,
-    /// Every payment row, oldest first.
-    pub payments: Vec<PaymentRecord>,
-    /// Every deposit, oldest first.
-    pub deposits: Vec<Deposit>,
-    /// Every posting, oldest first.
-    pub postings: Vec<Posting>,
-}
-
-/// A checked payment instruction, ready for the ledger.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instruction {
-    /// The event (the idempotency key).
-    pub event_id: String,
-    /// Who pays.
-    pub payer: String,
-    /// Who is paid.
-    pub payee: String,
-    /// Minor units, 1 ..= i64::MAX.
-    pub amount: i128,
-    /// Three upper-case letters.
-    pub currency: String,
-}
-
-impl Instruction {
-    /// Checks an instruction from the bus: the event id, both parties (as
-    /// the event system checks them, and not system accounts), the amount
-    /// (see [`parse_amount`]) and the currency code.
-    pub fn parse(event_id: &str, payment: &PaymentInstruction) -> LedgerResult<Instruction> {
-        check_event_id(event_id).map_err(|e| invalid("event id", e.reason))?;
-        check_account_id("payer", &payment.payer)?;
-        check_account_id("payee", &payment.payee)?;
-        if payment.payer == payment.payee {
-            return Err(invalid("payee", "payer and payee are the same account"));
-        }
-        let amount = parse_amount(&payment.amount)?;
-        check_currency(&payment.currency)?;
-        Ok(Instruction {
-            event_id: event_id.to_owned(),
-            payer: payment.payer.clone(),
-            payee: payment.payee.clone(),
-            amount,
-            currency: payment.currency.clone(),
-        })
-    }
-}
-
-/// Parses an amount of minor units: a decimal integer without sign, point
-/// or leading zeros, from 1 to `i64::MAX` (the ledger's range).
-pub fn parse_amount(text: &str) -> LedgerResult<i128> {
-    let field = "amount";
-    if text.starts_with('-') {
-        return Err(invalid(field, format!("{text:?} is negative")));
-    }
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        let shown: String = text.chars().take(64).collect();
-        return Err(invalid(
-            field,
-            format!("{shown:?} is not an integer number of minor units (e.g. 1250 for 12.50)"),
-        ));
-    }
-    if text.len() > 1 && text.starts_with('0') {
-        return Err(invalid(field, format!("{text:?} has leading zeros")));
-    }
-    // More than 19 digits cannot fit; say so without echoing a huge input.
-    let value: u128 = if text.len() > 20 {
-        u128::MAX
-    } else {
-        text.parse().unwrap_or(u128::MAX)
-    };
-    if value == 0 {
-        return Err(invalid(field, "must be positive, not zero"));
-    }
-    if value > i64::MAX as u128 {
-        let text = if text.len() > 40 {
-            format!("{}...", &text[..40])
-        } else {
-            text.to_owned()
-        };
-        return Err(invalid(
-            field,
-            format!("{text} exceeds the ledger's largest amount {}", i64::MAX),
-        ));
-    }
-    Ok(value as i128)
-}
-
-/// Checks a currency code: three upper-case ASCII letters.
-pub fn check_currency(code: &str) -> LedgerResult<()> {
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(invalid(
-            "currency",
-            format!("{code:?} is not three upper-case letters (e.g. USD)"),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a customer account id: 1 to 128 printable ASCII bytes without
-/// spaces, not starting with `@` (system accounts).
-pub fn check_account_id(field: &'static str, id: &str) -> LedgerResult<()> {
-    if id.is_empty() || id.len() > MAX_PARTY {
-        return Err(invalid(field, format!("must be 1 to {MAX_PARTY} bytes")));
-    }
-    if !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(field, "must be printable ASCII without spaces"));
-    }
-    if id.starts_with(SYSTEM_PREFIX) {
-        return Err(invalid(
-            field,
-            format!("{id:?}: ids starting with {SYSTEM_PREFIX} are system accounts"),
-        ));
-    }
-    Ok(())
-}
-
-/// The system account deposits of `currency` come from.
-pub fn external_account(currency: &str) -> String {
-    format!("{SYSTEM_PREFIX}external/{currency}")
-}
-
-/// Why a payment was refused (and recorded as failed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The payer's balance minus the amount would pass its overdraft.
-    InsufficientFunds {
-        /// The payer.
-        account: String,
-        /// Its balance.
-        balance: i128,
-        /// The amount asked.
-        amount: i128,
-    },
-    /// The account does not exist (yet).
-    UnknownAccount(String),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::InsufficientFunds {
-                account,
-                balance,
-                amount,
-            } => write!(
-                f,
-                "insufficient funds: {account} has {balance}, the payment needs {amount}"
-            ),
-            Refusal::UnknownAccount(id) => write!(f, "unknown account {id}"),
-        }
-    }
-}
-
-/// What a delivery of an instruction did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PayOutcome {
-    /// Paid now.
-    Paid {
-        /// The payment reference.
-        reference: String,
-    },
-    /// Paid by an earlier delivery: nothing moved, the receipt re-queued.
-    AlreadyPaid {
-        /// The payment reference.
-        reference: String,
-    },
-    /// Refused and recorded as failed; a failure receipt is queued.
-    Refused {
-        /// The payment reference.
-        reference: String,
-        /// Why.
-        refusal: Refusal,
-    },
-}
-
-/// A receipt waiting in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxReceipt {
-    /// The event.
-    pub event_id: String,
-    /// The payment reference.
-    pub reference: String,
-    /// None: paid; some: the failure reason.
-    pub failure: Option<String>,
-    /// Delivery attempts so far.
-    pub attempts: u32,
-}
 
 /// How hard commits hold on to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,79 +68,6 @@ pub enum Durability {
     Full,
     /// `synchronous = NORMAL`: survives a process crash, not power loss.
     Normal,
-}
-
-/// The ledger's operations. Every method is one SQL transaction (or a read);
-/// an error means nothing was written.
-pub trait PaymentLedger: Send + Sync + std::fmt::Debug {
-    /// Opens customer accounts of `currency` with an overdraft limit, each
-    /// funded with `deposit` from the system account (0: none). An account
-    /// that already exists on the same terms is left alone (no deposit) and
-    /// reported `false`; on other terms, the whole call fails.
-    fn open_accounts(
-        &self,
-        ids: &[String],
-        currency: &str,
-        overdraft: i128,
-        deposit: i128,
-        now_ms: u64,
-    ) -> LedgerResult<Vec<bool>>;
-
-    /// Moves `amount` from the currency's system account to `account`;
-    /// returns the deposit's reference.
-    fn deposit(&self, account: &str, amount: i128, now_ms: u64) -> LedgerResult<String>;
-
-    /// Pays a batch of instructions in **one** SQL transaction. Each payment
-    /// is atomic on its own (a savepoint): its slot holds its outcome or why
-    /// it was refused without writing anything. The outer error is a
-    /// database failure, after which nothing of the batch was written.
-    fn pay_batch(
-        &self,
-        batch: &[Instruction],
-        now_ms: u64,
-    ) -> LedgerResult<Vec<LedgerResult<PayOutcome>>>;
-
-    /// Pays one instruction.
-    fn pay(&self, instruction: &Instruction, now_ms: u64) -> LedgerResult<PayOutcome> {
-        self.pay_batch(std::slice::from_ref(instruction), now_ms)?
-            .pop()
-            .unwrap_or_else(|| Err(LedgerError::Corrupt("empty batch result".into())))
-    }
-
-    /// One account.
-    fn account(&self, id: &str) -> LedgerResult<Option<Account>>;
-
-    /// Every account, system accounts included, by id.
-    fn accounts(&self) -> LedgerResult<Vec<Account>>;
-
-    /// Every payment row, oldest first.
-    fn payments(&self) -> LedgerResult<Vec<PaymentRecord>>;
-
-    /// The payment for an event, if any.
-    fn payment(&self, event_id: &str) -> LedgerResult<Option<PaymentRecord>>;
-
-    /// Per currency, the sum of all balances (system accounts included):
-    /// zero as long as money is conserved.
-    fn totals(&self) -> LedgerResult<Vec<(String, i128)>>;
-
-    /// Per currency, the sum of all postings (zero: every entry balances).
-    fn posting_totals(&self) -> LedgerResult<Vec<(String, i128)>>;
-
-    /// Receipts due at `now_ms`, earliest first, at most `limit`.
-    fn due_receipts(&self, now_ms: u64, limit: usize) -> LedgerResult<Vec<OutboxReceipt>>;
-
-    /// When the next receipt is due, if any.
-    fn next_receipt_due(&self) -> LedgerResult<Option<u64>>;
-
-    /// Removes delivered receipts; a receipt replaced meanwhile (a failure
-    /// superseded by the payment) stays.
-    fn receipts_delivered(&self, delivered: &[OutboxReceipt]) -> LedgerResult<()>;
-
-    /// Schedules receipts again at the given times.
-    fn receipts_retry(&self, retries: &[(OutboxReceipt, u64)]) -> LedgerResult<()>;
-
-    /// Receipts not yet delivered.
-    fn receipt_backlog(&self) -> LedgerResult<u64>;
 }
 
 /// The SQLite ledger: one connection, used by one thread at a time.
@@ -553,11 +127,11 @@ CREATE TABLE IF NOT EXISTS receipt_outbox (
 CREATE INDEX IF NOT EXISTS receipt_outbox_by_due ON receipt_outbox(next_ms);
 ";
 
-fn to_u64(value: i64) -> u64 {
+pub(super) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-fn to_i64(value: u64) -> i64 {
+pub(super) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
@@ -744,6 +318,24 @@ fn account_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     })
 }
 
+// The `status` column's spelling (the schema's `CHECK`).
+impl PaymentStatus {
+    fn column(self) -> &'static str {
+        match self {
+            PaymentStatus::Paid => "paid",
+            PaymentStatus::Failed => "failed",
+        }
+    }
+
+    fn from_column(text: &str) -> LedgerResult<PaymentStatus> {
+        match text {
+            "paid" => Ok(PaymentStatus::Paid),
+            "failed" => Ok(PaymentStatus::Failed),
+            other => Err(LedgerError::Corrupt(format!("payment status {other:?}"))),
+        }
+    }
+}
+
 const PAYMENT_COLUMNS: &str = "event_id, payer, payee, amount, currency, status, reference, \
      created_ms, updated_ms, failure, attempts";
 
@@ -803,22 +395,6 @@ fn post(
         currency,
         to_i64(now_ms)
     ])?;
-    Ok(())
-}
-
-fn queue_receipt(
-    tx: &Connection,
-    event_id: &str,
-    reference: &str,
-    failure: Option<&str>,
-    now_ms: u64,
-) -> LedgerResult<()> {
-    tx.prepare_cached(
-        "INSERT INTO receipt_outbox (event_id, reference, failure, attempts, next_ms) \
-         VALUES (?1, ?2, ?3, 0, ?4) \
-         ON CONFLICT(event_id) DO UPDATE SET reference = ?2, failure = ?3, attempts = 0, next_ms = ?4",
-    )?
-    .execute(params![event_id, reference, failure, to_i64(now_ms)])?;
     Ok(())
 }
 
@@ -1105,78 +681,25 @@ impl PaymentLedger for SqliteLedger {
     }
 
     fn due_receipts(&self, now_ms: u64, limit: usize) -> LedgerResult<Vec<OutboxReceipt>> {
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(
-            "SELECT event_id, reference, failure, attempts FROM receipt_outbox \
-             WHERE next_ms <= ?1 ORDER BY next_ms LIMIT ?2",
-        )?;
-        let rows = statement.query_map(
-            params![to_i64(now_ms), i64::try_from(limit).unwrap_or(i64::MAX)],
-            |row| {
-                Ok(OutboxReceipt {
-                    event_id: row.get(0)?,
-                    reference: row.get(1)?,
-                    failure: row.get(2)?,
-                    attempts: u32::try_from(row.get::<_, i64>(3)?).unwrap_or(u32::MAX),
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        outbox::due_receipts(&self.conn(), now_ms, limit)
     }
 
     fn next_receipt_due(&self) -> LedgerResult<Option<u64>> {
-        let next: Option<i64> =
-            self.conn()
-                .query_row("SELECT min(next_ms) FROM receipt_outbox", [], |row| {
-                    row.get(0)
-                })?;
-        Ok(next.map(to_u64))
+        outbox::next_receipt_due(&self.conn())
     }
 
     fn receipts_delivered(&self, delivered: &[OutboxReceipt]) -> LedgerResult<()> {
         self.writable()?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for receipt in delivered {
-            tx.prepare_cached(
-                "DELETE FROM receipt_outbox WHERE event_id = ?1 AND reference = ?2 \
-                 AND failure IS ?3",
-            )?
-            .execute(params![
-                receipt.event_id,
-                receipt.reference,
-                receipt.failure
-            ])?;
-        }
-        tx.commit()?;
-        Ok(())
+        outbox::receipts_delivered(&mut self.conn(), delivered)
     }
 
     fn receipts_retry(&self, retries: &[(OutboxReceipt, u64)]) -> LedgerResult<()> {
         self.writable()?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (receipt, next_ms) in retries {
-            tx.prepare_cached(
-                "UPDATE receipt_outbox SET attempts = attempts + 1, next_ms = ?4 \
-                 WHERE event_id = ?1 AND reference = ?2 AND failure IS ?3",
-            )?
-            .execute(params![
-                receipt.event_id,
-                receipt.reference,
-                receipt.failure,
-                to_i64(*next_ms)
-            ])?;
-        }
-        tx.commit()?;
-        Ok(())
+        outbox::receipts_retry(&mut self.conn(), retries)
     }
 
     fn receipt_backlog(&self) -> LedgerResult<u64> {
-        let count: i64 =
-            self.conn()
-                .query_row("SELECT count(*) FROM receipt_outbox", [], |row| row.get(0))?;
-        Ok(to_u64(count))
+        outbox::receipt_backlog(&self.conn())
     }
 }
 
@@ -1212,6 +735,7 @@ fn sums(conn: &Connection, query: &str) -> LedgerResult<Vec<(String, i128)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lockstep_api::event::PaymentInstruction;
 
     fn ledger() -> (tempfile::TempDir, SqliteLedger) {
         let dir = tempfile::tempdir().expect("dir");
@@ -1234,28 +758,6 @@ mod tests {
         ledger
             .open_accounts(&ids, "USD", 0, deposit, 1)
             .expect("open accounts");
-    }
-
-    #[test]
-    fn amounts_parse_strictly() {
-        assert_eq!(parse_amount("1").expect("1"), 1);
-        assert_eq!(
-            parse_amount("9223372036854775807").expect("max"),
-            i128::from(i64::MAX)
-        );
-        for bad in [
-            "",
-            "0",
-            "-1",
-            "01",
-            "1.5",
-            "1e3",
-            " 1",
-            "9223372036854775808",
-            "340282366920938463463374607431768211456",
-        ] {
-            assert!(parse_amount(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]
