@@ -17,7 +17,8 @@
 //!   on one node, fails over to the next, hands matching transfers to the
 //!   confirmer;
 //! - the reconciler ([`reconciler::Reconciler`]): re-checks Registered
-//!   events after a grace period, re-sends unreceipted instructions;
+//!   events after a grace period, hands unreceipted instructions to the bus
+//!   again;
 //! - the Prometheus endpoint ([`metrics`]), if enabled.
 //!
 //! ## Main types
@@ -25,9 +26,11 @@
 //! The interface (methods, wire types, error codes, the lifecycle's pure
 //! state machine and the quorum rule) is `lockstep_api`; start reading
 //! there. [`store::EventStore`] keeps events, indexes, history and the outbox in
-//! RocksDB, one write batch per change; [`confirmer::QuorumConfirmer`] and
-//! its pure rule [`confirmer::decide`]; [`bus::MessageBus`] and
-//! [`bus::EmbeddedBus`].
+//! RocksDB, one write batch per change, in its own record types
+//! ([`store::records`]); [`confirmer::QuorumConfirmer`] and its pure rule
+//! [`confirmer::decide`]; [`bus::MessageBus`] (what a bus must do: relay
+//! from the outbox, leases, acks, re-sends by generation) and its embedded
+//! implementation [`bus::EmbeddedBus`], whose queue lives in the store.
 
 pub mod bus;
 pub mod confirmer;
@@ -48,7 +51,7 @@ use lockstep_runtime::AccountId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::bus::EmbeddedBus;
+use crate::bus::{EmbeddedBus, MessageBus};
 use crate::confirmer::{Quorum, QuorumConfirmer, RecheckPolicy};
 use crate::metrics::Metrics;
 use crate::nodes::{Node, NodeError};
@@ -185,10 +188,10 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         },
         config.resend_base,
     ));
-    let bus = Arc::new(EmbeddedBus::new(store.clone()));
+    let bus: Arc<dyn MessageBus> = Arc::new(EmbeddedBus::new(store.clone()));
     let handler = rpc::EventRpc::new(
         store.clone(),
-        bus,
+        bus.clone(),
         config.bridge_key,
         config.grace,
         config.overdue_after,
@@ -198,11 +201,11 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         rpc::module(handler),
         metrics.rpc_times.clone(),
     )
-        .await
-        .map_err(|source| ServiceError::Bind {
-            addr: config.rpc_addr,
-            source,
-        })?;
+    .await
+    .map_err(|source| ServiceError::Bind {
+        addr: config.rpc_addr,
+        source,
+    })?;
     tracing::info!(target: "lockstep::offchain", "JSON-RPC on http://{rpc_addr} and ws://{rpc_addr}");
 
     let (metrics_task, prometheus_addr) = match config.prometheus_addr {
@@ -228,6 +231,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     let reconciler = Reconciler::new(
         store.clone(),
         confirmer,
+        bus,
         metrics.clone(),
         ReconcilerSettings {
             scan_interval: config.scan_interval,

@@ -4,12 +4,21 @@
 //!   registration, then with capped exponential backoff) are checked with the
 //!   quorum again: this catches whatever the watcher missed while it was
 //!   down or while the nodes disagreed, and expires unincluded transfers;
-//! - PendingAccount events whose resend is due and whose instruction was
-//!   acknowledged without a receipt following are put back on the bus, with
-//!   capped exponential backoff, for as long as it takes;
-//! - expired leases are pruned, and the gauges refreshed (overdue events are
-//!   PendingAccount events older than the overdue threshold; they are
-//!   counted, listed by `event_list {overdue: true}` and logged).
+//! - PendingAccount events whose resend is due have their instruction
+//!   handed to the bus again ([`MessageBus::publish`], with the next
+//!   generation), with capped exponential backoff, for as long as it takes;
+//!   the bus decides whether that is a new delivery (the embedded bus: only
+//!   when a consumer acknowledged the message and no receipt followed);
+//! - the bus prunes its expired leases, and the gauges are refreshed
+//!   (overdue events are PendingAccount events older than the overdue
+//!   threshold; they are counted, listed by `event_list {overdue: true}` and
+//!   logged).
+//!
+//! A re-send is two writes: the bus's (the send) and then the store's (the
+//! resend count and the next look). A crash between them leaves the send
+//! done and the event still due: the next pass sends the same generation
+//! again, which the bus drops as a repeat (the embedded bus: the message is
+//! queued already) and then records the next look.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,9 +26,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::bus::{BusError, MessageBus, Outgoing, Published};
 use crate::confirmer::QuorumConfirmer;
 use crate::metrics::Metrics;
-use crate::store::{EventStore, StoreResult};
+use crate::store::{EventStore, StoreError};
 use lockstep_api::lifecycle::State;
 use lockstep_service::{backoff, now_ms};
 
@@ -39,11 +49,23 @@ pub struct ReconcilerSettings {
     pub overdue_after: Duration,
 }
 
+/// Why a reconciler pass stopped early (the next pass starts over).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcilerError {
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The message bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Reconciler {
     store: Arc<EventStore>,
     confirmer: Arc<QuorumConfirmer>,
+    bus: Arc<dyn MessageBus>,
     metrics: Arc<Metrics>,
     settings: ReconcilerSettings,
 }
@@ -53,12 +75,14 @@ impl Reconciler {
     pub fn new(
         store: Arc<EventStore>,
         confirmer: Arc<QuorumConfirmer>,
+        bus: Arc<dyn MessageBus>,
         metrics: Arc<Metrics>,
         settings: ReconcilerSettings,
     ) -> Reconciler {
         Reconciler {
             store,
             confirmer,
+            bus,
             metrics,
             settings,
         }
@@ -93,27 +117,18 @@ impl Reconciler {
     }
 
     /// One pass; returns the overdue count.
-    pub async fn pass(&self) -> StoreResult<u64> {
+    pub async fn pass(&self) -> Result<u64, ReconcilerError> {
         let now = now_ms();
         let registered = self.store.due(State::Registered, now, MAX_PER_PASS)?;
         if !registered.is_empty() {
             self.confirmer.confirm(&registered).await?;
         }
-        let settings = self.settings;
         for id in self.store.due(State::PendingAccount, now, MAX_PER_PASS)? {
-            let next_due = |resends: u32| {
-                now.saturating_add(
-                    backoff(settings.resend_base, settings.resend_cap, resends).as_millis() as u64,
-                )
-            };
-            if self.store.resend(&id, now, next_due)? {
-                Metrics::inc(&self.metrics.resends);
-                tracing::info!(target: "lockstep::offchain", "event {id:?}: no receipt yet; instruction re-sent");
-            }
+            self.resend(&id, now).await?;
         }
-        // Leases expired a minute ago: their messages are long back in the
+        // Leases expired a while ago: their messages are long back in the
         // queue; an ack for them is refused as unknown.
-        self.store.prune_leases(now.saturating_sub(60_000))?;
+        self.bus.prune_expired_leases().await?;
         let overdue_ms = self.settings.overdue_after.as_millis() as u64;
         let stats = self.store.stats(now, overdue_ms)?;
         let m = &self.metrics;
@@ -127,5 +142,34 @@ impl Reconciler {
         m.transitions.store(stats.last_seq, Ordering::Relaxed);
         m.bump();
         Ok(stats.overdue)
+    }
+
+    /// The resend check of one PendingAccount event whose next look is due:
+    /// hands its instruction to the bus with the next generation, then
+    /// records what the bus did and when to look again.
+    async fn resend(&self, id: &str, now: u64) -> Result<(), ReconcilerError> {
+        // None: the event left PendingAccount since it was listed.
+        let Some(owed) = self.store.pending_instruction(id)? else {
+            return Ok(());
+        };
+        let outgoing = Outgoing {
+            message: owed.message,
+            generation: owed.resends.saturating_add(1),
+        };
+        let sent = match self.bus.publish(&outgoing).await? {
+            Published::Sent => Some(outgoing.generation),
+            Published::StillQueued | Published::Settled => None,
+        };
+        let settings = self.settings;
+        let next_due = |resends: u32| {
+            now.saturating_add(
+                backoff(settings.resend_base, settings.resend_cap, resends).as_millis() as u64,
+            )
+        };
+        if self.store.record_resend(id, sent, next_due)? {
+            Metrics::inc(&self.metrics.resends);
+            tracing::info!(target: "lockstep::offchain", "event {id:?}: no receipt yet; instruction re-sent");
+        }
+        Ok(())
     }
 }

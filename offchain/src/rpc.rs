@@ -25,7 +25,7 @@ use lockstep_service::now_ms;
 use lockstep_service::rpc_metrics::RpcTimes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bus::MessageBus;
+use crate::bus::{BusError, MessageBus};
 use crate::store::{EventStore, ListQuery, StoreError, StoreResult};
 
 fn check_batch_len(len: usize) -> RpcResult<()> {
@@ -64,6 +64,23 @@ impl From<StoreError> for ErrorObjectOwned {
             }
         };
         error(code, e.to_string())
+    }
+}
+
+impl From<BusError> for ErrorObjectOwned {
+    fn from(e: BusError) -> Self {
+        // The same codes as the embedded bus's refusals always had.
+        let message = e.to_string();
+        match e {
+            BusError::UnknownLease(_) => error(UNKNOWN_LEASE, message),
+            BusError::LeaseExpired(_) => error(LEASE_EXPIRED, message),
+            BusError::NotInLease { .. } => error(NOT_IN_LEASE, message),
+            BusError::Store(store) => store.into(),
+            BusError::Unavailable(_) => {
+                tracing::error!(target: "lockstep::offchain", "bus error: {message}");
+                error(INTERNAL, "internal error: the message bus failed")
+            }
+        }
     }
 }
 

@@ -1,0 +1,185 @@
+//! The `meta` column family: the per-state event counters (kept in the
+//! batch of every transition, so `event_stats` never counts by scanning),
+//! the next lease number, and the last height the watcher processed.
+//!
+//! | key | value (JSON) |
+//! |---|---|
+//! | `count/<State>` | events in that state |
+//! | `lease_seq` | the number of the next lease |
+//! | `last_height` | last finalized height the watcher processed |
+//!
+//! The transition sequence is not stored here: it is the last key of
+//! `transitions` plus one, read at open.
+
+use lockstep_api::lifecycle::State;
+use lockstep_runtime::BlockNumber;
+use rocksdb::IteratorMode;
+
+use super::{decode, encode, state_tag, EventStore, Pending, StoreError, StoreResult};
+use super::{CF_META, CF_TRANSITIONS};
+
+pub(super) const META_LAST_HEIGHT: &[u8] = b"last_height";
+pub(super) const META_LEASE_SEQ: &[u8] = b"lease_seq";
+
+/// What the writer keeps in memory between batches (and commits with them).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Counters {
+    /// The next transition's sequence number.
+    pub(super) next_seq: u64,
+    /// The next lease's number.
+    pub(super) next_lease: u64,
+    /// Events per state, by [`count_index`].
+    pub(super) counts: [u64; 4],
+}
+
+impl Counters {
+    /// An empty store's counters.
+    pub(super) const EMPTY: Counters = Counters {
+        next_seq: 1,
+        next_lease: 1,
+        counts: [0; 4],
+    };
+}
+
+pub(super) fn count_index(state: State) -> usize {
+    usize::from(state_tag(state) - 1)
+}
+
+fn count_key(state: State) -> Vec<u8> {
+    [b"count/".as_slice(), state.name().as_bytes()].concat()
+}
+
+impl EventStore {
+    pub(super) fn load_counters(&self) -> StoreResult<Counters> {
+        let mut counters = Counters::EMPTY;
+        if let Some(item) = self
+            .db
+            .iterator_cf(self.cf(CF_TRANSITIONS)?, IteratorMode::End)
+            .next()
+        {
+            let (key, _) = item?;
+            let seq: [u8; 8] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("transition key".into()))?;
+            counters.next_seq = u64::from_be_bytes(seq) + 1;
+        }
+        let meta = self.cf(CF_META)?;
+        if let Some(bytes) = self.db.get_cf(meta, META_LEASE_SEQ)? {
+            counters.next_lease = decode("lease seq", &bytes)?;
+        }
+        for state in State::ALL {
+            if let Some(bytes) = self.db.get_cf(meta, count_key(state))? {
+                counters.counts[count_index(state)] = decode("count", &bytes)?;
+            }
+        }
+        Ok(counters)
+    }
+
+    /// Moves one event from `from`'s count (none for a registration) to
+    /// `to`'s, in `pending`.
+    pub(super) fn stage_counts(
+        &self,
+        pending: &mut Pending,
+        from: Option<State>,
+        to: State,
+    ) -> StoreResult<()> {
+        let meta = self.cf(CF_META)?;
+        let counts = &mut pending.counters.counts;
+        if let Some(from) = from {
+            counts[count_index(from)] = counts[count_index(from)].saturating_sub(1);
+            pending
+                .batch
+                .put_cf(meta, count_key(from), encode(&counts[count_index(from)]));
+        }
+        counts[count_index(to)] += 1;
+        pending
+            .batch
+            .put_cf(meta, count_key(to), encode(&counts[count_index(to)]));
+        Ok(())
+    }
+
+    /// Takes the next lease number, in `pending`.
+    pub(super) fn stage_next_lease(&self, pending: &mut Pending) -> StoreResult<()> {
+        pending.counters.next_lease += 1;
+        pending.batch.put_cf(
+            self.cf(CF_META)?,
+            META_LEASE_SEQ,
+            encode(&pending.counters.next_lease),
+        );
+        Ok(())
+    }
+
+    /// The last finalized height the watcher processed.
+    pub fn last_height(&self) -> StoreResult<Option<BlockNumber>> {
+        match self.db.get_cf(self.cf(CF_META)?, META_LAST_HEIGHT)? {
+            Some(bytes) => Ok(Some(decode("last height", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the last processed height (after the block's matches were
+    /// handled, so a crash re-processes rather than skips).
+    pub fn set_last_height(&self, height: BlockNumber) -> StoreResult<()> {
+        self.db.put_cf_opt(
+            self.cf(CF_META)?,
+            META_LAST_HEIGHT,
+            encode(&height),
+            &self.write_options(),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_utils::*;
+    use super::*;
+    use lockstep_api::lifecycle::Reason;
+
+    #[test]
+    fn counters_and_seq_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = EventStore::open(dir.path(), false).expect("open");
+            store
+                .register(&registration("e1", 1), 10, 20)
+                .expect("register");
+            store
+                .register(&registration("e2", 2), 10, 20)
+                .expect("register");
+            store
+                .transition("e2", Reason::Expired, Some(evidence()), 12, 30)
+                .expect("expire");
+        }
+        let store = EventStore::open(dir.path(), false).expect("reopen");
+        let stats = store.stats(100, 1000).expect("stats");
+        assert_eq!(
+            (stats.registered, stats.cancelled, stats.last_seq),
+            (1, 1, 3)
+        );
+        let (event, _) = store
+            .register(&registration("e3", 3), 10, 20)
+            .expect("register");
+        assert_eq!(event.state, State::Registered);
+        assert_eq!(
+            store.transitions_from(4, 10).expect("feed")[0].event_id,
+            "e3"
+        );
+    }
+
+    #[test]
+    fn meta_values_keep_their_encoding() {
+        let (_dir, store) = open();
+        // As written before the store was split: plain JSON numbers.
+        put_raw(&store, CF_META, META_LAST_HEIGHT, b"42");
+        assert_eq!(store.last_height().expect("height"), Some(42));
+        store.set_last_height(43).expect("set");
+        let raw = store
+            .db
+            .get_cf(store.cf(CF_META).expect("cf"), META_LAST_HEIGHT)
+            .expect("get");
+        assert_eq!(raw.as_deref(), Some(b"43".as_slice()));
+        assert_eq!(count_key(State::PendingAccount), b"count/PendingAccount");
+    }
+}

@@ -1,0 +1,363 @@
+//! The event store: RocksDB, one column family per kind of record.
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `events` | event id | [`StoredEvent`] (JSON) |
+//! | `by_tx` | tx hash (32 bytes) | event id |
+//! | `by_state` | state tag ‖ entered-at ms (BE) ‖ event id | — |
+//! | `due` | state tag ‖ due ms (BE) ‖ event id | — (reconciler's work list) |
+//! | `transitions` | seq (BE) | [`StoredTransition`] (JSON): the global feed |
+//! | `history` | event id ‖ 0x00 ‖ seq (BE) | — (points into `transitions`) |
+//! | `outbox` | event id | [`OutboxEntry`] (JSON) |
+//! | `ready` | visible-at ms (BE) ‖ event id | — (the embedded bus queue) |
+//! | `leases` | lease id | [`Lease`] (JSON) |
+//! | `meta` | name | counters, last processed height |
+//!
+//! Invariants this module keeps:
+//!
+//! - every change is **one** `WriteBatch` (synced when so configured): an
+//!   event, its indexes, its history entry, its counters and its outbox entry
+//!   change together or not at all, so a crash leaves the old or the new
+//!   version, never half;
+//! - every state change goes through
+//!   [`next_state`](lockstep_api::lifecycle::next_state); an illegal move returns
+//!   an error before anything is written;
+//! - an event has an outbox entry exactly while it is PendingAccount: the
+//!   entry is written in the batch that moves it there and deleted in the
+//!   batch that records its receipt;
+//! - writers are serialised by one mutex (read-check-write must not
+//!   interleave); readers read the database directly.
+//!
+//! Event ids never contain 0x00 ([`lockstep_api::event::check_event_id`]), which
+//! keeps the `history` keys unambiguous.
+//!
+//! The values are the store's own record types ([`records`]), not the API's
+//! wire types: the store converts at its boundary, so a change to a wire
+//! type cannot change what is on disk without a change here.
+//!
+//! ## Layout
+//!
+//! - this file: opening, column families, the writer mutex and its batch,
+//!   keys and the JSON encoding every part shares;
+//! - [`records`]: the on-disk record types and their conversions;
+//! - `events.rs`: registration, moves, receipts, history and the feed;
+//! - `queue.rs`: the outbox and the embedded bus queue with its leases;
+//! - `queries.rs`: `event_list`, stats, and the reconciler's due list;
+//! - `meta.rs`: the per-state counters and the watcher's height.
+
+mod events;
+mod meta;
+mod queries;
+mod queue;
+pub mod records;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use lockstep_runtime::Hash;
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use lockstep_api::bus::MAX_PULL;
+use lockstep_api::lifecycle::{IllegalMove, State};
+pub use lockstep_api::offchain::{Page, Stats, MAX_PAGE};
+
+pub use events::Move;
+pub use queries::ListQuery;
+pub use queue::{PendingInstruction, Requeue};
+pub use records::{Lease, OutboxEntry, StoredEvent, StoredTransition};
+
+use meta::Counters;
+
+const CF_EVENTS: &str = "events";
+const CF_BY_TX: &str = "by_tx";
+const CF_BY_STATE: &str = "by_state";
+const CF_DUE: &str = "due";
+const CF_TRANSITIONS: &str = "transitions";
+const CF_HISTORY: &str = "history";
+const CF_OUTBOX: &str = "outbox";
+const CF_READY: &str = "ready";
+const CF_LEASES: &str = "leases";
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 10] = [
+    CF_EVENTS,
+    CF_BY_TX,
+    CF_BY_STATE,
+    CF_DUE,
+    CF_TRANSITIONS,
+    CF_HISTORY,
+    CF_OUTBOX,
+    CF_READY,
+    CF_LEASES,
+    CF_META,
+];
+
+/// Most index entries one list, stats or prune call scans.
+const MAX_SCAN: usize = 100_000;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB failed.
+    #[error("database: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// Stored data does not decode or an index is inconsistent.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// No event has this id.
+    #[error("no event with id {0:?}")]
+    NotFound(String),
+    /// The id is registered with another payload.
+    #[error("event {0:?} is already registered with a different payload")]
+    IdConflict(String),
+    /// The tx hash is registered under another id.
+    #[error("tx {tx} is already registered as event {id:?}")]
+    TxConflict {
+        /// The hash.
+        tx: Hash,
+        /// The event holding it.
+        id: String,
+    },
+    /// The lifecycle forbids the move.
+    #[error("event {id:?}: {source}")]
+    Illegal {
+        /// The event.
+        id: String,
+        /// The refused move.
+        source: IllegalMove,
+    },
+    /// A receipt for an event that is not awaiting one.
+    #[error("event {id:?} is {state}, not PendingAccount: a receipt is not accepted")]
+    NotAwaitingReceipt {
+        /// The event.
+        id: String,
+        /// Its state.
+        state: State,
+    },
+    /// A second receipt with another payment reference.
+    #[error("event {id:?} is already completed with payment reference {existing:?}")]
+    ReceiptConflict {
+        /// The event.
+        id: String,
+        /// The recorded reference.
+        existing: String,
+    },
+    /// No lease has this id (never issued, fully acked, or pruned).
+    #[error("unknown lease {0:?}")]
+    UnknownLease(String),
+    /// The lease's deadline has passed; its messages are back in the queue.
+    #[error("lease {0:?} has expired; its messages were returned to the queue")]
+    LeaseExpired(String),
+    /// A message id that the lease does not hold.
+    #[error("lease {lease:?} does not hold message {message:?}")]
+    NotInLease {
+        /// The lease.
+        lease: String,
+        /// The message.
+        message: String,
+    },
+    /// A list cursor that this store did not hand out.
+    #[error("invalid cursor")]
+    BadCursor,
+}
+
+/// The store's `Result`.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The byte that starts a state's keys in the indexes. Part of the
+/// on-disk format: never renumber.
+fn state_tag(state: State) -> u8 {
+    match state {
+        State::Registered => 1,
+        State::PendingAccount => 2,
+        State::Completed => 3,
+        State::Cancelled => 4,
+    }
+}
+
+/// The state a tag stands for.
+fn state_from_tag(tag: u8) -> Option<State> {
+    State::ALL.into_iter().find(|s| state_tag(*s) == tag)
+}
+
+/// `by_state` and `due` keys: state tag ‖ ms (BE) ‖ event id.
+fn timed_key(state: State, ms: u64, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + id.len());
+    key.push(state_tag(state));
+    key.extend_from_slice(&ms.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn split_timed_key(key: &[u8]) -> Option<(State, u64, &str)> {
+    let state = state_from_tag(*key.first()?)?;
+    let ms = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+    let id = std::str::from_utf8(key.get(9..)?).ok()?;
+    Some((state, ms, id))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our own plain structs always serialise.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// The event store. See the module docs for the layout.
+#[derive(Debug)]
+pub struct EventStore {
+    db: DB,
+    sync: bool,
+    writer: Mutex<Counters>,
+    feed: watch::Sender<u64>,
+}
+
+/// A batch under construction, with the counters it will commit.
+struct Pending {
+    batch: WriteBatch,
+    counters: Counters,
+    transitions: u64,
+}
+
+impl EventStore {
+    /// Opens (or creates) the store at `path`. With `sync`, every write is
+    /// fsynced before it is acknowledged, so it survives power loss, not only
+    /// a process crash.
+    pub fn open(path: &Path, sync: bool) -> StoreResult<EventStore> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let descriptors = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, path, descriptors)?;
+        let mut store = EventStore {
+            db,
+            sync,
+            writer: Mutex::new(Counters::EMPTY),
+            feed: watch::channel(0).0,
+        };
+        let counters = store.load_counters()?;
+        store.feed = watch::channel(counters.next_seq - 1).0;
+        store.writer = Mutex::new(counters);
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> StoreResult<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("missing column family {name}")))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        // A panic while holding the lock cannot leave a half-written batch
+        // (batches are written whole), so a poisoned lock is still usable.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn begin(&self, counters: &Counters) -> Pending {
+        Pending {
+            batch: WriteBatch::default(),
+            counters: *counters,
+            transitions: 0,
+        }
+    }
+
+    fn write_options(&self) -> WriteOptions {
+        let mut options = WriteOptions::default();
+        options.set_sync(self.sync);
+        options
+    }
+
+    fn commit(&self, guard: &mut Counters, pending: Pending) -> StoreResult<()> {
+        self.db.write_opt(pending.batch, &self.write_options())?;
+        *guard = pending.counters;
+        if pending.transitions > 0 {
+            self.feed.send_replace(guard.next_seq - 1);
+        }
+        Ok(())
+    }
+
+    /// Receives the last sequence number each time transitions are written.
+    pub fn watch_seq(&self) -> watch::Receiver<u64> {
+        self.feed.subscribe()
+    }
+}
+
+/// Helpers the tests of every part share.
+#[cfg(test)]
+pub(crate) mod test_utils {
+    use super::*;
+    use lockstep_api::event::{Evidence, PaymentInstruction, Registration};
+    use rocksdb::IteratorMode;
+
+    pub(crate) fn registration(id: &str, tx: u8) -> Registration {
+        Registration {
+            id: id.into(),
+            tx_hash: Hash([tx; 32]),
+            valid_until: 100,
+            payment: PaymentInstruction {
+                payer: "bob".into(),
+                payee: "alice".into(),
+                amount: "100".into(),
+                currency: "EUR".into(),
+            },
+        }
+    }
+
+    pub(crate) fn evidence() -> Evidence {
+        Evidence {
+            block_hash: Some(Hash([7; 32])),
+            block_number: 5,
+            outcome: Some(lockstep_runtime::Outcome::Success),
+            confirmed_by: vec!["a".into(), "b".into()],
+            nodes_asked: 3,
+        }
+    }
+
+    pub(crate) fn open() -> (tempfile::TempDir, EventStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EventStore::open(dir.path(), false).expect("open");
+        (dir, store)
+    }
+
+    /// Every key of every column family, to prove that nothing was written.
+    pub(crate) fn snapshot(store: &EventStore) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for name in ALL_CFS {
+            for item in store
+                .db
+                .iterator_cf(store.cf(name).expect("cf"), IteratorMode::Start)
+            {
+                let (k, v) = item.expect("read");
+                out.push((name.to_owned(), k.to_vec(), v.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// Writes raw bytes, as an older binary would have.
+    pub(crate) fn put_raw(store: &EventStore, cf: &str, key: &[u8], value: &[u8]) {
+        store
+            .db
+            .put_cf(store.cf(cf).expect("cf"), key, value)
+            .expect("put");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_tags_round_trip_and_are_distinct() {
+        for state in State::ALL {
+            assert_eq!(state_from_tag(state_tag(state)), Some(state));
+        }
+        assert_eq!(state_from_tag(0), None);
+        assert_eq!(state_from_tag(5), None);
+    }
+}
