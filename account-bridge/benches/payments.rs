@@ -29,18 +29,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jsonrpsee::core::client::ClientT;
+use jsonrpsee::core::{async_trait, RpcResult, SubscriptionResult};
 use jsonrpsee::http_client::HttpClientBuilder;
-use jsonrpsee::rpc_params;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
-use jsonrpsee::RpcModule;
-use lockstep_api::bus::BusMessage;
-use lockstep_api::event::{Evidence, PaymentInstruction, Registration};
-use lockstep_api::lifecycle::Reason;
+use jsonrpsee::types::error::METHOD_NOT_FOUND_CODE;
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::PendingSubscriptionSink;
+use lockstep_api::bus::{AckResult, BusMessage, Delivery, Pulled, DEFAULT_PULL};
+use lockstep_api::event::{
+    Event, Evidence, PaymentInstruction, PaymentReceipt, RegisterRequest, Registration, Transition,
+};
+use lockstep_api::lifecycle::{Reason, State};
+use lockstep_api::offchain::{
+    BusApiServer, EventApiClient, EventApiServer, ItemResult, ListParams, Page, Stats,
+};
 use lockstep_bridge::ledger::{Durability, Instruction, PaymentLedger, SqliteLedger};
 use lockstep_offchain::store::{EventStore, Move};
 use lockstep_runtime::{Hash, Keypair, Outcome};
-use serde_json::{json, Value};
 
 const ACCOUNTS: usize = 1000;
 
@@ -115,59 +120,160 @@ fn bench_ledger(n: usize, durability: Durability) {
     assert_eq!(ledger.totals().unwrap(), [("USD".to_string(), 0)]);
 }
 
+/// A minimal event system for the bridge: its bus hands out distinct
+/// instructions, and it accepts every receipt without checking it.
 #[derive(Default)]
 struct StubBus {
     next: AtomicUsize,
     receipts: AtomicUsize,
-    messages: Mutex<Vec<Value>>,
+    messages: Mutex<Vec<BusMessage>>,
+}
+
+/// [`StubBus`] behind the event system's interface.
+#[derive(Clone)]
+struct MockEventSystem(Arc<StubBus>);
+
+/// The answer to the methods the bench never calls.
+fn not_in_mock() -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        METHOD_NOT_FOUND_CODE,
+        "not part of the mock event system",
+        None::<()>,
+    )
+}
+
+/// The event as the mock reports it once its receipt is taken: Completed
+/// (the mock keeps no events; the other fields are placeholders).
+fn completed(receipt: PaymentReceipt) -> Event {
+    Event {
+        id: receipt.event_id.clone(),
+        tx_hash: Hash::digest(b"tx"),
+        valid_until: 1_000_000,
+        payment: PaymentInstruction {
+            payer: "acct-0".into(),
+            payee: "acct-1".into(),
+            amount: "1".into(),
+            currency: "USD".into(),
+        },
+        state: State::Completed,
+        created_at_ms: 0,
+        state_since_ms: 0,
+        due_at_ms: None,
+        checks: 0,
+        resends: 0,
+        evidence: None,
+        receipt: Some(receipt),
+        payment_failure: None,
+    }
+}
+
+#[async_trait]
+impl BusApiServer for MockEventSystem {
+    async fn pull(&self, max: Option<usize>, _lease_ms: Option<u64>) -> RpcResult<Pulled> {
+        let bus = &self.0;
+        let max = max.unwrap_or(DEFAULT_PULL);
+        let all = bus.messages.lock().unwrap();
+        let from = bus.next.fetch_add(max, Ordering::SeqCst).min(all.len());
+        let to = (from + max).min(all.len());
+        Ok(Pulled {
+            lease_id: format!("lease-{from}"),
+            deadline_ms: u64::MAX / 2,
+            messages: all[from..to]
+                .iter()
+                .cloned()
+                .map(Delivery::Message)
+                .collect(),
+        })
+    }
+
+    async fn ack(
+        &self,
+        _lease_id: String,
+        _message_ids: Option<Vec<String>>,
+    ) -> RpcResult<AckResult> {
+        Ok(AckResult { acked: 1 })
+    }
+}
+
+#[async_trait]
+impl EventApiServer for MockEventSystem {
+    async fn post_receipts(
+        &self,
+        receipts: Vec<PaymentReceipt>,
+    ) -> RpcResult<Vec<ItemResult<Event>>> {
+        self.0.receipts.fetch_add(receipts.len(), Ordering::SeqCst);
+        Ok(receipts
+            .into_iter()
+            .map(|receipt| ItemResult {
+                result: Some(completed(receipt)),
+                error: None,
+            })
+            .collect())
+    }
+
+    async fn register(&self, _request: RegisterRequest) -> RpcResult<Event> {
+        Err(not_in_mock())
+    }
+
+    fn get(&self, _id: String) -> RpcResult<Event> {
+        Err(not_in_mock())
+    }
+
+    fn history(&self, _id: String) -> RpcResult<Vec<Transition>> {
+        Err(not_in_mock())
+    }
+
+    fn list(&self, _params: Option<ListParams>) -> RpcResult<Page> {
+        Err(not_in_mock())
+    }
+
+    fn stats(&self) -> RpcResult<Stats> {
+        Err(not_in_mock())
+    }
+
+    async fn subscribe_transitions(
+        &self,
+        pending: PendingSubscriptionSink,
+        _from_seq: Option<u64>,
+    ) -> SubscriptionResult {
+        pending.reject(not_in_mock()).await;
+        Ok(())
+    }
+
+    fn post_receipt(&self, _receipt: PaymentReceipt) -> RpcResult<Event> {
+        Err(not_in_mock())
+    }
+
+    async fn register_batch(
+        &self,
+        _requests: Vec<RegisterRequest>,
+    ) -> RpcResult<Vec<ItemResult<Event>>> {
+        Err(not_in_mock())
+    }
 }
 
 async fn bench_stub(n: usize, durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
     let ledger = seeded_ledger(dir.path(), durability);
-    let messages: Vec<Value> = instructions(n, "stub")
+    let messages: Vec<BusMessage> = instructions(n, "stub")
         .into_iter()
-        .map(|(id, payment)| {
-            serde_json::to_value(BusMessage {
-                message_id: id.clone(),
-                event_id: id,
-                tx_hash: Hash::digest(b"tx"),
-                block_hash: None,
-                block_number: 1,
-                payment,
-                attempt: 1,
-            })
-            .unwrap()
+        .map(|(id, payment)| BusMessage {
+            message_id: id.clone(),
+            event_id: id,
+            tx_hash: Hash::digest(b"tx"),
+            block_hash: None,
+            block_number: 1,
+            payment,
+            attempt: 1,
         })
         .collect();
     let bus = Arc::new(StubBus {
         messages: Mutex::new(messages),
         ..StubBus::default()
     });
-    let mut module = RpcModule::new(bus.clone());
-    module
-        .register_method("bus_pull", |params, bus, _| {
-            let (max, _lease): (usize, u64) = params.parse().unwrap();
-            let all = bus.messages.lock().unwrap();
-            let from = bus.next.fetch_add(max, Ordering::SeqCst).min(all.len());
-            let to = (from + max).min(all.len());
-            json!({"leaseId": format!("lease-{from}"), "deadlineMs": u64::MAX / 2, "messages": all[from..to]})
-        })
-        .unwrap();
-    module
-        .register_method("bus_ack", |_, _, _| json!({"acked": 1}))
-        .unwrap();
-    module
-        .register_method("event_postReceipts", |params, bus, _| {
-            let receipts: Vec<Value> = params.one().unwrap_or_default();
-            bus.receipts.fetch_add(receipts.len(), Ordering::SeqCst);
-            let answers: Vec<Value> = receipts
-                .iter()
-                .map(|_| json!({"result": {"state": "Completed"}}))
-                .collect();
-            json!(answers)
-        })
-        .unwrap();
+    let mock = MockEventSystem(bus.clone());
+    let mut module = BusApiServer::into_rpc(mock.clone());
+    module.merge(EventApiServer::into_rpc(mock)).unwrap();
     let server = Server::builder()
         .set_config(
             ServerConfig::builder()
@@ -276,8 +382,8 @@ async fn bench_end_to_end(n: usize, durability: Durability, fsync: bool) {
         }
     }
     let elapsed = start.elapsed();
-    let stats: Value = client.request("event_stats", rpc_params![]).await.unwrap();
-    assert_eq!(stats["completed"].as_u64(), Some(n as u64), "{stats}");
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.completed, n as u64, "{stats:?}");
     report(
         &format!(
             "end to end, event system fsync {}",

@@ -77,3 +77,25 @@ pub struct AckResult {
     /// Messages taken out of the queue.
     pub acked: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undecodable_message_is_kept_beside_the_good_ones() {
+        let good = serde_json::json!({
+            "messageId": "e1", "eventId": "e1", "txHash": lockstep_runtime::Hash([1; 32]),
+            "blockHash": null, "blockNumber": 3,
+            "payment": { "payer": "bob", "payee": "alice", "amount": "1", "currency": "USD" },
+            "attempt": 1,
+        });
+        let pulled: Pulled = serde_json::from_value(serde_json::json!({
+            "leaseId": "l1", "deadlineMs": 5,
+            "messages": [good, { "eventId": "e2", "payment": "nonsense" }],
+        }))
+        .unwrap();
+        assert!(matches!(&pulled.messages[0], Delivery::Message(m) if m.event_id == "e1"));
+        assert!(matches!(&pulled.messages[1], Delivery::Undecodable(v) if v["eventId"] == "e2"));
+    }
+}

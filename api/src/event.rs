@@ -683,3 +683,26 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+    use lockstep_runtime::Keypair;
+
+    #[test]
+    fn an_unknown_outcome_decodes_and_is_refused_as_a_field_error() {
+        let key = Keypair::dev("bridge");
+        let mut receipt = serde_json::to_value(PaymentReceipt::sign(&key, "e1", "pay-1")).unwrap();
+        assert_eq!(receipt["outcome"], "paid");
+        receipt["outcome"] = "refunded".into();
+        let receipt: PaymentReceipt = serde_json::from_value(receipt).unwrap();
+        assert_eq!(receipt.outcome, ReceiptOutcome::Unknown);
+        assert!(matches!(
+            receipt.verify(&key.public()),
+            Err(ReceiptError::Invalid(InvalidField {
+                field: "outcome",
+                ..
+            }))
+        ));
+    }
+}

@@ -450,3 +450,46 @@ pub async fn block_at(
         None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_updates_and_statuses_keep_their_wire_names() {
+        let hash = Hash([7; 32]);
+        assert_eq!(serde_json::to_string(&TxEvent::Ready).unwrap(), "\"ready\"");
+        assert_eq!(
+            serde_json::to_value(TxEvent::InBlock(hash)).unwrap(),
+            serde_json::json!({ "inBlock": hash })
+        );
+        assert_eq!(
+            serde_json::to_value(TxEvent::Dropped("expired".into())).unwrap(),
+            serde_json::json!({ "dropped": "expired" })
+        );
+        let status: TxStatusView = serde_json::from_value(serde_json::json!({
+            "status": "finalized",
+            "blockHash": hash,
+            "blockNumber": 3,
+            "index": 0,
+            "outcome": { "status": "success" },
+            "finalizedNumber": 4,
+        }))
+        .unwrap();
+        assert_eq!(status.status, TxState::Finalized);
+        assert_eq!(status.outcome, Some(Outcome::Success));
+        let unknown: TxStatusView = serde_json::from_value(
+            serde_json::json!({ "status": "unknown", "finalizedNumber": 9 }),
+        )
+        .unwrap();
+        assert_eq!(unknown.status, TxState::Unknown);
+        assert!(serde_json::from_value::<TxStatusView>(
+            serde_json::json!({ "status": "lost", "finalizedNumber": 9 })
+        )
+        .is_err());
+        assert_eq!(
+            serde_json::to_string(&BalanceView(u128::MAX)).unwrap(),
+            format!("\"{}\"", u128::MAX)
+        );
+    }
+}

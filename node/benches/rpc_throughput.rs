@@ -30,16 +30,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
-use jsonrpsee::core::params::BatchRequestBuilder;
 use jsonrpsee::http_client::HttpClientBuilder;
-use jsonrpsee::rpc_params;
 use jsonrpsee::ws_client::WsClientBuilder;
+use lockstep_api::node::{submit_extrinsics, ChainApiClient};
 use lockstep_runtime::genesis::{GenesisBalance, DEV_ASSET};
 use lockstep_runtime::primitives::{from_hex, to_hex};
-use lockstep_runtime::{Call, ChainSpec, Hash, Header, Keypair, SignedTx};
+use lockstep_runtime::{Call, ChainSpec, Hash, Keypair, SignedTx};
 use parity_scale_codec::Encode;
-use serde_json::Value;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -190,14 +187,7 @@ async fn main() {
         .build(format!("ws://{}", addrs[0]))
         .await
         .unwrap();
-    let mut heads: Subscription<Header> = ws
-        .subscribe(
-            "chain_subscribeFinalizedHeads",
-            rpc_params![],
-            "chain_unsubscribeFinalizedHeads",
-        )
-        .await
-        .unwrap();
+    let mut heads = ws.subscribe_finalized_heads().await.unwrap();
     // Start once the validators finalize together.
     while heads.next().await.unwrap().unwrap().number < 2 {}
     let http = HttpClientBuilder::default()
@@ -226,19 +216,14 @@ async fn main() {
                 if let Some(ticker) = ticker.as_mut() {
                     ticker.tick().await;
                 }
-                let mut request = BatchRequestBuilder::new();
-                for (tx, _) in calls {
-                    request
-                        .insert("author_submitExtrinsic", rpc_params![tx])
-                        .unwrap();
-                }
+                let extrinsics: Vec<String> = calls.iter().map(|(tx, _)| tx.clone()).collect();
                 let now = Instant::now();
                 sent_at
                     .lock()
                     .unwrap()
                     .extend(calls.iter().map(|(_, hash)| (*hash, now)));
-                let response = client.batch_request::<Hash>(request).await.unwrap();
-                refused += response.num_failed_calls();
+                let answers = submit_extrinsics(&client, &extrinsics).await.unwrap();
+                refused += answers.iter().filter(|answer| answer.is_err()).count();
             }
             refused
         }));
@@ -252,20 +237,18 @@ async fn main() {
         while latencies.len() < signed {
             let header = heads.next().await.unwrap().unwrap();
             let finalized_at = Instant::now();
-            let block: Value = http
-                .request("chain_getBlock", rpc_params![header.hash()])
+            let extrinsics = http
+                .block(Some(header.hash()))
                 .await
-                .unwrap();
-            let extrinsics = block["block"]["extrinsics"]
-                .as_array()
-                .cloned()
+                .unwrap()
+                .map(|block| block.block.extrinsics)
                 .unwrap_or_default();
             if extrinsics.is_empty() {
                 continue;
             }
             let sent_at = sent_at.lock().unwrap();
             for tx in &extrinsics {
-                let hash = Hash::digest(&from_hex(tx.as_str().unwrap()).unwrap());
+                let hash = Hash::digest(&from_hex(tx).unwrap());
                 if let Some(at) = sent_at.get(&hash) {
                     latencies.push(finalized_at.duration_since(*at));
                 }

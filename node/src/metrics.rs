@@ -117,6 +117,8 @@ pub fn registry(metrics: &Arc<Metrics>) -> Registry {
         "How long block imports take",
         metrics.import_seconds.clone(),
     );
-    metrics.rpc_times.register(&mut registry, "lockstep_rpc_seconds");
+    metrics
+        .rpc_times
+        .register(&mut registry, "lockstep_rpc_seconds");
     registry
 }

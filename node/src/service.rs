@@ -158,12 +158,17 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let network_info = Arc::new(NetworkInfo::default());
     let module = rpc::module(chain.clone(), network_info.clone());
-    let (rpc, rpc_addr) = rpc::start(config.rpc_addr, config.rpc, module, metrics.rpc_times.clone())
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: config.rpc_addr,
-            source,
-        })?;
+    let (rpc, rpc_addr) = rpc::start(
+        config.rpc_addr,
+        config.rpc,
+        module,
+        metrics.rpc_times.clone(),
+    )
+    .await
+    .map_err(|source| NodeError::Bind {
+        addr: config.rpc_addr,
+        source,
+    })?;
     tracing::info!(target: "lockstep::node", "JSON-RPC on http://{rpc_addr} and ws://{rpc_addr}");
 
     let (metrics_task, prometheus_addr) = match config.prometheus_addr {

@@ -18,16 +18,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jsonrpsee::core::client::ClientT;
-use jsonrpsee::core::params::BatchRequestBuilder;
 use jsonrpsee::http_client::HttpClientBuilder;
-use jsonrpsee::rpc_params;
+use lockstep_api::event::{PaymentInstruction, RegisterRequest};
+use lockstep_api::node::submit_extrinsics;
+use lockstep_api::offchain::register_calls;
 use lockstep_node::service::{self, NodeConfig};
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, ChainSpec, Keypair, SignedTx};
 use parity_scale_codec::Encode;
-use serde_json::{json, Value};
 
 const SIGNERS: [&str; 8] = [
     "alice", "bob", "charlie", "dave", "eve", "ferdie", "grace", "heidi",
@@ -86,15 +85,20 @@ async fn main() {
             txs.push(SignedTx::sign(&key, &context, nonce, 1_000_000, call));
         }
     }
-    let bodies: Vec<Value> = txs
+    let bodies: Vec<RegisterRequest> = txs
         .iter()
         .enumerate()
-        .map(|(i, tx)| {
-            json!({
-                "id": format!("bench-{i}"),
-                "tx": to_hex(&tx.encode()),
-                "payment": {"payer": format!("acct:{i}"), "payee": "acct:merchant", "amount": "100", "currency": "EUR"},
-            })
+        .map(|(i, tx)| RegisterRequest {
+            id: format!("bench-{i}"),
+            tx: Some(to_hex(&tx.encode())),
+            tx_hash: None,
+            valid_until: None,
+            payment: PaymentInstruction {
+                payer: format!("acct:{i}"),
+                payee: "acct:merchant".into(),
+                amount: "100".into(),
+                currency: "EUR".into(),
+            },
         })
         .collect();
     let bodies = Arc::new(bodies);
@@ -120,12 +124,8 @@ async fn main() {
                 let Some(&(start, end)) = chunks.get(i) else {
                     return;
                 };
-                let mut batch = BatchRequestBuilder::new();
-                for body in &bodies[start..end] {
-                    batch.insert("event_register", rpc_params![body]).unwrap();
-                }
-                let response = client.batch_request::<Value>(batch).await.unwrap();
-                assert_eq!(response.num_failed_calls(), 0);
+                let answers = register_calls(&client, &bodies[start..end]).await.unwrap();
+                assert_eq!(answers.iter().filter(|a| a.is_err()).count(), 0);
             }
         }));
     }
@@ -141,14 +141,9 @@ async fn main() {
         .unwrap();
     let confirm_started = Instant::now();
     for chunk in txs.chunks(200) {
-        let mut batch = BatchRequestBuilder::new();
-        for tx in chunk {
-            batch
-                .insert("author_submitExtrinsic", rpc_params![to_hex(&tx.encode())])
-                .unwrap();
-        }
-        let response = node_client.batch_request::<Value>(batch).await.unwrap();
-        assert_eq!(response.num_failed_calls(), 0);
+        let extrinsics: Vec<String> = chunk.iter().map(|tx| to_hex(&tx.encode())).collect();
+        let answers = submit_extrinsics(&node_client, &extrinsics).await.unwrap();
+        assert_eq!(answers.iter().filter(|a| a.is_err()).count(), 0);
     }
     let submitted_in = confirm_started.elapsed();
     let mut changed = service.metrics.changed();

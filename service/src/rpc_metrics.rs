@@ -62,7 +62,11 @@ impl RpcTimes {
     fn label(&self, method: &str) -> MethodLabel {
         let known = self.served.get().is_some_and(|m| m.contains(method));
         MethodLabel {
-            method: if known { method.to_owned() } else { "other".to_owned() },
+            method: if known {
+                method.to_owned()
+            } else {
+                "other".to_owned()
+            },
         }
     }
 
@@ -97,7 +101,10 @@ where
     type NotificationResponse = S::NotificationResponse;
     type BatchResponse = S::BatchResponse;
 
-    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+    fn call<'a>(
+        &self,
+        request: Request<'a>,
+    ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
         let label = self.times.label(request.method_name());
         let times = self.times.clone();
         let service = self.service.clone();

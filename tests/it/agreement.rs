@@ -2,8 +2,8 @@
 //! node is finalized and visible everywhere, and every node holds the same
 //! headers (block hashes, state roots, receipt roots) at every height.
 
-use jsonrpsee::rpc_params;
-use serde_json::Value;
+use lockstep_api::node::{StateApiClient, SystemApiClient};
+use lockstep_runtime::Outcome;
 
 use crate::harness::{exclusive, Testnet};
 
@@ -13,19 +13,13 @@ async fn four_validators_and_a_full_node_agree() {
     let net = Testnet::start(4, 1).await;
     let all = [0, 1, 2, 3, 4];
 
-    let health: Value = net.call(4, "system_health", rpc_params![]).await.unwrap();
-    assert_eq!(health["shouldHavePeers"], true);
-    let peer_id: String = net
-        .call(0, "system_localPeerId", rpc_params![])
-        .await
-        .unwrap();
+    let health = net.rpc(4).health().await.unwrap();
+    assert!(health.should_have_peers);
+    let peer_id = net.rpc(0).local_peer_id().await.unwrap();
     assert!(!peer_id.is_empty());
     net.await_condition("every node sees the four others", || async {
         for i in all {
-            let peers: Vec<Value> = net
-                .call(i, "system_peers", rpc_params![])
-                .await
-                .unwrap_or_default();
+            let peers = net.rpc(i).peers().await.unwrap_or_default();
             if peers.len() < 4 {
                 return false;
             }
@@ -41,14 +35,14 @@ async fn four_validators_and_a_full_node_agree() {
     for i in all {
         let status = net.await_tx(i, &hash).await;
         statuses.push((
-            status["blockHash"].clone(),
-            status["blockNumber"].clone(),
-            status["index"].clone(),
-            status["outcome"].clone(),
+            status.block_hash,
+            status.block_number,
+            status.index,
+            status.outcome,
         ));
     }
     assert!(statuses.windows(2).all(|w| w[0] == w[1]), "{statuses:?}");
-    assert_eq!(statuses[0].3["status"], "success");
+    assert_eq!(statuses[0].3, Some(Outcome::Success));
 
     // And one sent to the full node reaches the validators too.
     let tx = net.transfer("bob", 0, "charlie", 10);
@@ -62,14 +56,12 @@ async fn four_validators_and_a_full_node_agree() {
     net.assert_agreement(&all).await;
     let mut balances = Vec::new();
     for i in all {
-        let balance: Value = net
-            .call(
-                i,
-                "state_getBalance",
-                rpc_params![
-                    lockstep_runtime::Keypair::dev("bob").public(),
-                    lockstep_runtime::genesis::DEV_ASSET
-                ],
+        let balance = net
+            .rpc(i)
+            .balance(
+                lockstep_runtime::Keypair::dev("bob").public(),
+                lockstep_runtime::genesis::DEV_ASSET,
+                None,
             )
             .await
             .unwrap();

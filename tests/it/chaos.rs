@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use jsonrpsee::rpc_params;
+use lockstep_api::lifecycle::State;
+use lockstep_api::offchain::{EventApiClient, ListParams};
 use lockstep_runtime::crypto::DEV_NAMES;
-use serde_json::json;
 
 use crate::harness::exclusive;
 use crate::system::{head, Client, Deal, Settlement, System};
@@ -131,8 +131,7 @@ async fn kill_and_restart_every_process_kind_during_load() {
             let Some(stats) = system.stats().await else {
                 return false;
             };
-            let finished =
-                stats["completed"].as_u64().unwrap_or(0) + stats["cancelled"].as_u64().unwrap_or(0);
+            let finished = stats.completed + stats.cancelled;
             if finished == total {
                 return true;
             }
@@ -146,7 +145,10 @@ async fn kill_and_restart_every_process_kind_during_load() {
         .await;
 
     let events = system.await_final(&all_ids).await;
-    let completed = events.iter().filter(|e| e["state"] == "Completed").count();
+    let completed = events
+        .iter()
+        .filter(|e| e.state == State::Completed)
+        .count();
     eprintln!("{round} fault rounds; {completed} of {total} settlements paid, the rest cancelled");
     assert!(
         completed >= 1_000,
@@ -171,19 +173,18 @@ async fn registered_ids(client: &Client) -> Vec<String> {
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let params = json!({ "state": "Registered", "limit": 500, "cursor": cursor });
-        let Ok(page) = client.events_call("event_list", rpc_params![params]).await else {
+        let params = ListParams {
+            state: Some(State::Registered),
+            limit: Some(500),
+            cursor,
+            ..ListParams::default()
+        };
+        let Ok(page) = client.events().list(Some(params)).await else {
             return ids;
         };
-        ids.extend(
-            page["events"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["id"].as_str().map(str::to_owned)),
-        );
-        match page["nextCursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
+        ids.extend(page.events.into_iter().map(|e| e.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
             None => return ids,
         }
     }

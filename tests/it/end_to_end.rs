@@ -5,6 +5,8 @@
 
 use crate::harness::exclusive;
 use crate::system::{head, Deal, Settlement, System};
+use lockstep_api::lifecycle::State;
+use lockstep_api::offchain::EventApiClient;
 use lockstep_runtime::crypto::DEV_NAMES;
 
 /// Transfers per dev account.
@@ -79,37 +81,33 @@ async fn transfers_settle_and_the_audit_is_clean() {
 
     let ids = |list: &[Settlement]| list.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
     for event in system.await_final(&ids(&paid)).await {
-        assert_eq!(event["state"], "Completed", "{event}");
+        assert_eq!(event.state, State::Completed, "{event:?}");
         assert!(
-            event["receipt"].is_object(),
-            "completed without receipt: {event}"
+            event.receipt.is_some(),
+            "completed without receipt: {event:?}"
         );
     }
     for event in system.await_final(&ids(&failing)).await {
-        assert_eq!(event["state"], "Cancelled", "{event}");
+        assert_eq!(event.state, State::Cancelled, "{event:?}");
         assert!(
-            event.get("receipt").is_none(),
-            "a cancelled event was paid: {event}"
+            event.receipt.is_none(),
+            "a cancelled event was paid: {event:?}"
         );
     }
     for event in system.await_final(&ids(&unsubmitted)).await {
-        assert_eq!(event["state"], "Cancelled", "{event}");
+        assert_eq!(event.state, State::Cancelled, "{event:?}");
     }
 
-    let history: serde_json::Value = system
-        .events_call("event_history", jsonrpsee::rpc_params![paid[0].id.clone()])
+    let history = system
+        .events_rpc()
+        .history(paid[0].id.clone())
         .await
         .expect("history");
-    let states: Vec<&str> = history
-        .as_array()
-        .expect("a list")
-        .iter()
-        .filter_map(|t| t["to"].as_str())
-        .collect();
+    let states: Vec<State> = history.iter().map(|t| t.to).collect();
     assert_eq!(
         states,
-        ["Registered", "PendingAccount", "Completed"],
-        "{history}"
+        [State::Registered, State::PendingAccount, State::Completed],
+        "{history:?}"
     );
 
     let (code, report) = system.audit();

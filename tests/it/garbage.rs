@@ -10,12 +10,11 @@
 use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt, StreamExt};
-use jsonrpsee::rpc_params;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identity, Multiaddr, StreamProtocol, Swarm};
-use serde_json::Value;
+use lockstep_api::node::SystemApiClient;
 
 use crate::harness::{exclusive, Testnet, DEADLINE};
 
@@ -105,11 +104,8 @@ fn rogue(sync_protocol: StreamProtocol) -> Swarm<Rogue> {
 }
 
 async fn listed_by(net: &Testnet, node: usize, peer: &str) -> bool {
-    let peers: Vec<Value> = net
-        .call(node, "system_peers", rpc_params![])
-        .await
-        .unwrap_or_default();
-    peers.iter().any(|p| p["peerId"] == peer)
+    let peers = net.rpc(node).peers().await.unwrap_or_default();
+    peers.iter().any(|p| p.peer_id == peer)
 }
 
 /// Drives the rogue's swarm until `done` returns true for an event, or the

@@ -18,16 +18,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use jsonrpsee::core::client::ClientT;
-use jsonrpsee::core::params::ArrayParams;
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::rpc_params;
+use lockstep_api::node::{AuthorApiClient, ChainApiClient, TxApiClient, TxState, TxStatusView};
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{Call, ChainSpec, Hash, Keypair, SignedTx, SigningContext};
+use lockstep_runtime::{Call, ChainSpec, Hash, Header, Keypair, SignedTx, SigningContext};
 use parity_scale_codec::Encode;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 /// How long any wait may take before the test fails. Generous: CI machines
 /// are slow and twenty-odd processes share two cores.
@@ -307,24 +303,16 @@ impl Testnet {
         std::fs::remove_dir_all(&self.nodes[i].base_path).expect("wipe base path");
     }
 
-    /// A JSON-RPC call to node `i`.
-    pub async fn call<T: DeserializeOwned>(
-        &self,
-        i: usize,
-        method: &str,
-        params: ArrayParams,
-    ) -> anyhow::Result<T> {
-        self.nodes[i]
-            .rpc
-            .request(method, params)
-            .await
-            .with_context(|| format!("{method} on node {i}"))
+    /// Node `i`'s JSON-RPC client (call the `lockstep_api::node` client
+    /// traits on it).
+    pub fn rpc(&self, i: usize) -> &HttpClient {
+        &self.nodes[i].rpc
     }
 
     /// Node `i`'s finalized height, or `None` if it does not answer.
     pub async fn finalized(&self, i: usize) -> Option<u64> {
-        let header: Value = self.call(i, "chain_getHeader", rpc_params![]).await.ok()?;
-        header["number"].as_u64()
+        let header = self.rpc(i).header(None).await.ok()?;
+        Some(header?.number)
     }
 
     /// The highest finalized height among `nodes`.
@@ -371,16 +359,11 @@ impl Testnet {
         }
     }
 
-    /// Node `i`'s header at `number` (JSON as served), if it has one.
-    pub async fn header_at(&self, i: usize, number: u64) -> Option<Value> {
-        let hash: Option<Hash> = self
-            .call(i, "chain_getBlockHash", rpc_params![number])
-            .await
-            .ok()?;
-        let hash = hash?;
-        self.call(i, "chain_getHeader", rpc_params![hash])
-            .await
-            .ok()
+    /// Node `i`'s header at `number` as served (`Some(None)` if it answered
+    /// null), if it names a block there and answers.
+    pub async fn header_at(&self, i: usize, number: u64) -> Option<Option<Header>> {
+        let hash = self.rpc(i).block_hash(Some(number)).await.ok()??;
+        self.rpc(i).header(Some(hash)).await.ok()
     }
 
     /// Checks that `nodes` hold identical headers (hence block hashes,
@@ -418,21 +401,18 @@ impl Testnet {
 
     /// Submits `tx` to node `i`; returns its hash.
     pub async fn submit(&self, i: usize, tx: &SignedTx) -> Hash {
-        self.call(
-            i,
-            "author_submitExtrinsic",
-            rpc_params![to_hex(&tx.encode())],
-        )
-        .await
-        .expect("submit")
+        self.rpc(i)
+            .submit_extrinsic(to_hex(&tx.encode()))
+            .await
+            .unwrap_or_else(|e| panic!("submit to node {i}: {e}"))
     }
 
     /// Waits until `tx` is finalized on node `i`; returns its status.
-    pub async fn await_tx(&self, i: usize, tx: &Hash) -> Value {
+    pub async fn await_tx(&self, i: usize, tx: &Hash) -> TxStatusView {
         let started = Instant::now();
         loop {
-            if let Ok(status) = self.call::<Value>(i, "tx_getStatus", rpc_params![tx]).await {
-                if status["status"] == "finalized" {
+            if let Ok(status) = self.rpc(i).status(*tx).await {
+                if status.status == TxState::Finalized {
                     return status;
                 }
             }

@@ -2,10 +2,9 @@
 //! holds afterwards carries a justification that verifies against the
 //! validator set, and it matches the others block for block.
 
-use jsonrpsee::rpc_params;
+use lockstep_api::node::ChainApiClient;
 use lockstep_consensus::Vote;
-use lockstep_runtime::{Justification, ValidatorSet};
-use serde_json::Value;
+use lockstep_runtime::ValidatorSet;
 
 use crate::harness::{exclusive, Testnet};
 
@@ -24,18 +23,10 @@ async fn wiped_node_resyncs_from_genesis_verifying_justifications() {
 
     let validators = ValidatorSet::new(net.spec.validators.clone()).expect("validators");
     for number in 1..=target {
-        let hash: Value = net
-            .call(3, "chain_getBlockHash", rpc_params![number])
-            .await
-            .unwrap();
-        let signed: Value = net
-            .call(3, "chain_getBlock", rpc_params![hash])
-            .await
-            .unwrap();
-        let justification: Justification =
-            serde_json::from_value(signed["justification"].clone()).expect("justification");
-        let header: lockstep_runtime::Header =
-            serde_json::from_value(signed["block"]["header"].clone()).expect("header");
+        let hash = net.rpc(3).block_hash(Some(number)).await.unwrap();
+        let signed = net.rpc(3).block(hash).await.unwrap().expect("block");
+        let justification = signed.justification.expect("justification");
+        let header = signed.block.header;
         let block_hash = header.hash();
         let message = Vote::precommit_signing_bytes(
             &net.spec.chain_id,

@@ -15,16 +15,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jsonrpsee::core::client::{ClientT, Error as ClientError};
-use jsonrpsee::core::params::ArrayParams;
+use jsonrpsee::core::client::Error as ClientError;
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::rpc_params;
+use lockstep_api::event::{Event, PaymentInstruction, RegisterRequest};
+use lockstep_api::lifecycle::State;
+use lockstep_api::node::{error as node_error, AuthorApiClient};
+use lockstep_api::offchain::{EventApiClient, Stats};
 use lockstep_runtime::crypto::DEV_NAMES;
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, Keypair, SignedTx};
 use parity_scale_codec::Encode;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::harness::{binary, free_port, poll_until, Testnet, DEADLINE};
 
@@ -119,13 +121,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// A call to the event system.
-    pub async fn events_call(
-        &self,
-        method: &str,
-        params: ArrayParams,
-    ) -> Result<Value, ClientError> {
-        self.events.request(method, params).await
+    /// The event system's client (call the `lockstep_api::offchain` client
+    /// traits on it).
+    pub fn events(&self) -> &HttpClient {
+        &self.events
     }
 }
 
@@ -235,13 +234,10 @@ impl System {
             .join(",")
     }
 
-    /// A call to the event system.
-    pub async fn events_call(
-        &self,
-        method: &str,
-        params: ArrayParams,
-    ) -> Result<Value, ClientError> {
-        self.events_rpc.request(method, params).await
+    /// The event system's client (call the `lockstep_api::offchain` client
+    /// traits on it).
+    pub fn events_rpc(&self) -> &HttpClient {
+        &self.events_rpc
     }
 
     /// A client of every node and the event system.
@@ -253,30 +249,28 @@ impl System {
     }
 
     /// `event_stats`, if the event system answers.
-    pub async fn stats(&self) -> Option<Value> {
-        self.events_call("event_stats", rpc_params![]).await.ok()
+    pub async fn stats(&self) -> Option<Stats> {
+        self.events_rpc.stats().await.ok()
     }
 
     /// Waits until the event system answers and has processed a finalized
     /// block.
     pub async fn await_events_following(&self) {
         self.await_condition("the event system following the chain", || async {
-            self.stats()
-                .await
-                .is_some_and(|s| s["lastHeight"].as_u64().is_some())
+            self.stats().await.is_some_and(|s| s.last_height.is_some())
         })
         .await;
     }
 
     /// Waits until every one of `ids` is Completed or Cancelled; returns
     /// each event.
-    pub async fn await_final(&self, ids: &[String]) -> Vec<Value> {
-        let mut events: Vec<Option<Value>> = vec![None; ids.len()];
+    pub async fn await_final(&self, ids: &[String]) -> Vec<Event> {
+        let mut events: Vec<Option<Event>> = vec![None; ids.len()];
         let started = Instant::now();
         loop {
             for (slot, id) in events.iter_mut().zip(ids) {
                 if slot.is_none() {
-                    match self.events_call("event_get", rpc_params![id]).await {
+                    match self.events_rpc.get(id.clone()).await {
                         Ok(event) if is_final(&event) => *slot = Some(event),
                         _ => {}
                     }
@@ -407,8 +401,8 @@ fn run_json(program: &Path, arguments: &[OsString]) -> Value {
 }
 
 /// Whether an `event_get` result is in a final state.
-pub fn is_final(event: &Value) -> bool {
-    matches!(event["state"].as_str(), Some("Completed" | "Cancelled"))
+pub fn is_final(event: &Event) -> bool {
+    matches!(event.state, State::Completed | State::Cancelled)
 }
 
 /// One settlement the test drives: a signed transfer and its event.
@@ -467,24 +461,23 @@ impl Settlement {
     /// Registers the event, retrying while the event system is down or
     /// restarting (the id makes it idempotent).
     pub async fn register(&self, client: &Client) {
-        let request = json!({
-            "id": self.id,
-            "tx": to_hex(&self.tx.encode()),
-            "payment": {
-                "payer": self.payer,
-                "payee": self.payee,
-                "amount": self.amount.to_string(),
-                "currency": CURRENCY,
+        let request = RegisterRequest {
+            id: self.id.clone(),
+            tx: Some(to_hex(&self.tx.encode())),
+            tx_hash: None,
+            valid_until: None,
+            payment: PaymentInstruction {
+                payer: self.payer.clone(),
+                payee: self.payee.clone(),
+                amount: self.amount.to_string(),
+                currency: CURRENCY.into(),
             },
-        });
+        };
         let started = Instant::now();
         loop {
-            match client
-                .events_call("event_register", rpc_params![request.clone()])
-                .await
-            {
+            match client.events().register(request.clone()).await {
                 Ok(event) => {
-                    assert_eq!(event["id"], self.id.as_str(), "registered the wrong event");
+                    assert_eq!(event.id, self.id, "registered the wrong event");
                     return;
                 }
                 Err(ClientError::Call(error)) => {
@@ -509,14 +502,16 @@ impl Settlement {
         let started = Instant::now();
         for attempt in 0.. {
             let i = (first + attempt) % nodes;
-            let result: Result<Value, _> = client.nodes[i]
-                .request("author_submitExtrinsic", rpc_params![hex.clone()])
-                .await;
-            match result {
+            match client.nodes[i].submit_extrinsic(hex.clone()).await {
                 Ok(_) => return,
                 // 1013 already known; 1011 nonce used (by this very
                 // transfer, finalized after an earlier attempt).
-                Err(ClientError::Call(e)) if e.code() == 1013 || e.code() == 1011 => return,
+                Err(ClientError::Call(e))
+                    if e.code() == node_error::ALREADY_KNOWN
+                        || e.code() == node_error::STALE_NONCE =>
+                {
+                    return
+                }
                 Err(ClientError::Call(e)) => panic!("node {i} refused {}: {e}", self.id),
                 Err(_transport) => {
                     if started.elapsed() > DEADLINE {

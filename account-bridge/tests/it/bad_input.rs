@@ -359,7 +359,7 @@ fn cli_seeds_lists_and_makes_keys() {
         "--ledger",
         "--key",
         "--concurrency",
-        "--metrics-port",
+        "--prometheus-port",
         "--no-fsync",
     ] {
         // The description follows the flag on its line, or on the next.

@@ -6,16 +6,21 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
+use jsonrpsee::core::{async_trait, RpcResult, SubscriptionResult};
 use jsonrpsee::server::Server;
+use jsonrpsee::types::error::{INTERNAL_ERROR_CODE, METHOD_NOT_FOUND_CODE};
 use jsonrpsee::types::ErrorObjectOwned;
-use jsonrpsee::RpcModule;
-use lockstep_api::bus::BusMessage;
-use lockstep_api::event::{PaymentInstruction, PaymentReceipt};
+use jsonrpsee::PendingSubscriptionSink;
+use lockstep_api::bus::{AckResult, BusMessage, Delivery, Pulled};
+use lockstep_api::event::{Event, PaymentInstruction, PaymentReceipt, RegisterRequest, Transition};
+use lockstep_api::lifecycle::State;
+use lockstep_api::offchain::{
+    error, BusApiServer, EventApiServer, ItemResult, ListParams, Page, Stats,
+};
 use lockstep_bridge::ledger::{
     Instruction, PayOutcome, PaymentLedger, PaymentStatus, SqliteLedger,
 };
 use lockstep_runtime::Hash;
-use serde_json::{json, Value};
 
 use crate::harness::{assert_conserved, bridge_key, poll};
 
@@ -98,8 +103,193 @@ struct StubBus {
     receipts: Mutex<Vec<PaymentReceipt>>,
 }
 
+/// How a stub event system behaves.
+#[derive(Clone)]
+enum Behaviour {
+    /// Hands `message` out `DELIVERIES` times, one per pull, and takes
+    /// every well-signed receipt of an `event_postReceipts` call.
+    Repeat(BusMessage),
+    /// Hands `messages` out once, refuses every `event_postReceipts` call
+    /// as a whole and takes single receipts, except the one for
+    /// `event-bad`.
+    Picky(Vec<BusMessage>),
+}
+
+/// A stub event system: the bus and the receipt methods of the event
+/// system's interface, over a [`StubBus`].
+#[derive(Clone)]
+struct StubEventSystem {
+    bus: Arc<StubBus>,
+    behaviour: Behaviour,
+}
+
+impl StubEventSystem {
+    /// Serves it on a loopback port; returns the handle and the URL.
+    async fn serve(self) -> (jsonrpsee::server::ServerHandle, String) {
+        let mut module = BusApiServer::into_rpc(self.clone());
+        module.merge(EventApiServer::into_rpc(self)).unwrap();
+        let server = Server::builder().build("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        (server.start(module), format!("http://{addr}"))
+    }
+}
+
+/// The answer to the methods a stub does not serve.
+fn not_in_stub() -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        METHOD_NOT_FOUND_CODE,
+        "not part of the stub event system",
+        None::<()>,
+    )
+}
+
+/// The event a stub reports once it took `receipt`: Completed.
+fn completed(receipt: PaymentReceipt) -> Event {
+    Event {
+        id: receipt.event_id.clone(),
+        tx_hash: Hash::digest(receipt.event_id.as_bytes()),
+        valid_until: 1_000,
+        payment: instruction(),
+        state: State::Completed,
+        created_at_ms: 0,
+        state_since_ms: 0,
+        due_at_ms: None,
+        checks: 0,
+        resends: 0,
+        evidence: None,
+        receipt: Some(receipt),
+        payment_failure: None,
+    }
+}
+
+#[async_trait]
+impl BusApiServer for StubEventSystem {
+    async fn pull(&self, _max: Option<usize>, _lease_ms: Option<u64>) -> RpcResult<Pulled> {
+        let bus = &self.bus;
+        let (lease_id, messages) = match &self.behaviour {
+            Behaviour::Repeat(message) => {
+                let n = bus.handed_out.fetch_add(1, Ordering::SeqCst);
+                let messages = if n < DELIVERIES {
+                    vec![Delivery::Message(message.clone())]
+                } else {
+                    bus.handed_out.fetch_sub(1, Ordering::SeqCst);
+                    vec![]
+                };
+                (format!("lease-{n}"), messages)
+            }
+            Behaviour::Picky(messages) => {
+                let first = bus.handed_out.fetch_add(1, Ordering::SeqCst) == 0;
+                let batch = if first {
+                    messages.iter().cloned().map(Delivery::Message).collect()
+                } else {
+                    Vec::new()
+                };
+                ("lease".to_owned(), batch)
+            }
+        };
+        Ok(Pulled {
+            lease_id,
+            deadline_ms: u64::MAX / 2,
+            messages,
+        })
+    }
+
+    async fn ack(
+        &self,
+        _lease_id: String,
+        _message_ids: Option<Vec<String>>,
+    ) -> RpcResult<AckResult> {
+        self.bus.acked.fetch_add(1, Ordering::SeqCst);
+        let acked = match self.behaviour {
+            Behaviour::Repeat(_) => 1,
+            Behaviour::Picky(_) => 3,
+        };
+        Ok(AckResult { acked })
+    }
+}
+
+#[async_trait]
+impl EventApiServer for StubEventSystem {
+    async fn post_receipts(
+        &self,
+        receipts: Vec<PaymentReceipt>,
+    ) -> RpcResult<Vec<ItemResult<Event>>> {
+        match self.behaviour {
+            Behaviour::Repeat(_) => Ok(receipts
+                .into_iter()
+                .map(|receipt| -> ItemResult<Event> {
+                    if receipt.verify(&bridge_key().public()).is_err() {
+                        let refused = error::error(error::BAD_RECEIPT_SIGNATURE, "bad signature");
+                        return Err::<Event, _>(refused).into();
+                    }
+                    self.bus.receipts.lock().unwrap().push(receipt.clone());
+                    Ok::<_, ErrorObjectOwned>(completed(receipt)).into()
+                })
+                .collect()),
+            Behaviour::Picky(_) => Err(ErrorObjectOwned::owned(
+                INTERNAL_ERROR_CODE,
+                "internal error: corrupt store",
+                None::<()>,
+            )),
+        }
+    }
+
+    fn post_receipt(&self, receipt: PaymentReceipt) -> RpcResult<Event> {
+        let Behaviour::Picky(_) = self.behaviour else {
+            return Err(not_in_stub());
+        };
+        if receipt.event_id == "event-bad" {
+            return Err(ErrorObjectOwned::owned(
+                INTERNAL_ERROR_CODE,
+                "internal error: corrupt event",
+                None::<()>,
+            ));
+        }
+        self.bus.receipts.lock().unwrap().push(receipt.clone());
+        Ok(completed(receipt))
+    }
+
+    async fn register(&self, _request: RegisterRequest) -> RpcResult<Event> {
+        Err(not_in_stub())
+    }
+
+    fn get(&self, _id: String) -> RpcResult<Event> {
+        Err(not_in_stub())
+    }
+
+    fn history(&self, _id: String) -> RpcResult<Vec<Transition>> {
+        Err(not_in_stub())
+    }
+
+    fn list(&self, _params: Option<ListParams>) -> RpcResult<Page> {
+        Err(not_in_stub())
+    }
+
+    fn stats(&self) -> RpcResult<Stats> {
+        Err(not_in_stub())
+    }
+
+    async fn subscribe_transitions(
+        &self,
+        pending: PendingSubscriptionSink,
+        _from_seq: Option<u64>,
+    ) -> SubscriptionResult {
+        pending.reject(not_in_stub()).await;
+        Ok(())
+    }
+
+    async fn register_batch(
+        &self,
+        _requests: Vec<RegisterRequest>,
+    ) -> RpcResult<Vec<ItemResult<Event>>> {
+        Err(not_in_stub())
+    }
+}
+
+/// The event system of the 100-deliveries test: one message, handed out
+/// `DELIVERIES` times.
 async fn stub_event_system(bus: Arc<StubBus>) -> (jsonrpsee::server::ServerHandle, String) {
-    let message = serde_json::to_value(BusMessage {
+    let message = BusMessage {
         message_id: "event-1".into(),
         event_id: "event-1".into(),
         tx_hash: Hash::digest(b"transfer"),
@@ -107,46 +297,13 @@ async fn stub_event_system(bus: Arc<StubBus>) -> (jsonrpsee::server::ServerHandl
         block_number: 7,
         payment: instruction(),
         attempt: 1,
-    })
-    .unwrap();
-    let mut module = RpcModule::new(bus);
-    module
-        .register_method("bus_pull", move |_, bus, _| {
-            let n = bus.handed_out.fetch_add(1, Ordering::SeqCst);
-            let messages = if n < DELIVERIES {
-                vec![message.clone()]
-            } else {
-                bus.handed_out.fetch_sub(1, Ordering::SeqCst);
-                vec![]
-            };
-            json!({"leaseId": format!("lease-{n}"), "deadlineMs": u64::MAX / 2, "messages": messages})
-        })
-        .unwrap();
-    module
-        .register_method("bus_ack", |_, bus, _| {
-            bus.acked.fetch_add(1, Ordering::SeqCst);
-            json!({"acked": 1})
-        })
-        .unwrap();
-    module
-        .register_method("event_postReceipts", |params, bus, _| {
-            let receipts: Vec<PaymentReceipt> = params.one()?;
-            let answers: Vec<Value> = receipts
-                .into_iter()
-                .map(|receipt| {
-                    if receipt.verify(&bridge_key().public()).is_err() {
-                        return json!({"error": {"code": 2010, "message": "bad signature"}});
-                    }
-                    bus.receipts.lock().unwrap().push(receipt);
-                    json!({"result": {"state": "Completed"}})
-                })
-                .collect();
-            Ok::<Value, ErrorObjectOwned>(json!(answers))
-        })
-        .unwrap();
-    let server = Server::builder().build("127.0.0.1:0").await.unwrap();
-    let addr = server.local_addr().unwrap();
-    (server.start(module), format!("http://{addr}"))
+    };
+    StubEventSystem {
+        bus,
+        behaviour: Behaviour::Repeat(message),
+    }
+    .serve()
+    .await
 }
 
 /// `GET /metrics`.
@@ -240,64 +397,27 @@ async fn same_instruction_100_times_concurrently_through_two_bridges_pays_once()
 /// (as when one event in it cannot be read) and takes single receipts,
 /// except the one for `event-bad`.
 async fn picky_event_system(bus: Arc<StubBus>) -> (jsonrpsee::server::ServerHandle, String) {
-    let messages: Vec<Value> = ["event-a", "event-bad", "event-b"]
+    let messages: Vec<BusMessage> = ["event-a", "event-bad", "event-b"]
         .iter()
-        .map(|id| {
-            serde_json::to_value(BusMessage {
-                message_id: (*id).into(),
-                event_id: (*id).into(),
-                tx_hash: Hash::digest(id.as_bytes()),
-                block_hash: Some(Hash::digest(b"block")),
-                block_number: 7,
-                payment: PaymentInstruction {
-                    amount: "10".into(),
-                    ..instruction()
-                },
-                attempt: 1,
-            })
-            .unwrap()
+        .map(|id| BusMessage {
+            message_id: (*id).into(),
+            event_id: (*id).into(),
+            tx_hash: Hash::digest(id.as_bytes()),
+            block_hash: Some(Hash::digest(b"block")),
+            block_number: 7,
+            payment: PaymentInstruction {
+                amount: "10".into(),
+                ..instruction()
+            },
+            attempt: 1,
         })
         .collect();
-    let mut module = RpcModule::new(bus);
-    module
-        .register_method("bus_pull", move |_, bus, _| {
-            let first = bus.handed_out.fetch_add(1, Ordering::SeqCst) == 0;
-            let batch = if first { messages.clone() } else { Vec::new() };
-            json!({"leaseId": "lease", "deadlineMs": u64::MAX / 2, "messages": batch})
-        })
-        .unwrap();
-    module
-        .register_method("bus_ack", |_, bus, _| {
-            bus.acked.fetch_add(1, Ordering::SeqCst);
-            json!({"acked": 3})
-        })
-        .unwrap();
-    module
-        .register_method("event_postReceipts", |_, _, _| {
-            Err::<Value, _>(ErrorObjectOwned::owned(
-                -32603,
-                "internal error: corrupt store",
-                None::<()>,
-            ))
-        })
-        .unwrap();
-    module
-        .register_method("event_postReceipt", |params, bus, _| {
-            let receipt: PaymentReceipt = params.one()?;
-            if receipt.event_id == "event-bad" {
-                return Err(ErrorObjectOwned::owned(
-                    -32603,
-                    "internal error: corrupt event",
-                    None::<()>,
-                ));
-            }
-            bus.receipts.lock().unwrap().push(receipt);
-            Ok::<Value, ErrorObjectOwned>(json!({"state": "Completed"}))
-        })
-        .unwrap();
-    let server = Server::builder().build("127.0.0.1:0").await.unwrap();
-    let addr = server.local_addr().unwrap();
-    (server.start(module), format!("http://{addr}"))
+    StubEventSystem {
+        bus,
+        behaviour: Behaviour::Picky(messages),
+    }
+    .serve()
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,11 +10,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::rpc_params;
-use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
+use lockstep_api::event::{Event, PaymentInstruction, RegisterRequest};
+use lockstep_api::lifecycle::State;
+use lockstep_api::node::{AuthorApiClient, ChainApiClient};
+use lockstep_api::offchain::EventApiClient;
 use lockstep_bridge::ledger::{PaymentLedger, SqliteLedger};
 use lockstep_bridge::{Config, RunningBridge};
 use lockstep_node::service::{self, NodeConfig, RunningNode};
@@ -24,7 +25,7 @@ use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, ChainSpec, Keypair, SignedTx, SigningContext};
 use lockstep_service::keyfile;
 use parity_scale_codec::Encode;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Generous bound on any awaited condition, so a bug fails the test rather
 /// than hanging it. Not a timing assertion.
@@ -93,12 +94,8 @@ impl DevNode {
     }
 
     pub async fn head(&self) -> u64 {
-        let header: Value = self
-            .http
-            .request("chain_getHeader", rpc_params![])
-            .await
-            .unwrap();
-        header["number"].as_u64().unwrap()
+        let header = self.http.header(None).await.unwrap();
+        header.unwrap().number
     }
 
     /// A transfer of 1 unit of the dev asset from `from` to bob.
@@ -114,9 +111,8 @@ impl DevNode {
     }
 
     pub async fn submit(&self, tx: &SignedTx) {
-        let _: Value = self
-            .http
-            .request("author_submitExtrinsic", rpc_params![to_hex(&tx.encode())])
+        self.http
+            .submit_extrinsic(to_hex(&tx.encode()))
             .await
             .unwrap();
     }
@@ -128,8 +124,13 @@ impl DevNode {
     }
 }
 
-pub fn payment(payer: &str, payee: &str, amount: &str, currency: &str) -> Value {
-    json!({"payer": payer, "payee": payee, "amount": amount, "currency": currency})
+pub fn payment(payer: &str, payee: &str, amount: &str, currency: &str) -> PaymentInstruction {
+    PaymentInstruction {
+        payer: payer.into(),
+        payee: payee.into(),
+        amount: amount.into(),
+        currency: currency.into(),
+    }
 }
 
 /// The event system in this process, with short intervals.
@@ -181,20 +182,15 @@ impl EventSystem {
         format!("http://{}", self.addr)
     }
 
-    pub async fn call(
-        &self,
-        method: &str,
-        params: jsonrpsee::core::params::ArrayParams,
-    ) -> Result<Value, ErrorObjectOwned> {
-        match self.http.request::<Value, _>(method, params).await {
-            Ok(value) => Ok(value),
-            Err(jsonrpsee::core::client::Error::Call(e)) => Err(e),
-            Err(e) => panic!("{method}: transport error {e}"),
-        }
+    /// `event_get`, typed.
+    pub async fn event(&self, id: &str) -> Event {
+        self.http.get(id.to_owned()).await.unwrap()
     }
 
+    /// `event_get`, as the JSON the event system serves (the scenarios
+    /// index it by field name).
     pub async fn get(&self, id: &str) -> Value {
-        self.call("event_get", rpc_params![id]).await.unwrap()
+        json_of(&self.event(id).await)
     }
 
     /// Registers an event for a fresh transfer by `signer` (its `nonce`th),
@@ -205,47 +201,53 @@ impl EventSystem {
         id: &str,
         signer: &str,
         nonce: u64,
-        payment: Value,
-    ) -> Value {
+        payment: PaymentInstruction,
+    ) -> Event {
         let tx = node.transfer(signer, nonce).await;
-        self.call(
-            "event_register",
-            rpc_params![json!({"id": id, "tx": to_hex(&tx.encode()), "payment": payment})],
-        )
-        .await
-        .unwrap();
+        self.http
+            .register(RegisterRequest {
+                id: id.to_owned(),
+                tx: Some(to_hex(&tx.encode())),
+                tx_hash: None,
+                valid_until: None,
+                payment,
+            })
+            .await
+            .unwrap();
         node.submit(&tx).await;
-        self.await_state(id, "PendingAccount").await
+        self.await_transition(id, "PendingAccount").await;
+        self.event(id).await
     }
 
     /// Waits for `id` to reach `state` by following `event_subscribe` from
     /// the start; panics if it reaches another final state.
     pub async fn await_state(&self, id: &str, state: &str) -> Value {
-        let mut feed: Subscription<Value> = self
-            .ws
-            .subscribe("event_subscribe", rpc_params![1], "event_unsubscribe")
-            .await
-            .unwrap();
+        self.await_transition(id, state).await;
+        self.get(id).await
+    }
+
+    /// [`Self::await_state`] without reading the event afterwards.
+    async fn await_transition(&self, id: &str, state: &str) {
+        let mut feed = self.ws.subscribe_transitions(Some(1)).await.unwrap();
         let wait = async {
             loop {
                 let transition = feed.next().await.unwrap().unwrap();
-                if transition["eventId"] != id {
+                if transition.event_id != id {
                     continue;
                 }
-                if transition["to"] == state {
+                if transition.to.name() == state {
                     return;
                 }
                 assert!(
-                    transition["to"] != "Cancelled" && transition["to"] != "Completed",
+                    transition.to != State::Cancelled && transition.to != State::Completed,
                     "{id} reached {} instead of {state}",
-                    transition["to"]
+                    json_of(&transition.to)
                 );
             }
         };
         tokio::time::timeout(PATIENCE, wait)
             .await
             .unwrap_or_else(|_| panic!("{id} did not reach {state}"));
-        self.get(id).await
     }
 
     /// Waits until the event carries a payment failure (there is no
@@ -253,13 +255,14 @@ impl EventSystem {
     pub async fn await_failure(&self, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let event = self.get(id).await;
-            if !event["paymentFailure"].is_null() {
-                return event;
+            let event = self.event(id).await;
+            if event.payment_failure.is_some() {
+                return json_of(&event);
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{id}: no payment failure recorded: {event}"
+                "{id}: no payment failure recorded: {}",
+                json_of(&event)
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -270,6 +273,11 @@ impl EventSystem {
             service.stop().await;
         }
     }
+}
+
+/// A typed answer as the JSON it travels as.
+fn json_of<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap()
 }
 
 /// Quick settings for a bridge under test.

@@ -10,17 +10,19 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jsonrpsee::core::RpcResult;
 use jsonrpsee::server::{Server, ServerHandle};
+use jsonrpsee::types::error::METHOD_NOT_FOUND_CODE;
 use jsonrpsee::types::ErrorObjectOwned;
-use jsonrpsee::RpcModule;
 use lockstep_api::event::PaymentInstruction;
+use lockstep_api::node::{TxApiServer, TxProof, TxState, TxStatusView};
 use lockstep_bridge::ledger::{Instruction, PaymentLedger, SqliteLedger};
 use lockstep_bridge::RunningBridge;
 use lockstep_node::service::{self, NodeConfig, RunningNode};
 use lockstep_offchain::RunningService;
 use lockstep_runtime::crypto::DEV_NAMES;
-use lockstep_runtime::{ChainSpec, Keypair};
-use serde_json::{json, Value};
+use lockstep_runtime::{ChainSpec, Hash, Keypair, Outcome};
+use serde_json::Value;
 
 use crate::lockstep;
 
@@ -161,27 +163,36 @@ fn json(output: &Output) -> Value {
 
 /// A node that claims every transfer finalized and successful, in a block
 /// that does not exist (`tx_getStatus` only, single and batched).
-async fn lying_node() -> (ServerHandle, String) {
-    let mut module = RpcModule::new(());
-    module
-        .register_method("tx_getStatus", |params, _, _| {
-            let _hash: lockstep_runtime::Hash = params.one()?;
-            Ok::<Value, ErrorObjectOwned>(json!({
-                "status": "finalized",
-                "blockHash": lockstep_runtime::Hash::digest(b"a block that does not exist"),
-                "blockNumber": 1,
-                "index": 0,
-                "outcome": { "status": "success" },
-                "finalizedNumber": 1_000_000,
-            }))
+struct LyingNode;
+
+impl TxApiServer for LyingNode {
+    fn status(&self, _hash: Hash) -> RpcResult<TxStatusView> {
+        Ok(TxStatusView {
+            status: TxState::Finalized,
+            block_hash: Some(Hash::digest(b"a block that does not exist")),
+            block_number: Some(1),
+            index: Some(0),
+            outcome: Some(Outcome::Success),
+            finalized_number: 1_000_000,
         })
-        .unwrap();
+    }
+
+    fn proof(&self, _hash: Hash) -> RpcResult<Option<TxProof>> {
+        Err(ErrorObjectOwned::owned(
+            METHOD_NOT_FOUND_CODE,
+            "not part of the lying node",
+            None::<()>,
+        ))
+    }
+}
+
+async fn lying_node() -> (ServerHandle, String) {
     let server = Server::builder()
         .build(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
     let addr = server.local_addr().unwrap();
-    (server.start(module), format!("http://{addr}"))
+    (server.start(LyingNode.into_rpc()), format!("http://{addr}"))
 }
 
 /// An address where nothing listens.

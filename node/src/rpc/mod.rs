@@ -24,11 +24,11 @@ use lockstep_api::node::{
     StateApiServer, SystemApiServer, TxApiServer, TxProof, TxState, TxStatusView,
 };
 use lockstep_runtime::primitives::{from_hex, to_hex};
-use lockstep_service::rpc_metrics::RpcTimes;
 use lockstep_runtime::state::StateReader;
 use lockstep_runtime::{
     merkle, AccountId, AssetId, BlockNumber, Hash, Header, Nonce, Receipt, SignedTx, MAX_TX_SIZE,
 };
+use lockstep_service::rpc_metrics::RpcTimes;
 use parity_scale_codec::Encode;
 use tokio::sync::broadcast::error::RecvError;
 

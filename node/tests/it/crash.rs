@@ -9,16 +9,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::rpc_params;
 use jsonrpsee::ws_client::WsClientBuilder;
+use lockstep_api::node::{
+    self, AuthorApiClient, ChainApiClient, StateApiClient, TxApiClient, TxState, MAX_NODE_BATCH,
+};
 use lockstep_runtime::crypto::DEV_NAMES;
 use lockstep_runtime::genesis::{DEV_ASSET, DEV_ENDOWMENT};
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{Call, ChainSpec, Hash, Header, Keypair, SignedTx, SigningContext};
+use lockstep_runtime::{
+    AccountId, BlockNumber, Call, ChainSpec, Hash, Header, Keypair, SignedTx, SigningContext,
+};
 use parity_scale_codec::Encode;
-use serde_json::Value;
 
 struct NodeProcess {
     child: Child,
@@ -82,15 +84,23 @@ fn transfer(from: &str, nonce: u64, to: &str) -> String {
 }
 
 async fn head(http: &HttpClient) -> Header {
-    http.request("chain_getHeader", rpc_params![])
-        .await
-        .unwrap()
+    http.header(None).await.unwrap().unwrap()
 }
 
 async fn nonce_of(http: &HttpClient, name: &str) -> u64 {
-    http.request("state_getNonce", rpc_params![Keypair::dev(name).public()])
-        .await
-        .unwrap()
+    http.nonce(Keypair::dev(name).public()).await.unwrap()
+}
+
+/// The finalized block hashes at `numbers`, in batches the node takes.
+async fn hashes_at(http: &HttpClient, numbers: impl IntoIterator<Item = BlockNumber>) -> Vec<Hash> {
+    let numbers: Vec<BlockNumber> = numbers.into_iter().collect();
+    let mut hashes = Vec::with_capacity(numbers.len());
+    for chunk in numbers.chunks(MAX_NODE_BATCH) {
+        for answer in node::block_hashes(http, chunk).await.unwrap() {
+            hashes.push(answer.unwrap().unwrap());
+        }
+    }
+    hashes
 }
 
 /// Every dev account sends transfers to the next one as fast as the node
@@ -103,13 +113,7 @@ async fn start_load(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<tokio::task:
         let mut nonce = nonce_of(&http, name).await;
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let sent: Result<Hash, _> = http
-                    .request(
-                        "author_submitExtrinsic",
-                        rpc_params![transfer(name, nonce, to)],
-                    )
-                    .await;
-                match sent {
+                match http.submit_extrinsic(transfer(name, nonce, to)).await {
                     Ok(_) => nonce += 1,
                     // Pool bounds or a dead node: stop this sender.
                     Err(_) => break,
@@ -127,14 +131,7 @@ async fn await_alice_nonce(addr: SocketAddr, target: u64) {
         .build(format!("ws://{addr}"))
         .await
         .unwrap();
-    let mut heads: Subscription<Header> = ws
-        .subscribe(
-            "chain_subscribeFinalizedHeads",
-            rpc_params![],
-            "chain_unsubscribeFinalizedHeads",
-        )
-        .await
-        .unwrap();
+    let mut heads = ws.subscribe_finalized_heads().await.unwrap();
     while nonce_of(&http, "alice").await < target {
         heads.next().await.unwrap().unwrap();
     }
@@ -154,13 +151,7 @@ async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
         await_alice_nonce(node.addr, target).await;
 
         let before = head(&http).await;
-        for number in hashes.len() as u64..=before.number {
-            let hash: Hash = http
-                .request("chain_getBlockHash", rpc_params![number])
-                .await
-                .unwrap();
-            hashes.push(hash);
-        }
+        hashes.extend(hashes_at(&http, hashes.len() as u64..=before.number).await);
 
         // kill -9 while the load is still running.
         node.child.kill().unwrap();
@@ -179,13 +170,10 @@ async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
             after.number,
             before.number
         );
-        for (number, hash) in hashes.iter().enumerate() {
-            let now: Hash = http
-                .request("chain_getBlockHash", rpc_params![number])
-                .await
-                .unwrap();
+        let now = hashes_at(&http, 0..hashes.len() as u64).await;
+        for (number, (now, hash)) in now.iter().zip(&hashes).enumerate() {
             assert_eq!(
-                now, *hash,
+                now, hash,
                 "cycle {cycle}: block {number} changed across the crash"
             );
         }
@@ -195,28 +183,15 @@ async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
     // The pool takes transactions again and they are finalized.
     let http = client(node.addr);
     let next = transfer("alice", nonce_of(&http, "alice").await, "bob");
-    let hash: Hash = http
-        .request("author_submitExtrinsic", rpc_params![next])
-        .await
-        .unwrap();
+    let hash = http.submit_extrinsic(next).await.unwrap();
     let ws = WsClientBuilder::default()
         .build(format!("ws://{}", node.addr))
         .await
         .unwrap();
-    let mut heads: Subscription<Header> = ws
-        .subscribe(
-            "chain_subscribeFinalizedHeads",
-            rpc_params![],
-            "chain_unsubscribeFinalizedHeads",
-        )
-        .await
-        .unwrap();
+    let mut heads = ws.subscribe_finalized_heads().await.unwrap();
     loop {
-        let status: Value = http
-            .request("tx_getStatus", rpc_params![hash])
-            .await
-            .unwrap();
-        if status["status"] == "finalized" {
+        let status = http.status(hash).await.unwrap();
+        if status.status == TxState::Finalized {
             break;
         }
         heads.next().await.unwrap().unwrap();
@@ -229,20 +204,27 @@ async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
 /// finalized nonces: one unit out per own nonce, one in per nonce of the
 /// account before it in the ring.
 async fn assert_money_in_place(http: &HttpClient) {
-    let mut total = 0u128;
-    let mut nonces = Vec::new();
-    let mut balances = Vec::new();
-    for name in DEV_NAMES {
-        let account = Keypair::dev(name).public();
-        let balance: Value = http
-            .request("state_getBalance", rpc_params![account, DEV_ASSET])
-            .await
-            .unwrap();
-        let balance: u128 = balance.as_str().unwrap().parse().unwrap();
-        total += balance;
-        balances.push(balance);
-        nonces.push(nonce_of(http, name).await);
-    }
+    let accounts: Vec<AccountId> = DEV_NAMES
+        .iter()
+        .map(|name| Keypair::dev(name).public())
+        .collect();
+    let pairs: Vec<_> = accounts
+        .iter()
+        .map(|account| (*account, DEV_ASSET))
+        .collect();
+    let balances: Vec<u128> = node::balances(http, &pairs, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|balance| balance.unwrap().0)
+        .collect();
+    let nonces: Vec<u64> = node::nonces(http, &accounts)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let total: u128 = balances.iter().sum();
     assert_eq!(total, DEV_ENDOWMENT * DEV_NAMES.len() as u128);
     for (i, name) in DEV_NAMES.iter().enumerate() {
         let received = nonces[(i + DEV_NAMES.len() - 1) % DEV_NAMES.len()];

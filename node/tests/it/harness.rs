@@ -3,10 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::rpc_params;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
+use lockstep_api::node::{ChainApiClient, StateApiClient, TxApiClient, TxState, TxStatusView};
 use lockstep_node::service::{self, NodeConfig, RunningNode};
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
@@ -14,7 +13,6 @@ use lockstep_runtime::{
     AccountId, Call, ChainSpec, Hash, Header, Keypair, SignedTx, SigningContext,
 };
 use parity_scale_codec::Encode;
-use serde_json::Value;
 
 pub struct DevNode {
     pub node: Option<RunningNode>,
@@ -68,38 +66,22 @@ impl DevNode {
         SignedTx::sign(&Keypair::dev(from), &self.context, nonce, 1_000_000, call)
     }
 
-    pub async fn call(&self, method: &str, params: jsonrpsee::core::params::ArrayParams) -> Value {
-        self.http.request(method, params).await.unwrap()
-    }
-
     pub async fn balance(&self, who: &str) -> u128 {
         let account = Keypair::dev(who).public();
-        let value: Value = self
-            .call("state_getBalance", rpc_params![account, DEV_ASSET])
-            .await;
-        value.as_str().unwrap().parse().unwrap()
+        self.http.balance(account, DEV_ASSET, None).await.unwrap().0
     }
 
     pub async fn nonce(&self, who: &str) -> u64 {
         let account = Keypair::dev(who).public();
-        let value: Value = self.call("state_getNonce", rpc_params![account]).await;
-        value.as_u64().unwrap()
+        self.http.nonce(account).await.unwrap()
     }
 
     /// Waits, head by head, until `tx` is finalized; returns its status.
-    pub async fn await_finalized(&self, tx: &Hash) -> Value {
-        let mut heads: Subscription<Header> = self
-            .ws
-            .subscribe(
-                "chain_subscribeFinalizedHeads",
-                rpc_params![],
-                "chain_unsubscribeFinalizedHeads",
-            )
-            .await
-            .unwrap();
+    pub async fn await_finalized(&self, tx: &Hash) -> TxStatusView {
+        let mut heads = self.ws.subscribe_finalized_heads().await.unwrap();
         loop {
-            let status: Value = self.call("tx_getStatus", rpc_params![tx]).await;
-            if status["status"] == "finalized" {
+            let status = self.http.status(*tx).await.unwrap();
+            if status.status == TxState::Finalized {
                 return status;
             }
             heads.next().await.unwrap().unwrap();
@@ -108,15 +90,7 @@ impl DevNode {
 
     /// Waits for `count` more finalized heads.
     pub async fn await_heads(&self, count: usize) -> Vec<Header> {
-        let mut heads: Subscription<Header> = self
-            .ws
-            .subscribe(
-                "chain_subscribeFinalizedHeads",
-                rpc_params![],
-                "chain_unsubscribeFinalizedHeads",
-            )
-            .await
-            .unwrap();
+        let mut heads = self.ws.subscribe_finalized_heads().await.unwrap();
         let mut seen = Vec::new();
         while seen.len() < count {
             seen.push(heads.next().await.unwrap().unwrap());

@@ -1,14 +1,13 @@
 //! Transfers through the RPC API, to finality and proof.
 
-use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
-use jsonrpsee::rpc_params;
+use lockstep_api::node::{
+    AuthorApiClient, ChainApiClient, SystemApiClient, TxApiClient, TxEvent, TxState,
+};
+use lockstep_api::RpcApiClient;
 use lockstep_consensus::Vote;
 use lockstep_runtime::genesis::DEV_ENDOWMENT;
 use lockstep_runtime::primitives::from_hex;
-use lockstep_runtime::{
-    merkle, Hash, Header, Justification, Keypair, Receipt, SignedTx, ValidatorSet,
-};
-use serde_json::Value;
+use lockstep_runtime::{merkle, Hash, Keypair, Outcome, SignedTx, ValidatorSet};
 
 use crate::harness::{hex, spec, DevNode};
 
@@ -17,46 +16,35 @@ async fn a_transfer_over_http_is_finalized_with_a_verifiable_proof() {
     let node = DevNode::start().await;
     let bob = Keypair::dev("bob").public();
     let tx = node.transfer("alice", 0, bob, 1234);
-    let hash: Hash = node
-        .http
-        .request("author_submitExtrinsic", rpc_params![hex(&tx)])
-        .await
-        .unwrap();
+    let hash = node.http.submit_extrinsic(hex(&tx)).await.unwrap();
     assert_eq!(hash, tx.hash());
 
     let status = node.await_finalized(&hash).await;
-    assert_eq!(status["outcome"]["status"], "success");
-    assert!(status["finalizedNumber"].as_u64().unwrap() >= status["blockNumber"].as_u64().unwrap());
+    assert_eq!(status.outcome, Some(Outcome::Success));
+    assert!(status.finalized_number >= status.block_number.unwrap());
     assert_eq!(node.balance("alice").await, DEV_ENDOWMENT - 1234);
     assert_eq!(node.balance("bob").await, DEV_ENDOWMENT + 1234);
     assert_eq!(node.nonce("alice").await, 1);
 
     // The proof checks out against the header with the runtime's functions,
     // and the header is justified by the validator set.
-    let proof: Value = node
-        .http
-        .request("tx_getProof", rpc_params![hash])
-        .await
-        .unwrap();
-    let header: Header = serde_json::from_value(proof["header"].clone()).unwrap();
-    let inclusion: merkle::MerkleProof =
-        serde_json::from_value(proof["inclusionProof"].clone()).unwrap();
-    let receipt: Receipt = serde_json::from_value(proof["receipt"].clone()).unwrap();
-    let receipt_proof: merkle::MerkleProof =
-        serde_json::from_value(proof["receiptProof"].clone()).unwrap();
-    let extrinsic =
-        SignedTx::decode_bounded(&from_hex(proof["extrinsic"].as_str().unwrap()).unwrap()).unwrap();
+    let proof = node.http.proof(hash).await.unwrap().unwrap();
+    let header = proof.header;
+    let extrinsic = SignedTx::decode_bounded(&from_hex(&proof.extrinsic).unwrap()).unwrap();
     assert_eq!(extrinsic.hash(), hash);
-    assert!(merkle::verify(&header.extrinsics_root, &hash, &inclusion));
-    assert_eq!(receipt.tx_hash, hash);
-    assert!(receipt.outcome.is_success());
+    assert!(merkle::verify(
+        &header.extrinsics_root,
+        &hash,
+        &proof.inclusion_proof
+    ));
+    assert_eq!(proof.receipt.tx_hash, hash);
+    assert!(proof.receipt.outcome.is_success());
     assert!(merkle::verify(
         &header.receipts_root,
-        &receipt.hash(),
-        &receipt_proof
+        &proof.receipt.hash(),
+        &proof.receipt_proof
     ));
-    let justification: Justification =
-        serde_json::from_value(proof["justification"].clone()).unwrap();
+    let justification = proof.justification.unwrap();
     let validators = ValidatorSet::new(spec().validators).unwrap();
     let message = Vote::precommit_signing_bytes(
         &spec().chain_id,
@@ -68,12 +56,8 @@ async fn a_transfer_over_http_is_finalized_with_a_verifiable_proof() {
         .verify(&header.hash(), &validators, &message)
         .unwrap();
     // The block the proof names is the one the chain has at that height.
-    let at_height: Hash = node
-        .http
-        .request("chain_getBlockHash", rpc_params![header.number])
-        .await
-        .unwrap();
-    assert_eq!(at_height, header.hash());
+    let at_height = node.http.block_hash(Some(header.number)).await.unwrap();
+    assert_eq!(at_height, Some(header.hash()));
     node.stop().await;
 }
 
@@ -81,36 +65,22 @@ async fn a_transfer_over_http_is_finalized_with_a_verifiable_proof() {
 async fn a_transfer_over_websocket_is_watched_to_finality() {
     let node = DevNode::start().await;
     let tx = node.transfer("charlie", 0, Keypair::dev("dave").public(), 7);
-    let mut events: Subscription<Value> = node
-        .ws
-        .subscribe(
-            "author_submitAndWatchExtrinsic",
-            rpc_params![hex(&tx)],
-            "author_unwatchExtrinsic",
-        )
-        .await
-        .unwrap();
+    let mut events = node.ws.submit_and_watch_extrinsic(hex(&tx)).await.unwrap();
     let first = events.next().await.unwrap().unwrap();
-    assert_eq!(first, Value::from("ready"));
+    assert_eq!(first, TxEvent::Ready);
     let in_block = events.next().await.unwrap().unwrap();
     let finalized = events.next().await.unwrap().unwrap();
-    let block: Hash = serde_json::from_value(in_block["inBlock"].clone()).unwrap();
-    assert_eq!(finalized["finalized"], in_block["inBlock"]);
-    let status: Value = node
-        .http
-        .request("tx_getStatus", rpc_params![tx.hash()])
-        .await
-        .unwrap();
-    assert_eq!(status["blockHash"], serde_json::to_value(block).unwrap());
+    let TxEvent::InBlock(block) = in_block else {
+        panic!("expected inBlock, got {in_block:?}");
+    };
+    assert_eq!(finalized, TxEvent::Finalized(block));
+    let status = node.http.status(tx.hash()).await.unwrap();
+    assert_eq!(status.block_hash, Some(block));
     assert_eq!(node.balance("dave").await, DEV_ENDOWMENT + 7);
 
     // Over WebSocket without watching, too.
     let second = node.transfer("charlie", 1, Keypair::dev("dave").public(), 3);
-    let hash: Hash = node
-        .ws
-        .request("author_submitExtrinsic", rpc_params![hex(&second)])
-        .await
-        .unwrap();
+    let hash = node.ws.submit_extrinsic(hex(&second)).await.unwrap();
     node.await_finalized(&hash).await;
     assert_eq!(node.balance("dave").await, DEV_ENDOWMENT + 10);
     node.stop().await;
@@ -121,94 +91,40 @@ async fn pool_chain_and_system_methods_answer() {
     let node = DevNode::start().await;
     // A future-nonce tx waits in the pool and is listed there.
     let future = node.transfer("eve", 1, Keypair::dev("bob").public(), 1);
-    node.http
-        .request::<Hash, _>("author_submitExtrinsic", rpc_params![hex(&future)])
-        .await
-        .unwrap();
-    let pending: Vec<String> = node
-        .http
-        .request("author_pendingExtrinsics", rpc_params![])
-        .await
-        .unwrap();
+    node.http.submit_extrinsic(hex(&future)).await.unwrap();
+    let pending = node.http.pending_extrinsics().await.unwrap();
     assert_eq!(pending, vec![hex(&future)]);
-    let status: Value = node
-        .http
-        .request("tx_getStatus", rpc_params![future.hash()])
-        .await
-        .unwrap();
-    assert_eq!(status["status"], "pool");
+    let status = node.http.status(future.hash()).await.unwrap();
+    assert_eq!(status.status, TxState::Pool);
     // Filling the gap finalizes both.
     let first = node.transfer("eve", 0, Keypair::dev("bob").public(), 1);
-    node.http
-        .request::<Hash, _>("author_submitExtrinsic", rpc_params![hex(&first)])
-        .await
-        .unwrap();
+    node.http.submit_extrinsic(hex(&first)).await.unwrap();
     node.await_finalized(&future.hash()).await;
     assert_eq!(node.nonce("eve").await, 2);
 
-    let unknown: Value = node
-        .http
-        .request("tx_getStatus", rpc_params![Hash::digest(b"nothing")])
-        .await
-        .unwrap();
-    assert_eq!(unknown["status"], "unknown");
-    let no_proof: Value = node
-        .http
-        .request("tx_getProof", rpc_params![Hash::digest(b"nothing")])
-        .await
-        .unwrap();
-    assert!(no_proof.is_null());
+    let unknown = node.http.status(Hash::digest(b"nothing")).await.unwrap();
+    assert_eq!(unknown.status, TxState::Unknown);
+    let no_proof = node.http.proof(Hash::digest(b"nothing")).await.unwrap();
+    assert!(no_proof.is_none());
 
     let heads = node.await_heads(2).await;
     assert_eq!(heads[1].parent_hash, heads[0].hash());
-    let genesis: Hash = node
-        .http
-        .request("chain_getBlockHash", rpc_params![0])
-        .await
-        .unwrap();
+    let genesis = node.http.block_hash(Some(0)).await.unwrap().unwrap();
     assert_eq!(genesis, spec().genesis().unwrap().hash());
-    let block: Value = node
-        .http
-        .request("chain_getBlock", rpc_params![genesis])
-        .await
-        .unwrap();
-    assert_eq!(block["block"]["header"]["number"], 0);
-    let finalized: Hash = node
-        .http
-        .request("chain_getFinalizedHead", rpc_params![])
-        .await
-        .unwrap();
-    let header: Header = node
-        .http
-        .request("chain_getHeader", rpc_params![finalized])
-        .await
-        .unwrap();
+    let block = node.http.block(Some(genesis)).await.unwrap().unwrap();
+    assert_eq!(block.block.header.number, 0);
+    let finalized = node.http.finalized_head().await.unwrap();
+    let header = node.http.header(Some(finalized)).await.unwrap().unwrap();
     assert_eq!(header.hash(), finalized);
 
-    let health: Value = node
-        .http
-        .request("system_health", rpc_params![])
-        .await
-        .unwrap();
-    assert_eq!(health["isSyncing"], false);
-    let chain: String = node
-        .http
-        .request("system_chain", rpc_params![])
-        .await
-        .unwrap();
+    let health = node.http.health().await.unwrap();
+    assert!(!health.is_syncing);
+    let chain = node.http.chain().await.unwrap();
     assert_eq!(chain, spec().name);
-    let name: String = node
-        .http
-        .request("system_name", rpc_params![])
-        .await
-        .unwrap();
+    let name = node.http.name().await.unwrap();
     assert_eq!(name, "lockstep-node");
-    let methods: Value = node
-        .http
-        .request("rpc_methods", rpc_params![])
-        .await
-        .unwrap();
-    let methods: Vec<String> = serde_json::from_value(methods["methods"].clone()).unwrap();
+    let methods = node.http.methods().await.unwrap().methods;
+    // These are the method names as served on the wire, not calls: they stay strings.
     for expected in [
         "author_submitExtrinsic",
         "author_submitAndWatchExtrinsic",

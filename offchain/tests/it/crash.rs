@@ -4,6 +4,7 @@
 //! bridge paid exactly the completed events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,16 +12,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
+use jsonrpsee::core::client::Error as ClientError;
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::rpc_params;
 use jsonrpsee::ws_client::WsClientBuilder;
 use lockstep_api::event::PaymentReceipt;
+use lockstep_api::lifecycle::State;
+use lockstep_api::node::{AuthorApiClient, TxState};
+use lockstep_api::offchain::{BusApiClient, EventApiClient, ListParams};
 use lockstep_runtime::genesis::DEV_ENDOWMENT;
-use lockstep_runtime::{Keypair, SignedTx};
-use serde_json::{json, Value};
+use lockstep_runtime::{Keypair, Outcome, SignedTx};
 
-use crate::harness::{bridge_key, hex, payment, DevNode, PATIENCE};
+use crate::harness::{bridge_key, evidence, hex, message, register_request, DevNode, PATIENCE};
 
 const SIGNERS: [&str; 6] = ["alice", "bob", "charlie", "dave", "eve", "ferdie"];
 const PER_SIGNER: usize = 50;
@@ -102,32 +104,25 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Calls until the event system answers (it may be down or restarting);
-/// returns its answer, error or not.
-async fn call_through_crashes(
-    client: &HttpClient,
-    method: &str,
-    params: Value,
-) -> Result<Value, jsonrpsee::types::ErrorObjectOwned> {
-    let params = match params {
-        Value::Array(items) => {
-            let mut built = jsonrpsee::core::params::ArrayParams::new();
-            for item in items {
-                built.insert(item).unwrap();
-            }
-            built
-        }
-        _ => unreachable!(),
-    };
+/// Makes `call` until the event system answers (it may be down or
+/// restarting); returns its answer, error or not.
+async fn call_through_crashes<T, F, Fut>(
+    what: &str,
+    mut call: F,
+) -> Result<T, jsonrpsee::types::ErrorObjectOwned>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        match client.request::<Value, _>(method, params.clone()).await {
+        match call().await {
             Ok(value) => return Ok(value),
-            Err(jsonrpsee::core::client::Error::Call(e)) => return Err(e),
+            Err(ClientError::Call(e)) => return Err(e),
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) => panic!("{method}: the event system stayed unreachable: {e}"),
+            Err(e) => panic!("{what}: the event system stayed unreachable: {e}"),
         }
     }
 }
@@ -145,14 +140,11 @@ async fn bridge(
     let mut rng = Rng(seed | 1);
     let key = bridge_key();
     while !stop.load(Ordering::Relaxed) {
-        let Ok(pulled) = client
-            .request::<Value, _>("bus_pull", rpc_params![50, 500])
-            .await
-        else {
+        let Ok(pulled) = client.pull(Some(50), Some(500)).await else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let messages = pulled["messages"].as_array().cloned().unwrap_or_default();
+        let messages = &pulled.messages;
         if messages.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
@@ -161,8 +153,8 @@ async fn bridge(
         if misbehave == 0 {
             continue; // crashed consumer: the lease lapses
         }
-        for message in &messages {
-            let id = message["eventId"].as_str().unwrap().to_owned();
+        for delivery in messages {
+            let id = message(delivery).event_id.clone();
             // Exactly once in effect: a re-delivered instruction finds the
             // payment made and only re-sends the receipt.
             ledger.lock().unwrap().entry(id.clone()).or_insert(0);
@@ -170,13 +162,9 @@ async fn bridge(
                 continue; // receipt lost
             }
             let receipt = PaymentReceipt::sign(&key, &id, &format!("ledger-{id}"));
-            let _ = client
-                .request::<Value, _>("event_postReceipt", rpc_params![receipt])
-                .await;
+            let _ = client.post_receipt(receipt).await;
         }
-        let _ = client
-            .request::<Value, _>("bus_ack", rpc_params![pulled["leaseId"].clone()])
-            .await;
+        let _ = client.ack(pulled.lease_id.clone(), None).await;
     }
 }
 
@@ -249,17 +237,15 @@ async fn kill_9_at_random_points_loses_nothing() {
         let registered = registered.clone();
         workers.push(tokio::spawn(async move {
             for (i, (id, tx, submit)) in plan.into_iter().enumerate() {
-                let body = json!({"id": id, "tx": hex(&tx), "payment": payment(i)});
-                let event = call_through_crashes(&client, "event_register", json!([body]))
-                    .await
-                    .unwrap();
-                assert_eq!(event["id"], id);
-                registered.fetch_add(1, Ordering::Relaxed);
-                if submit {
-                    let _: Value = node_http
-                        .request("author_submitExtrinsic", rpc_params![hex(&tx)])
+                let request = register_request(&id, &tx, i);
+                let event =
+                    call_through_crashes("registering", || client.register(request.clone()))
                         .await
                         .unwrap();
+                assert_eq!(event.id, id);
+                registered.fetch_add(1, Ordering::Relaxed);
+                if submit {
+                    node_http.submit_extrinsic(hex(&tx)).await.unwrap();
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -285,11 +271,11 @@ async fn kill_9_at_random_points_loses_nothing() {
     let total = ids.len() as u64;
     let settle = async {
         loop {
-            let stats = call_through_crashes(&client, "event_stats", json!([]))
+            let stats = call_through_crashes("reading the stats", || client.stats())
                 .await
                 .unwrap();
-            let done = stats["completed"].as_u64().unwrap() + stats["cancelled"].as_u64().unwrap();
-            if done == total && stats["registered"] == 0 && stats["pendingAccount"] == 0 {
+            let done = stats.completed + stats.cancelled;
+            if done == total && stats.registered == 0 && stats.pending_account == 0 {
                 return stats;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -306,73 +292,62 @@ async fn kill_9_at_random_points_loses_nothing() {
     let mut completed = HashSet::new();
     let mut history_len = 0;
     for (id, tx, submitted) in &all {
-        let event: Value = client.request("event_get", rpc_params![id]).await.unwrap();
+        let event = client.get(id.clone()).await.unwrap();
         let status = node.status(&tx.hash()).await;
-        let expected = match (
-            status["status"].as_str().unwrap(),
-            status["outcome"]["status"].as_str(),
-        ) {
-            ("finalized", Some("success")) => "Completed",
-            ("finalized", Some("failed")) => "Cancelled",
-            ("unknown", None) if !submitted => "Cancelled",
+        let expected = match (status.status, status.outcome) {
+            (TxState::Finalized, Some(Outcome::Success)) => State::Completed,
+            (TxState::Finalized, Some(Outcome::Failed(_))) => State::Cancelled,
+            (TxState::Unknown, None) if !submitted => State::Cancelled,
             other => panic!("{id}: unexpected chain status {other:?}"),
         };
-        assert_eq!(event["state"], expected, "{id}");
-        let history: Vec<Value> = client
-            .request("event_history", rpc_params![id])
-            .await
-            .unwrap();
-        let moves: Vec<(Value, Value)> = history
-            .iter()
-            .map(|t| (t["from"].clone(), t["to"].clone()))
-            .collect();
-        let want: Vec<(Value, Value)> = match expected {
-            "Completed" => vec![
-                (Value::Null, json!("Registered")),
-                (json!("Registered"), json!("PendingAccount")),
-                (json!("PendingAccount"), json!("Completed")),
+        assert_eq!(event.state, expected, "{id}");
+        let history = client.history(id.clone()).await.unwrap();
+        let moves: Vec<(Option<State>, State)> = history.iter().map(|t| (t.from, t.to)).collect();
+        let want: Vec<(Option<State>, State)> = match expected {
+            State::Completed => vec![
+                (None, State::Registered),
+                (Some(State::Registered), State::PendingAccount),
+                (Some(State::PendingAccount), State::Completed),
             ],
             _ => vec![
-                (Value::Null, json!("Registered")),
-                (json!("Registered"), json!("Cancelled")),
+                (None, State::Registered),
+                (Some(State::Registered), State::Cancelled),
             ],
         };
         assert_eq!(moves, want, "{id}");
-        let seqs: Vec<u64> = history.iter().map(|t| t["seq"].as_u64().unwrap()).collect();
+        let seqs: Vec<u64> = history.iter().map(|t| t.seq).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{id}: {seqs:?}");
-        if expected == "Completed" {
-            assert_eq!(event["evidence"]["blockHash"], status["blockHash"], "{id}");
+        if expected == State::Completed {
+            assert_eq!(evidence(&event).block_hash, status.block_hash, "{id}");
             completed.insert(id.clone());
         }
         history_len += history.len() as u64;
     }
     // The global feed is gap-free and holds exactly the histories.
-    assert_eq!(stats["lastSeq"].as_u64().unwrap(), history_len);
+    assert_eq!(stats.last_seq, history_len);
     let ws = WsClientBuilder::default()
         .build(format!("ws://127.0.0.1:{port}"))
         .await
         .unwrap();
-    let mut feed: Subscription<Value> = ws
-        .subscribe("event_subscribe", rpc_params![1], "event_unsubscribe")
-        .await
-        .unwrap();
+    let mut feed = ws.subscribe_transitions(Some(1)).await.unwrap();
     let mut per_event: BTreeMap<String, u64> = BTreeMap::new();
     for expected_seq in 1..=history_len {
         let transition = feed.next().await.unwrap().unwrap();
-        assert_eq!(transition["seq"], expected_seq);
-        *per_event
-            .entry(transition["eventId"].as_str().unwrap().to_owned())
-            .or_default() += 1;
+        assert_eq!(transition.seq, expected_seq);
+        *per_event.entry(transition.event_id).or_default() += 1;
     }
     assert_eq!(per_event.len(), ids.len());
     // The bridge paid every completed event and nothing else.
     let paid: HashSet<String> = ledger.lock().unwrap().keys().cloned().collect();
     assert_eq!(paid, completed);
-    let list: Value = client
-        .request("event_list", rpc_params![json!({"limit": 500})])
+    let list = client
+        .list(Some(ListParams {
+            limit: Some(500),
+            ..ListParams::default()
+        }))
         .await
         .unwrap();
-    assert_eq!(list["events"].as_array().unwrap().len(), ids.len());
+    assert_eq!(list.events.len(), ids.len());
     println!(
         "{} events, {} completed, {KILLS} kills",
         ids.len(),

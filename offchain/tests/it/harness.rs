@@ -5,20 +5,27 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
+use jsonrpsee::core::client::{ClientT, Error as ClientError};
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::rpc_params;
 use jsonrpsee::server::{Server, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use jsonrpsee::RpcModule;
+use lockstep_api::bus::{BusMessage, Delivery};
+use lockstep_api::event::{Event, Evidence, PaymentInstruction, RegisterRequest, Transition};
+use lockstep_api::node::{
+    methods as node_methods, AuthorApiClient, ChainApiClient, TxApiClient, TxState, TxStatusView,
+};
+use lockstep_api::offchain::{EventApiClient, Stats};
 use lockstep_node::service::{self, NodeConfig, RunningNode};
 use lockstep_offchain::{Config, RunningService};
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{AccountId, Call, ChainSpec, Hash, Keypair, SignedTx, SigningContext};
+use lockstep_runtime::{
+    AccountId, Call, ChainSpec, Hash, Keypair, Outcome, SignedTx, SigningContext,
+};
 use parity_scale_codec::Encode;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Generous bound on any awaited condition, so a bug fails the test rather
 /// than hanging it. Not a timing assertion.
@@ -26,6 +33,31 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub fn bridge_key() -> Keypair {
     Keypair::dev("bridge")
+}
+
+/// A call's answer, or the server's refusal; a transport failure panics.
+pub fn answer<T>(result: Result<T, ClientError>) -> Result<T, ErrorObjectOwned> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(ClientError::Call(e)) => Err(e),
+        Err(e) => panic!("transport error {e}"),
+    }
+}
+
+/// The message of a delivery; panics on one that does not decode.
+pub fn message(delivery: &Delivery) -> &BusMessage {
+    match delivery {
+        Delivery::Message(message) => message,
+        Delivery::Undecodable(value) => panic!("undecodable bus message {value}"),
+    }
+}
+
+/// The evidence of an event that has some.
+pub fn evidence(event: &Event) -> &Evidence {
+    event
+        .evidence
+        .as_ref()
+        .unwrap_or_else(|| panic!("{} has no evidence: {event:?}", event.id))
 }
 
 pub struct DevNode {
@@ -82,26 +114,15 @@ impl DevNode {
     }
 
     pub async fn submit(&self, tx: &SignedTx) -> Hash {
-        self.http
-            .request("author_submitExtrinsic", rpc_params![hex(tx)])
-            .await
-            .unwrap()
+        self.http.submit_extrinsic(hex(tx)).await.unwrap()
     }
 
-    pub async fn status(&self, tx: &Hash) -> Value {
-        self.http
-            .request("tx_getStatus", rpc_params![tx])
-            .await
-            .unwrap()
+    pub async fn status(&self, tx: &Hash) -> TxStatusView {
+        self.http.status(*tx).await.unwrap()
     }
 
     pub async fn head(&self) -> u64 {
-        let header: Value = self
-            .http
-            .request("chain_getHeader", rpc_params![])
-            .await
-            .unwrap();
-        header["number"].as_u64().unwrap()
+        self.http.header(None).await.unwrap().unwrap().number
     }
 
     pub async fn stop(mut self) {
@@ -134,21 +155,24 @@ pub async fn proxy(target: SocketAddr, behaviour: Behaviour) -> (ServerHandle, S
         .unwrap();
     let mut module = RpcModule::new(client);
     module
-        .register_async_method("tx_getStatus", move |params, client, _| async move {
-            let hash: Hash = params.one()?;
-            let mut answer: Value = client
-                .request("tx_getStatus", rpc_params![hash])
-                .await
-                .map_err(|e| ErrorObjectOwned::owned(-32000, e.to_string(), None::<()>))?;
-            if behaviour == Behaviour::Lying {
-                answer["status"] = json!("finalized");
-                answer["blockHash"] = json!(Hash::digest(b"a block that does not exist"));
-                answer["blockNumber"] = json!(1);
-                answer["index"] = json!(0);
-                answer["outcome"] = json!({"status": "success"});
-            }
-            Ok::<Value, ErrorObjectOwned>(answer)
-        })
+        .register_async_method(
+            node_methods::TX_GET_STATUS,
+            move |params, client, _| async move {
+                let hash: Hash = params.one()?;
+                let mut answer = client
+                    .status(hash)
+                    .await
+                    .map_err(|e| ErrorObjectOwned::owned(-32000, e.to_string(), None::<()>))?;
+                if behaviour == Behaviour::Lying {
+                    answer.status = TxState::Finalized;
+                    answer.block_hash = Some(Hash::digest(b"a block that does not exist"));
+                    answer.block_number = Some(1);
+                    answer.index = Some(0);
+                    answer.outcome = Some(Outcome::Success);
+                }
+                Ok::<TxStatusView, ErrorObjectOwned>(answer)
+            },
+        )
         .unwrap();
     let server = Server::builder()
         .build(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -166,13 +190,24 @@ pub async fn down_node() -> String {
     format!("http://{addr}")
 }
 
-pub fn payment(i: usize) -> Value {
-    json!({
-        "payer": format!("acct:payer-{i}"),
-        "payee": "acct:merchant",
-        "amount": format!("{}", 100 + i),
-        "currency": "EUR",
-    })
+pub fn payment(i: usize) -> PaymentInstruction {
+    PaymentInstruction {
+        payer: format!("acct:payer-{i}"),
+        payee: "acct:merchant".into(),
+        amount: format!("{}", 100 + i),
+        currency: "EUR".into(),
+    }
+}
+
+/// The registration of `tx` as event `id`, paying [`payment`]`(i)`.
+pub fn register_request(id: &str, tx: &SignedTx, i: usize) -> RegisterRequest {
+    RegisterRequest {
+        id: id.to_owned(),
+        tx: Some(hex(tx)),
+        tx_hash: None,
+        valid_until: None,
+        payment: payment(i),
+    }
 }
 
 /// Short intervals so tests run quickly.
@@ -227,6 +262,8 @@ impl EventSystem {
         self.service.as_ref().unwrap()
     }
 
+    /// A call by method name with raw JSON parameters, answered as raw JSON:
+    /// raw on purpose, for bad_input.rs (hostile and mistaken wire input).
     pub async fn call(
         &self,
         method: &str,
@@ -244,50 +281,61 @@ impl EventSystem {
         id: &str,
         tx: &SignedTx,
         i: usize,
-    ) -> Result<Value, ErrorObjectOwned> {
-        self.call(
-            "event_register",
-            rpc_params![json!({"id": id, "tx": hex(tx), "payment": payment(i)})],
-        )
-        .await
+    ) -> Result<Event, ErrorObjectOwned> {
+        answer(self.http.register(register_request(id, tx, i)).await)
     }
 
+    pub async fn event(&self, id: &str) -> Event {
+        self.http.get(id.to_owned()).await.unwrap()
+    }
+
+    pub async fn history(&self, id: &str) -> Vec<Transition> {
+        self.http.history(id.to_owned()).await.unwrap()
+    }
+
+    pub async fn event_stats(&self) -> Stats {
+        self.http.stats().await.unwrap()
+    }
+
+    /// [`Self::event`] as JSON, for bad_input.rs, which indexes its fields.
     pub async fn get(&self, id: &str) -> Value {
-        self.call("event_get", rpc_params![id]).await.unwrap()
+        serde_json::to_value(self.event(id).await).unwrap()
     }
 
+    /// [`Self::event_stats`] as JSON, for bad_input.rs, which indexes its
+    /// fields.
     pub async fn stats(&self) -> Value {
-        self.call("event_stats", rpc_params![]).await.unwrap()
+        serde_json::to_value(self.event_stats().await).unwrap()
     }
 
-    /// Waits for `id` to reach `state` by following `event_subscribe` from
-    /// the start; panics if it reaches another final state.
-    pub async fn await_state(&self, id: &str, state: &str) -> Value {
-        let mut feed: Subscription<Value> = self
-            .ws
-            .subscribe("event_subscribe", rpc_params![1], "event_unsubscribe")
-            .await
-            .unwrap();
+    /// Waits for `id` to reach `state` (a [`State`] or its name) by
+    /// following `event_subscribe` from the start; panics if it reaches
+    /// another final state.
+    ///
+    /// [`State`]: lockstep_api::lifecycle::State
+    pub async fn await_state(&self, id: &str, state: impl std::fmt::Display) -> Event {
+        let state = state.to_string();
+        let mut feed = self.ws.subscribe_transitions(Some(1)).await.unwrap();
         let wait = async {
             loop {
                 let transition = feed.next().await.unwrap().unwrap();
-                if transition["eventId"] != id {
+                if transition.event_id != id {
                     continue;
                 }
-                if transition["to"] == state {
+                if transition.to.name() == state {
                     return;
                 }
                 assert!(
-                    transition["to"] != "Cancelled" && transition["to"] != "Completed",
+                    !transition.to.is_final(),
                     "{id} reached {} instead of {state}",
-                    transition["to"]
+                    transition.to
                 );
             }
         };
         tokio::time::timeout(PATIENCE, wait)
             .await
             .unwrap_or_else(|_| panic!("{id} did not reach {state}"));
-        self.get(id).await
+        self.event(id).await
     }
 
     /// Waits until `check` holds, re-testing after every quorum round,

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // Helpers outside #[test] functions unwrap too.
 
+mod api;
 mod bad_input;
 mod chain;
 mod crash;

@@ -3,12 +3,12 @@
 
 use std::sync::atomic::Ordering;
 
-use jsonrpsee::rpc_params;
+use lockstep_api::lifecycle::State;
+use lockstep_api::node::TxState;
 use lockstep_runtime::genesis::DEV_ENDOWMENT;
-use lockstep_runtime::Keypair;
-use serde_json::json;
+use lockstep_runtime::{Keypair, Outcome};
 
-use crate::harness::{down_node, proxy, Behaviour, DevNode, EventSystem};
+use crate::harness::{down_node, evidence, proxy, Behaviour, DevNode, EventSystem};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_liar_of_three_cannot_sway_the_quorum() {
@@ -30,22 +30,23 @@ async fn one_liar_of_three_cannot_sway_the_quorum() {
     node.submit(&good).await;
     node.submit(&bad).await;
 
-    let pending = events.await_state("good", "PendingAccount").await;
+    let pending = events.await_state("good", State::PendingAccount).await;
     assert_eq!(
-        pending["evidence"]["confirmedBy"],
-        json!([node.url(), honest.clone()])
+        evidence(&pending).confirmed_by,
+        vec![node.url(), honest.clone()]
     );
     assert_eq!(
-        pending["evidence"]["blockHash"],
-        node.status(&good.hash()).await["blockHash"]
+        evidence(&pending).block_hash,
+        node.status(&good.hash()).await.block_hash
     );
     // The liar claims success; the honest majority says failed.
-    let cancelled = events.await_state("bad", "Cancelled").await;
-    assert_eq!(
-        cancelled["evidence"]["confirmedBy"],
-        json!([node.url(), honest])
+    let cancelled = events.await_state("bad", State::Cancelled).await;
+    assert_eq!(evidence(&cancelled).confirmed_by, vec![node.url(), honest]);
+    assert!(
+        matches!(evidence(&cancelled).outcome, Some(Outcome::Failed(_))),
+        "{:?}",
+        evidence(&cancelled).outcome
     );
-    assert_eq!(cancelled["evidence"]["outcome"]["status"], "failed");
     // Every check saw the liar contradict the others.
     assert!(
         events
@@ -71,11 +72,10 @@ async fn one_node_down_of_three_and_the_watcher_fails_over() {
     let tx = node.transfer("alice", 0, 1_000_000, Keypair::dev("bob").public(), 7);
     events.register("with-one-down", &tx, 1).await.unwrap();
     node.submit(&tx).await;
-    let pending = events.await_state("with-one-down", "PendingAccount").await;
-    assert_eq!(
-        pending["evidence"]["confirmedBy"],
-        json!([node.url(), honest])
-    );
+    let pending = events
+        .await_state("with-one-down", State::PendingAccount)
+        .await;
+    assert_eq!(evidence(&pending).confirmed_by, vec![node.url(), honest]);
     assert!(
         events
             .service()
@@ -105,18 +105,15 @@ async fn too_few_honest_answers_move_nothing() {
     events
         .await_metrics(|m| m.quorum_disagreements.load(Ordering::Relaxed) >= 3)
         .await;
-    let event = events.get("contested").await;
-    assert_eq!(event["state"], "Registered");
-    assert!(event["checks"].as_u64().unwrap() >= 1);
-    let history = events
-        .call("event_history", rpc_params!["contested"])
-        .await
-        .unwrap();
-    assert_eq!(history.as_array().unwrap().len(), 1);
-    assert_eq!(node.status(&tx.hash()).await["status"], "finalized");
-    let stats = events.stats().await;
-    assert_eq!(stats["registered"], 1);
-    assert_eq!(stats["busDepth"], 0);
+    let event = events.event("contested").await;
+    assert_eq!(event.state, State::Registered);
+    assert!(event.checks >= 1);
+    let history = events.history("contested").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(node.status(&tx.hash()).await.status, TxState::Finalized);
+    let stats = events.event_stats().await;
+    assert_eq!(stats.registered, 1);
+    assert_eq!(stats.bus_depth, 0);
 
     events.stop().await;
     node.stop().await;
