@@ -61,7 +61,7 @@ impl NodeConfig {
             base_path,
             validator_key: None,
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 9944)),
-            rpc: RpcConfig::default(),
+            rpc: rpc::DEFAULT_RPC_LIMITS,
             prometheus_addr: None,
             pool: PoolConfig::default(),
             limits: BlockLimits::default(),

@@ -3,8 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::core::{async_trait, to_json_raw_value, RpcResult, SubscriptionResult};
-use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::ServerHandle;
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, RpcModule};
 use lockstep_api::bus::{
@@ -23,6 +22,7 @@ use lockstep_api::offchain::{
 use lockstep_runtime::AccountId;
 use lockstep_service::now_ms;
 use lockstep_service::rpc_metrics::RpcTimes;
+use lockstep_service::rpc_server::RpcLimits;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::{BusError, MessageBus};
@@ -452,6 +452,15 @@ pub fn module(handler: EventRpc) -> RpcModule<()> {
 /// fit comfortably.
 pub const MAX_REQUEST_BYTES: u32 = 1024 * 1024;
 
+/// The event system's server limits.
+pub const RPC_LIMITS: RpcLimits = RpcLimits {
+    max_request_bytes: MAX_REQUEST_BYTES,
+    max_response_bytes: 16 * 1024 * 1024,
+    max_connections: 512,
+    max_subscriptions_per_connection: 64,
+    max_batch_len: 100,
+};
+
 /// Starts the server on `addr`, timing every call into `times`; returns
 /// its handle and the bound address.
 pub async fn start(
@@ -459,20 +468,5 @@ pub async fn start(
     module: RpcModule<()>,
     times: RpcTimes,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
-    let config = ServerConfig::builder()
-        .max_request_body_size(MAX_REQUEST_BYTES)
-        .max_response_body_size(16 * 1024 * 1024)
-        .max_connections(512)
-        .max_subscriptions_per_connection(64)
-        .set_batch_request_config(BatchRequestConfig::Limit(100))
-        .build();
-    times.serve(module.method_names().map(str::to_owned));
-    let middleware = RpcServiceBuilder::new().layer_fn(move |service| times.wrap(service));
-    let server = Server::builder()
-        .set_config(config)
-        .set_rpc_middleware(middleware)
-        .build(addr)
-        .await?;
-    let bound = server.local_addr()?;
-    Ok((server.start(module), bound))
+    lockstep_service::rpc_server::start(addr, RPC_LIMITS, module, times).await
 }

@@ -6,7 +6,8 @@
 //! - [`metrics`]: a Prometheus registry ([`prometheus_client`]) and the
 //!   `GET /metrics` endpoint that serves it, with an accept loop that backs
 //!   off on errors instead of spinning; [`rpc_metrics`], each JSON-RPC
-//!   method's latency as a histogram (a server middleware);
+//!   method's latency as a histogram (a server middleware), and
+//!   [`rpc_server`], which starts a bounded, timed JSON-RPC server;
 //! - [`logging`]: `RUST_LOG` filters and `--log-format text|json`;
 //! - [`shutdown_signal`]: the first SIGINT or SIGTERM;
 //! - [`backoff`] and [`parse_duration`]: retry delays and duration flags;
@@ -21,6 +22,7 @@ pub mod keyfile;
 pub mod logging;
 pub mod metrics;
 pub mod rpc_metrics;
+pub mod rpc_server;
 
 use std::time::Duration;
 

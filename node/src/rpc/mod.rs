@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jsonrpsee::core::{async_trait, to_json_raw_value, RpcResult, SubscriptionResult};
-use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::ServerHandle;
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, RpcModule};
 pub use lockstep_api::node::PeerView;
@@ -29,6 +28,7 @@ use lockstep_runtime::{
     merkle, AccountId, AssetId, BlockNumber, Hash, Header, Nonce, Receipt, SignedTx, MAX_TX_SIZE,
 };
 use lockstep_service::rpc_metrics::RpcTimes;
+use lockstep_service::rpc_server::RpcLimits;
 use parity_scale_codec::Encode;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -36,31 +36,17 @@ use self::error::{internal, HISTORICAL_STATE};
 use crate::chain::{Chain, TxStatus};
 
 /// Limits of the RPC server.
-#[derive(Debug, Clone, Copy)]
-pub struct RpcConfig {
-    /// Largest request body, in bytes.
-    pub max_request_bytes: u32,
-    /// Largest response body, in bytes.
-    pub max_response_bytes: u32,
-    /// Most open connections.
-    pub max_connections: u32,
-    /// Most subscriptions on one WebSocket connection.
-    pub max_subscriptions_per_connection: u32,
-    /// Most calls in one batch.
-    pub max_batch_len: u32,
-}
+pub type RpcConfig = RpcLimits;
 
-impl Default for RpcConfig {
-    fn default() -> Self {
-        RpcConfig {
-            max_request_bytes: 1024 * 1024,
-            max_response_bytes: 32 * 1024 * 1024,
-            max_connections: 256,
-            max_subscriptions_per_connection: 16_384,
-            max_batch_len: 256,
-        }
-    }
-}
+/// The node's defaults: room for full blocks in answers and many watched
+/// transactions per connection.
+pub const DEFAULT_RPC_LIMITS: RpcLimits = RpcLimits {
+    max_request_bytes: 1024 * 1024,
+    max_response_bytes: 32 * 1024 * 1024,
+    max_connections: 256,
+    max_subscriptions_per_connection: 16_384,
+    max_batch_len: 256,
+};
 
 /// What the network reports to `system_health`, `system_peers` and
 /// `system_localPeerId` (filled in by the network service; a dev node has
@@ -405,20 +391,5 @@ pub async fn start(
     module: RpcModule<()>,
     times: RpcTimes,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
-    let server_config = ServerConfig::builder()
-        .max_request_body_size(config.max_request_bytes)
-        .max_response_body_size(config.max_response_bytes)
-        .max_connections(config.max_connections)
-        .max_subscriptions_per_connection(config.max_subscriptions_per_connection)
-        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_len))
-        .build();
-    times.serve(module.method_names().map(str::to_owned));
-    let middleware = RpcServiceBuilder::new().layer_fn(move |service| times.wrap(service));
-    let server = Server::builder()
-        .set_config(server_config)
-        .set_rpc_middleware(middleware)
-        .build(addr)
-        .await?;
-    let bound = server.local_addr()?;
-    Ok((server.start(module), bound))
+    lockstep_service::rpc_server::start(addr, config, module, times).await
 }
