@@ -5,14 +5,12 @@
 
 use std::net::SocketAddr;
 use std::process::Output;
-use std::time::Duration;
 
 #[path = "it/system.rs"]
 mod system;
 
-use lockstep_node::service::{self, NodeConfig};
+use lockstep_node::test_utils::{dev_spec, DevNode};
 use lockstep_runtime::genesis::DEV_ENDOWMENT;
-use lockstep_runtime::{ChainSpec, Keypair};
 
 /// Runs the binary on a blocking thread, so the node in this process keeps
 /// serving meanwhile.
@@ -41,14 +39,8 @@ fn args(rpc: SocketAddr, rest: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_wait_and_read_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = ChainSpec::dev("lockstep-cli-test", &[Keypair::dev("alice").public()]);
-    let mut config = NodeConfig::new(spec, dir.path().to_path_buf());
-    config.rpc_addr = ([127, 0, 0, 1], 0).into();
-    config.validator_key = Some(Keypair::dev("alice"));
-    config.block_time = Duration::from_millis(100);
-    let node = service::start_single(config).await.unwrap();
-    let rpc = node.rpc_addr;
+    let node = DevNode::start_with(dev_spec("lockstep-cli-test"), |_| {}).await;
+    let rpc = node.addr;
 
     let sent = lockstep(args(
         rpc,
@@ -118,7 +110,7 @@ async fn transfer_wait_and_read_back() {
     assert!(String::from_utf8_lossy(&bad_to.stderr).contains("account id"));
     let head = lockstep(args(rpc, &["chain", "head"])).await;
     assert!(String::from_utf8_lossy(&head.stdout).starts_with('#'));
-    node.stop().await.unwrap();
+    node.stop().await;
 
     let down = lockstep(args(rpc, &["chain", "head"])).await;
     assert_eq!(down.status.code(), Some(1));

@@ -24,6 +24,10 @@
 //! database layout and the one-batch-per-block rule; [`pool`] the ready and
 //! future queues; [`rpc`] the API and its error codes; [`network`] peers,
 //! gossip validation, block sync and the offences that get a peer dropped.
+//!
+//! With the cargo feature `test-utils`, `test_utils::DevNode` runs a dev
+//! node in a test's own process (the tests of this crate and of its
+//! clients use it).
 
 pub mod chain;
 pub mod cli;
@@ -36,3 +40,5 @@ pub mod pool;
 pub mod rpc;
 pub mod service;
 pub mod storage;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;

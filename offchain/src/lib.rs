@@ -31,6 +31,10 @@
 //! [`confirmer::decide`]; [`bus::MessageBus`] (what a bus must do: relay
 //! from the outbox, leases, acks, re-sends by generation) and its embedded
 //! implementation [`bus::EmbeddedBus`], whose queue lives in the store.
+//!
+//! With the cargo feature `test-utils`, `test_utils::EventSystem` runs the
+//! event system in a test's own process (the tests of this crate and of
+//! its clients use it).
 
 pub mod bus;
 pub mod confirmer;
@@ -39,6 +43,8 @@ pub mod nodes;
 pub mod reconciler;
 pub mod rpc;
 pub mod store;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 pub mod watcher;
 
 use std::net::SocketAddr;

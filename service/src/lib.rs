@@ -12,7 +12,10 @@
 //! - [`shutdown_signal`]: the first SIGINT or SIGTERM;
 //! - [`backoff`] and [`parse_duration`]: retry delays and duration flags;
 //! - [`keyfile`]: the JSON key files of validators, bridges and users;
-//! - [`clock`]: wall-clock milliseconds, and a clock tests can drive.
+//! - [`clock`]: wall-clock milliseconds, and a clock tests can drive;
+//! - `test_utils` (cargo feature `test-utils`): `TestProcess`, how every
+//!   multi-process test spawns a binary, waits for its address line,
+//!   kills or stops it, restarts it, and prints its log when a test fails.
 //!
 //! Each binary's `main.rs` wires these; nothing here knows a service's
 //! own logic.
@@ -23,6 +26,8 @@ pub mod logging;
 pub mod metrics;
 pub mod rpc_metrics;
 pub mod rpc_server;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 
 use std::time::Duration;
 

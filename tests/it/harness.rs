@@ -4,16 +4,16 @@
 //! `lockstep-node build-spec`, picks free ports, starts every node with all
 //! the others as bootnodes (so the mesh survives any node going down) and
 //! waits until each has finalized a block. Nodes can be killed with SIGKILL,
-//! wiped and restarted on the same ports. Every process is killed when the
-//! testnet is dropped; a failing test prints the tail of each node's log.
+//! wiped and restarted on the same ports. Each node is a
+//! [`TestProcess`]: every process is killed when the testnet is dropped; a
+//! failing test prints the tail of each node's log.
 //!
 //! Waits poll JSON-RPC with a bounded deadline: the processes are separate,
 //! so there is no in-process event to await, and a deadline turns a hang
 //! into a failure with logs.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ use lockstep_api::node::{AuthorApiClient, ChainApiClient, TxApiClient, TxState, 
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, ChainSpec, Hash, Header, Keypair, SignedTx, SigningContext};
+pub use lockstep_service::test_utils::free_port;
+use lockstep_service::test_utils::TestProcess;
 use parity_scale_codec::Encode;
 
 /// How long any wait may take before the test fails. Generous: CI machines
@@ -100,30 +102,6 @@ fn build_binaries() -> anyhow::Result<PathBuf> {
     Ok(profile_dir)
 }
 
-/// A loopback port that is free now and stays out of the way of outgoing
-/// connections: ports the kernel hands out for `bind(0)` and for the source
-/// side of connections come from the ephemeral range (32768 and up on
-/// Linux), so a port picked there can be taken as a connection's source
-/// port before the node binds it (or while a killed node is down, before
-/// it binds it again). Ports are taken below that range instead, each at
-/// most once per test run.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    const FIRST: u16 = 20_000;
-    const SPAN: u16 = 12_000;
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    // Start somewhere different in each test process.
-    let offset = (std::process::id() % u32::from(SPAN)) as u16;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = FIRST + (offset + n) % SPAN;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
-}
-
 /// Polls `condition` every 100 ms until it holds; after [`DEADLINE`] calls
 /// `explain` (which prints logs) and fails the test.
 pub async fn poll_until<F, Fut>(what: &str, mut condition: F, explain: impl Fn())
@@ -143,17 +121,15 @@ where
 
 /// One node process and how to restart it.
 pub struct NodeProcess {
-    child: Option<Child>,
+    /// The process, logging to `node-<i>.log` (`node-<i>.<run>.log` after
+    /// restarts) in the testnet directory.
+    pub process: TestProcess,
     /// Its base path.
     pub base_path: PathBuf,
-    /// Its validator key, if a validator.
-    pub key: Option<PathBuf>,
     /// Its RPC port.
     pub rpc_port: u16,
     /// Its p2p port.
     pub p2p_port: u16,
-    log: PathBuf,
-    restarts: u32,
     /// Its RPC client.
     pub rpc: HttpClient,
 }
@@ -196,21 +172,45 @@ impl Testnet {
         let spec = ChainSpec::from_json(&std::fs::read_to_string(&spec_path).expect("spec"))
             .expect("valid spec");
         let context = SigningContext::new(spec.genesis().expect("genesis").hash());
-        let nodes = (0..validators + full_nodes)
+        let count = validators + full_nodes;
+        let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
+        let p2p_addr = |j: usize| format!("/ip4/127.0.0.1/tcp/{}", ports[j].1);
+        let nodes = (0..count)
             .map(|i| {
-                let rpc_port = free_port();
+                let (rpc_port, p2p_port) = ports[i];
                 let rpc = HttpClientBuilder::default()
                     .request_timeout(Duration::from_secs(10))
                     .build(format!("http://127.0.0.1:{rpc_port}"))
                     .expect("rpc client");
+                let base_path = dir.path().join(format!("node-{i}"));
+                let key = (i < validators).then(|| dir.path().join(format!("validator-{i}.json")));
+                let bootnodes: Vec<String> = (0..count).filter(|&j| j != i).map(p2p_addr).collect();
+                let mut process = TestProcess::new(format!("node-{i}"), &binary, dir.path())
+                    .arg("run")
+                    .arg("--chain")
+                    .arg(&spec_path)
+                    .arg("--base-path")
+                    .arg(&base_path)
+                    .args(["--rpc-port", &rpc_port.to_string()])
+                    .args(["--p2p-host", "127.0.0.1"])
+                    .args(["--p2p-port", &p2p_port.to_string()])
+                    .args(["--bootnodes", &bootnodes.join(",")])
+                    .args(["--timeout-propose-ms", "1000"])
+                    .args(["--timeout-prevote-ms", "500"])
+                    .args(["--timeout-precommit-ms", "500"])
+                    .args(["--timeout-delta-ms", "250"])
+                    .env("RUST_LOG", "info")
+                    .timeout(DEADLINE)
+                    .tail_lines(40)
+                    .collapse_lines_containing("finalized #");
+                if let Some(key) = &key {
+                    process = process.arg("--key").arg(key);
+                }
                 NodeProcess {
-                    child: None,
-                    base_path: dir.path().join(format!("node-{i}")),
-                    key: (i < validators).then(|| dir.path().join(format!("validator-{i}.json"))),
+                    process,
+                    base_path,
                     rpc_port,
-                    p2p_port: free_port(),
-                    log: dir.path().join(format!("node-{i}.log")),
-                    restarts: 0,
+                    p2p_port,
                     rpc,
                 }
             })
@@ -252,54 +252,17 @@ impl Testnet {
 
     /// Starts (or restarts) node `i` on its base path and ports.
     pub fn spawn(&mut self, i: usize) {
-        let bootnodes: Vec<String> = (0..self.nodes.len())
-            .filter(|&j| j != i)
-            .map(|j| self.p2p_addr(j))
-            .collect();
-        let node = &mut self.nodes[i];
-        assert!(node.child.is_none(), "node {i} is running already");
-        let log_name = if node.restarts == 0 {
-            node.log.clone()
-        } else {
-            node.log.with_extension(format!("{}.log", node.restarts))
-        };
-        let log = std::fs::File::create(&log_name).expect("log file");
-        let mut command = Command::new(node_binary());
-        command
-            .arg("run")
-            .arg("--chain")
-            .arg(&self.spec_path)
-            .arg("--base-path")
-            .arg(&node.base_path)
-            .args(["--rpc-port", &node.rpc_port.to_string()])
-            .args(["--p2p-host", "127.0.0.1"])
-            .args(["--p2p-port", &node.p2p_port.to_string()])
-            .args(["--bootnodes", &bootnodes.join(",")])
-            .args(["--timeout-propose-ms", "1000"])
-            .args(["--timeout-prevote-ms", "500"])
-            .args(["--timeout-precommit-ms", "500"])
-            .args(["--timeout-delta-ms", "250"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(key) = &node.key {
-            command.arg("--key").arg(key);
-        }
-        node.child = Some(command.spawn().expect("spawn lockstep-node"));
-        node.restarts += 1;
+        self.nodes[i].process.spawn();
     }
 
     /// Kills node `i` with SIGKILL and reaps it.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.nodes[i].child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.nodes[i].process.kill();
     }
 
     /// Deletes node `i`'s base path (it must be stopped).
     pub fn wipe(&mut self, i: usize) {
-        assert!(self.nodes[i].child.is_none(), "wipe a stopped node");
+        assert!(!self.nodes[i].process.is_running(), "wipe a stopped node");
         std::fs::remove_dir_all(&self.nodes[i].base_path).expect("wipe base path");
     }
 
@@ -349,13 +312,8 @@ impl Testnet {
 
     /// Prints the end of every node's log, to explain a failure.
     pub fn print_log_tails(&self) {
-        for (i, node) in self.nodes.iter().enumerate() {
-            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!("---- node {i}: last lines of {} ----", node.log.display());
-            for line in &lines[lines.len().saturating_sub(25)..] {
-                eprintln!("{line}");
-            }
+        for node in &self.nodes {
+            node.process.print_tail();
         }
     }
 
@@ -422,43 +380,17 @@ impl Testnet {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-
-    fn dump_logs(&self) {
-        for (i, node) in self.nodes.iter().enumerate() {
-            for run in 0..node.restarts.max(1) {
-                let path = if run == 0 {
-                    node.log.clone()
-                } else {
-                    node.log.with_extension(format!("{run}.log"))
-                };
-                let Ok(text) = std::fs::read_to_string(&path) else {
-                    continue;
-                };
-                // Everything but the routine "finalized #n" lines, and the last of those.
-                let last_finalized = text.lines().rev().find(|l| l.contains("finalized #"));
-                let lines: Vec<&str> = text
-                    .lines()
-                    .filter(|l| !l.contains("finalized #"))
-                    .chain(last_finalized)
-                    .collect();
-                let tail = &lines[lines.len().saturating_sub(40)..];
-                eprintln!("---- node {i}, run {run} ({}) ----", path.display());
-                for line in tail {
-                    eprintln!("{line}");
-                }
-            }
-        }
-        eprintln!("(testnet directory {})", self.dir.path().display());
-    }
 }
 
 impl Drop for Testnet {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump_logs();
+        // Each node prints its log if the test failed; before the testnet
+        // directory, which holds the logs, is deleted.
+        for node in &mut self.nodes {
+            node.process.finish();
         }
-        for i in 0..self.nodes.len() {
-            self.kill(i);
+        if std::thread::panicking() {
+            eprintln!("(testnet directory {})", self.dir.path().display());
         }
     }
 }

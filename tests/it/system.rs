@@ -12,7 +12,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use jsonrpsee::core::client::Error as ClientError;
@@ -25,6 +25,7 @@ use lockstep_runtime::crypto::DEV_NAMES;
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, Keypair, SignedTx};
+use lockstep_service::test_utils::TestProcess;
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
@@ -38,78 +39,13 @@ pub const LEDGER_FUNDS: u128 = 100_000_000;
 pub const CURRENCY: &str = "USD";
 
 /// A service process that can be killed and restarted with the same
-/// arguments; each run logs to its own file.
-pub struct Service {
-    name: &'static str,
-    program: PathBuf,
-    args: Vec<OsString>,
-    env: Vec<(&'static str, String)>,
-    log: PathBuf,
-    child: Option<Child>,
-    runs: u32,
-}
-
-impl Service {
-    fn new(name: &'static str, program: PathBuf, args: Vec<OsString>, log: PathBuf) -> Self {
-        Service {
-            name,
-            program,
-            args,
-            env: vec![("RUST_LOG", "info".into())],
-            log,
-            child: None,
-            runs: 0,
-        }
-    }
-
-    fn log_of_run(&self, run: u32) -> PathBuf {
-        if run == 0 {
-            self.log.clone()
-        } else {
-            self.log.with_extension(format!("{run}.log"))
-        }
-    }
-
-    /// Starts (or restarts) the process.
-    pub fn spawn(&mut self) {
-        assert!(self.child.is_none(), "{} is running already", self.name);
-        let log = std::fs::File::create(self.log_of_run(self.runs)).expect("log file");
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (*k, v)))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.name));
-        self.child = Some(child);
-        self.runs += 1;
-    }
-
-    /// Kills the process with SIGKILL and reaps it.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn print_logs(&self) {
-        for run in 0..self.runs.max(1) {
-            let path = self.log_of_run(run);
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("---- {}, run {run} ({}) ----", self.name, path.display());
-            for line in &lines[lines.len().saturating_sub(30)..] {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// arguments; each run logs to its own file in `dir`
+/// (`<name>.log`, `<name>.<run>.log`).
+fn service(name: &str, program: PathBuf, args: Vec<OsString>, dir: &Path) -> TestProcess {
+    TestProcess::new(name, program, dir)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .timeout(DEADLINE)
 }
 
 /// What the transaction system talks to: every node and the event system.
@@ -132,10 +68,10 @@ impl Client {
 pub struct System {
     /// The validators.
     pub net: Testnet,
-    /// `lockstep-offchain run`.
-    pub events: Service,
-    /// `lockstep-bridge run`.
-    pub bridge: Service,
+    /// `lockstep-offchain run`, logging to `events.log`.
+    pub events: TestProcess,
+    /// `lockstep-bridge run`, logging to `bridge.log`.
+    pub bridge: TestProcess,
     /// The event system's JSON-RPC URL.
     pub events_url: String,
     /// The bridge's SQLite ledger.
@@ -172,8 +108,8 @@ impl System {
         let events_port = free_port();
         let events_url = format!("http://127.0.0.1:{events_port}");
         let nodes: Vec<String> = (0..validators).map(|i| net.rpc_url(i)).collect();
-        let events = Service::new(
-            "event system",
+        let events = service(
+            "events",
             binary("lockstep-offchain"),
             args(&[
                 "run".into(),
@@ -200,13 +136,13 @@ impl System {
                 "--call-timeout".into(),
                 "2s".into(),
             ]),
-            dir.join("events.log"),
+            &dir,
         );
-        let bridge = Service::new(
+        let bridge = service(
             "bridge",
             binary("lockstep-bridge"),
             bridge_run_args(&events_url, &ledger, &bridge_key),
-            dir.join("bridge.log"),
+            &dir,
         );
         let events_rpc = HttpClientBuilder::default()
             .request_timeout(Duration::from_secs(10))
@@ -301,8 +237,8 @@ impl System {
     /// Prints the end of every process's logs.
     pub fn print_logs(&self) {
         self.net.print_log_tails();
-        self.events.print_logs();
-        self.bridge.print_logs();
+        self.events.print_tail();
+        self.bridge.print_tail();
     }
 
     /// Runs `lockstep audit` over the chain (every node), the event store
@@ -334,13 +270,11 @@ impl System {
 
 impl Drop for System {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.events.print_logs();
-            self.bridge.print_logs();
-        }
-        // Services first: they talk to the nodes.
-        self.bridge.kill();
-        self.events.kill();
+        // Services first: they talk to the nodes. Each prints its log if
+        // the test failed, before the testnet's directory (which holds the
+        // logs) is deleted.
+        self.bridge.finish();
+        self.events.finish();
     }
 }
 

@@ -40,7 +40,7 @@ async fn kill_9_after_commit_then_restart_pays_once_and_completes() {
         dir.path(),
         &[(CRASH_AFTER_COMMIT_ENV, "1")],
     );
-    let status = poll("the bridge to abort", || first.child.try_wait().unwrap()).await;
+    let status = poll("the bridge to abort", || first.try_wait()).await;
     assert!(!status.success(), "the crash hook did not fire: {status:?}");
     drop(first);
     let paid_first = ledger.payments().unwrap();

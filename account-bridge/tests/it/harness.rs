@@ -4,26 +4,19 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use lockstep_api::event::{Event, PaymentInstruction, RegisterRequest};
-use lockstep_api::lifecycle::State;
-use lockstep_api::node::{AuthorApiClient, ChainApiClient};
 use lockstep_api::offchain::EventApiClient;
 use lockstep_bridge::ledger::{PaymentLedger, SqliteLedger};
 use lockstep_bridge::{Config, RunningBridge};
-use lockstep_node::service::{self, NodeConfig, RunningNode};
-use lockstep_offchain::RunningService;
-use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{Call, ChainSpec, Keypair, SignedTx, SigningContext};
+use lockstep_runtime::{Keypair, SignedTx};
 use lockstep_service::keyfile;
+use lockstep_service::test_utils::TestProcess;
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
@@ -57,70 +50,37 @@ pub async fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// A single-validator dev chain producing a block every 100 ms.
-pub struct DevNode {
-    pub node: Option<RunningNode>,
-    pub http: HttpClient,
-    pub context: SigningContext,
-    pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
+/// The shared dev node ([`lockstep_node::test_utils::DevNode`]): a
+/// single-validator dev chain producing a block every 100 ms.
+pub struct DevNode(lockstep_node::test_utils::DevNode);
 
 impl DevNode {
     pub async fn start() -> DevNode {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = ChainSpec::dev("lockstep-bridge-test", &[Keypair::dev("alice").public()]);
-        let mut config = NodeConfig::new(spec, dir.path().to_path_buf());
-        config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.validator_key = Some(Keypair::dev("alice"));
-        config.block_time = Duration::from_millis(100);
-        let node = service::start_single(config).await.unwrap();
-        let addr = node.rpc_addr;
-        let http = HttpClientBuilder::default()
-            .build(format!("http://{addr}"))
-            .unwrap();
-        let context = *node.chain.signing_context();
-        DevNode {
-            node: Some(node),
-            http,
-            context,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub async fn head(&self) -> u64 {
-        let header = self.http.header(None).await.unwrap();
-        header.unwrap().number
+        let spec = lockstep_node::test_utils::dev_spec("lockstep-bridge-test");
+        DevNode(lockstep_node::test_utils::DevNode::start_with(spec, |_| {}).await)
     }
 
     /// A transfer of 1 unit of the dev asset from `from` to bob.
     pub async fn transfer(&self, from: &str, nonce: u64) -> SignedTx {
-        let call = Call::Transfer {
-            asset: DEV_ASSET,
-            to: Keypair::dev("bob").public(),
-            amount: 1,
-            reference: None,
-        };
         let valid_until = self.head().await + 200;
-        SignedTx::sign(&Keypair::dev(from), &self.context, nonce, valid_until, call)
+        let bob = Keypair::dev("bob").public();
+        self.0.transfer(from, nonce, valid_until, bob, 1)
     }
 
     pub async fn submit(&self, tx: &SignedTx) {
-        self.http
-            .submit_extrinsic(to_hex(&tx.encode()))
-            .await
-            .unwrap();
+        self.0.submit(tx).await;
     }
 
-    pub async fn stop(mut self) {
-        if let Some(node) = self.node.take() {
-            node.stop().await.unwrap();
-        }
+    pub async fn stop(self) {
+        self.0.stop().await;
+    }
+}
+
+impl std::ops::Deref for DevNode {
+    type Target = lockstep_node::test_utils::DevNode;
+
+    fn deref(&self) -> &lockstep_node::test_utils::DevNode {
+        &self.0
     }
 }
 
@@ -133,58 +93,26 @@ pub fn payment(payer: &str, payee: &str, amount: &str, currency: &str) -> Paymen
     }
 }
 
-/// The event system in this process, with short intervals.
-pub struct EventSystem {
-    pub service: Option<RunningService>,
-    pub http: HttpClient,
-    pub ws: WsClient,
-    pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
+/// The shared event system ([`lockstep_offchain::test_utils::EventSystem`])
+/// with these tests' settings, answering as JSON where the scenarios
+/// index fields by name.
+pub struct EventSystem(lockstep_offchain::test_utils::EventSystem);
 
 impl EventSystem {
+    /// Watching `node` alone (quorum 1/1), 2 s node calls, re-sends
+    /// capped at 500 ms.
     pub async fn start(node: &DevNode) -> EventSystem {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = lockstep_offchain::Config::new(
+        let events = lockstep_offchain::test_utils::EventSystem::start_with(
             vec![node.url()],
-            dir.path().to_path_buf(),
             bridge_key().public(),
-        );
-        config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.quorum = "1/1".parse().unwrap();
-        config.scan_interval = Duration::from_millis(100);
-        config.grace = Duration::from_millis(300);
-        config.recheck_cap = Duration::from_millis(500);
-        config.call_timeout = Duration::from_secs(2);
-        config.resend_base = Duration::from_millis(200);
-        config.resend_cap = Duration::from_millis(500);
-        config.watcher_retry = Duration::from_millis(100);
-        config.sync_writes = false;
-        let service = lockstep_offchain::start(config).await.unwrap();
-        let addr = service.rpc_addr;
-        let http = HttpClientBuilder::default()
-            .build(format!("http://{addr}"))
-            .unwrap();
-        let ws = WsClientBuilder::default()
-            .build(format!("ws://{addr}"))
-            .await
-            .unwrap();
-        EventSystem {
-            service: Some(service),
-            http,
-            ws,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `event_get`, typed.
-    pub async fn event(&self, id: &str) -> Event {
-        self.http.get(id.to_owned()).await.unwrap()
+            |config| {
+                config.quorum = "1/1".parse().unwrap();
+                config.call_timeout = Duration::from_secs(2);
+                config.resend_cap = Duration::from_millis(500);
+            },
+        )
+        .await;
+        EventSystem(events)
     }
 
     /// `event_get`, as the JSON the event system serves (the scenarios
@@ -226,30 +154,6 @@ impl EventSystem {
         self.get(id).await
     }
 
-    /// [`Self::await_state`] without reading the event afterwards.
-    async fn await_transition(&self, id: &str, state: &str) {
-        let mut feed = self.ws.subscribe_transitions(Some(1)).await.unwrap();
-        let wait = async {
-            loop {
-                let transition = feed.next().await.unwrap().unwrap();
-                if transition.event_id != id {
-                    continue;
-                }
-                if transition.to.name() == state {
-                    return;
-                }
-                assert!(
-                    transition.to != State::Cancelled && transition.to != State::Completed,
-                    "{id} reached {} instead of {state}",
-                    json_of(&transition.to)
-                );
-            }
-        };
-        tokio::time::timeout(PATIENCE, wait)
-            .await
-            .unwrap_or_else(|_| panic!("{id} did not reach {state}"));
-    }
-
     /// Waits until the event carries a payment failure (there is no
     /// transition to follow: a failure report moves nothing).
     pub async fn await_failure(&self, id: &str) -> Value {
@@ -268,10 +172,16 @@ impl EventSystem {
         }
     }
 
-    pub async fn stop(mut self) {
-        if let Some(service) = self.service.take() {
-            service.stop().await;
-        }
+    pub async fn stop(self) {
+        self.0.stop().await;
+    }
+}
+
+impl std::ops::Deref for EventSystem {
+    type Target = lockstep_offchain::test_utils::EventSystem;
+
+    fn deref(&self) -> &lockstep_offchain::test_utils::EventSystem {
+        &self.0
     }
 }
 
@@ -335,24 +245,19 @@ pub fn ledger_cli(path: &Path, args: &[&str]) -> Output {
 
 /// The bridge binary running `run`.
 pub struct BridgeProcess {
-    pub child: Child,
+    pub process: TestProcess,
 }
 
 impl BridgeProcess {
-    /// Starts `lockstep-bridge run` and waits for its "running" line.
+    /// Starts `lockstep-bridge run` (logging to `dir/bridge.log`, appended
+    /// to) and waits for its "running" line.
     pub fn start(
         event_system: &str,
         ledger: &Path,
         dir: &Path,
         env: &[(&str, &str)],
     ) -> BridgeProcess {
-        use std::io::{BufRead, BufReader};
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(dir.join("bridge.log"))
-            .unwrap();
-        let mut child = bridge_bin()
+        let mut process = TestProcess::new("bridge", env!("CARGO_BIN_EXE_lockstep-bridge"), dir)
             .args(["run", "--event-system", event_system, "--ledger"])
             .arg(ledger)
             .arg("--key")
@@ -365,36 +270,23 @@ impl BridgeProcess {
                 "500ms",
             ])
             .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+            .timeout(PATIENCE);
+        process.spawn();
         // With the crash hook, the process may abort before it prints.
         if env.is_empty() {
-            assert!(
-                line.contains("running"),
-                "the bridge did not start: {line:?}"
-            );
+            process.wait_for_stdout("lockstep-bridge running");
         }
-        BridgeProcess { child }
+        BridgeProcess { process }
+    }
+
+    /// Its exit status, once it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.process.try_wait()
     }
 
     /// SIGTERM, then waits; returns whether it exited cleanly.
     pub fn terminate(mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        self.child.wait().unwrap().success()
-    }
-}
-
-impl Drop for BridgeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.terminate().success()
     }
 }
 

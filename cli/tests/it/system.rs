@@ -18,10 +18,10 @@ use lockstep_api::event::PaymentInstruction;
 use lockstep_api::node::{TxApiServer, TxProof, TxState, TxStatusView};
 use lockstep_bridge::ledger::{Instruction, PaymentLedger, SqliteLedger};
 use lockstep_bridge::RunningBridge;
-use lockstep_node::service::{self, NodeConfig, RunningNode};
-use lockstep_offchain::RunningService;
+use lockstep_node::test_utils::{dev_spec, DevNode};
+use lockstep_offchain::test_utils::EventSystem;
 use lockstep_runtime::crypto::DEV_NAMES;
-use lockstep_runtime::{ChainSpec, Hash, Keypair, Outcome};
+use lockstep_runtime::{Hash, Keypair, Outcome};
 use serde_json::Value;
 
 use crate::lockstep;
@@ -41,8 +41,8 @@ fn open_ledger(path: &Path) -> SqliteLedger {
 }
 
 struct System {
-    node: Option<RunningNode>,
-    events: Option<RunningService>,
+    node: Option<DevNode>,
+    events: Option<EventSystem>,
     bridge: Option<RunningBridge>,
     node_url: String,
     events_url: String,
@@ -54,31 +54,17 @@ struct System {
 impl System {
     async fn start() -> System {
         let dir = tempfile::tempdir().unwrap();
-        let spec = ChainSpec::dev("lockstep-cli-system", &[Keypair::dev("alice").public()]);
+        let spec = dev_spec("lockstep-cli-system");
         let spec_path = dir.path().join("chain-spec.json");
         std::fs::write(&spec_path, spec.to_json()).unwrap();
-        let mut config = NodeConfig::new(spec, dir.path().join("node"));
-        config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.validator_key = Some(Keypair::dev("alice"));
-        config.block_time = Duration::from_millis(100);
-        let node = service::start_single(config).await.unwrap();
-        let node_url = format!("http://{}", node.rpc_addr);
+        let node = DevNode::start_with(spec, |_| {}).await;
+        let node_url = node.url();
 
-        let mut config = lockstep_offchain::Config::new(
-            vec![node_url.clone()],
-            dir.path().join("events"),
-            bridge_key().public(),
-        );
-        config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.scan_interval = Duration::from_millis(100);
-        config.grace = Duration::from_millis(300);
-        config.recheck_cap = Duration::from_millis(500);
-        config.resend_base = Duration::from_millis(300);
-        config.resend_cap = Duration::from_secs(1);
-        config.watcher_retry = Duration::from_millis(100);
-        config.sync_writes = false;
-        let events = lockstep_offchain::start(config).await.unwrap();
-        let events_url = format!("http://{}", events.rpc_addr);
+        let events = EventSystem::start_with(vec![node_url.clone()], bridge_key().public(), |c| {
+            c.resend_base = Duration::from_millis(300);
+        })
+        .await;
+        let events_url = events.url();
 
         let ledger_path = dir.path().join("ledger.sqlite");
         let ledger: Arc<dyn PaymentLedger> = Arc::new(open_ledger(&ledger_path));
@@ -139,7 +125,7 @@ impl System {
             events.stop().await;
         }
         if let Some(node) = self.node.take() {
-            node.stop().await.unwrap();
+            node.stop().await;
         }
     }
 }

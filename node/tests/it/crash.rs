@@ -2,10 +2,8 @@
 //! the same base path: the same finalized blocks, no corruption, and the
 //! node takes transactions again.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -20,44 +18,53 @@ use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{
     AccountId, BlockNumber, Call, ChainSpec, Hash, Header, Keypair, SignedTx, SigningContext,
 };
+use lockstep_service::test_utils::TestProcess;
 use parity_scale_codec::Encode;
 
 struct NodeProcess {
-    child: Child,
+    process: TestProcess,
     addr: SocketAddr,
 }
 
-/// Starts `lockstep-node --dev` on `base` with a free RPC port, and returns
-/// once the RPC server is listening (read from its log).
-fn spawn(base: &Path) -> NodeProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep-node"))
-        .args([
-            "--dev",
-            "--rpc-port",
-            "0",
-            "--block-time-ms",
-            "100",
-            "--base-path",
-        ])
-        .arg(base)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("node exited before serving RPC")
-            .unwrap();
-        if let Some(rest) = line.split("JSON-RPC on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining the log so the node never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    NodeProcess { child, addr }
+impl NodeProcess {
+    /// Starts `lockstep-node --dev` on `base` with a free RPC port (logging
+    /// to `base/node.log`), and returns once the RPC server is listening
+    /// (read from its log).
+    fn spawn(base: &Path) -> NodeProcess {
+        let mut process = TestProcess::new("node", env!("CARGO_BIN_EXE_lockstep-node"), base)
+            .args([
+                "--dev",
+                "--rpc-port",
+                "0",
+                "--block-time-ms",
+                "100",
+                "--base-path",
+            ])
+            .arg(base)
+            .env("RUST_LOG", "info");
+        process.spawn();
+        let addr = rpc_addr(&mut process);
+        NodeProcess { process, addr }
+    }
+
+    /// kill -9, and reaps it.
+    fn kill9(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same base path; the RPC port is new.
+    fn restart(&mut self) {
+        self.process.spawn();
+        self.addr = rpc_addr(&mut self.process);
+    }
+}
+
+/// The address the current run serves JSON-RPC on, from its log.
+fn rpc_addr(process: &mut TestProcess) -> SocketAddr {
+    let rest = process.wait_for_log("JSON-RPC on http://");
+    let addr = rest.split_whitespace().next().unwrap_or_default();
+    addr.parse()
+        .unwrap_or_else(|e| panic!("not an address in the node's log: {addr:?}: {e}"))
 }
 
 fn client(addr: SocketAddr) -> HttpClient {
@@ -140,7 +147,7 @@ async fn await_alice_nonce(addr: SocketAddr, target: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = spawn(dir.path());
+    let mut node = NodeProcess::spawn(dir.path());
     let mut hashes: Vec<Hash> = Vec::new();
 
     for cycle in 0..3 {
@@ -154,14 +161,13 @@ async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
         hashes.extend(hashes_at(&http, hashes.len() as u64..=before.number).await);
 
         // kill -9 while the load is still running.
-        node.child.kill().unwrap();
-        node.child.wait().unwrap();
+        node.kill9();
         stop.store(true, Ordering::Relaxed);
         for task in load {
             task.await.unwrap();
         }
 
-        node = spawn(dir.path());
+        node.restart();
         let http = client(node.addr);
         let after = head(&http).await;
         assert!(
@@ -196,8 +202,7 @@ async fn kill_9_under_load_then_restart_keeps_every_finalized_block() {
         }
         heads.next().await.unwrap().unwrap();
     }
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
+    node.kill9();
 }
 
 /// The supply is all held, and each account's balance matches its

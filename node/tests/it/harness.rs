@@ -1,107 +1,44 @@
-//! A dev node in this process, and clients for it.
+//! A dev node in this process ([`lockstep_node::test_utils::DevNode`]),
+//! and clients for it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::ops::Deref;
 
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
-use lockstep_api::node::{ChainApiClient, StateApiClient, TxApiClient, TxState, TxStatusView};
-use lockstep_node::service::{self, NodeConfig, RunningNode};
-use lockstep_runtime::genesis::DEV_ASSET;
+use lockstep_node::test_utils;
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{
-    AccountId, Call, ChainSpec, Hash, Header, Keypair, SignedTx, SigningContext,
-};
+use lockstep_runtime::{AccountId, ChainSpec, SignedTx};
 use parity_scale_codec::Encode;
 
-pub struct DevNode {
-    pub node: Option<RunningNode>,
-    pub http: HttpClient,
-    pub ws: WsClient,
-    pub context: SigningContext,
-    pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
+/// The shared dev node, with these tests' chain and batch limit.
+pub struct DevNode(test_utils::DevNode);
 
 pub fn spec() -> ChainSpec {
-    ChainSpec::dev("lockstep-test", &[Keypair::dev("alice").public()])
+    test_utils::dev_spec("lockstep-test")
 }
 
 impl DevNode {
     /// A single validator producing a block every 100 ms.
     pub async fn start() -> DevNode {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = NodeConfig::new(spec(), dir.path().to_path_buf());
-        config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.validator_key = Some(Keypair::dev("alice"));
-        config.block_time = Duration::from_millis(100);
-        config.rpc.max_batch_len = 10;
-        let node = service::start_single(config).await.unwrap();
-        let addr = node.rpc_addr;
-        let http = HttpClientBuilder::default()
-            .build(format!("http://{addr}"))
-            .unwrap();
-        let ws = WsClientBuilder::default()
-            .build(format!("ws://{addr}"))
-            .await
-            .unwrap();
-        let context = *node.chain.signing_context();
-        DevNode {
-            node: Some(node),
-            http,
-            ws,
-            context,
-            addr,
-            _dir: dir,
-        }
+        DevNode(
+            test_utils::DevNode::start_with(spec(), |config| config.rpc.max_batch_len = 10).await,
+        )
     }
 
+    /// A transfer valid until block 1,000,000.
     pub fn transfer(&self, from: &str, nonce: u64, to: AccountId, amount: u128) -> SignedTx {
-        let call = Call::Transfer {
-            asset: DEV_ASSET,
-            to,
-            amount,
-            reference: None,
-        };
-        SignedTx::sign(&Keypair::dev(from), &self.context, nonce, 1_000_000, call)
+        self.0.transfer(from, nonce, 1_000_000, to, amount)
     }
 
-    pub async fn balance(&self, who: &str) -> u128 {
-        let account = Keypair::dev(who).public();
-        self.http.balance(account, DEV_ASSET, None).await.unwrap().0
+    pub async fn stop(self) {
+        self.0.stop().await;
     }
+}
 
-    pub async fn nonce(&self, who: &str) -> u64 {
-        let account = Keypair::dev(who).public();
-        self.http.nonce(account).await.unwrap()
-    }
+impl Deref for DevNode {
+    type Target = test_utils::DevNode;
 
-    /// Waits, head by head, until `tx` is finalized; returns its status.
-    pub async fn await_finalized(&self, tx: &Hash) -> TxStatusView {
-        let mut heads = self.ws.subscribe_finalized_heads().await.unwrap();
-        loop {
-            let status = self.http.status(*tx).await.unwrap();
-            if status.status == TxState::Finalized {
-                return status;
-            }
-            heads.next().await.unwrap().unwrap();
-        }
-    }
-
-    /// Waits for `count` more finalized heads.
-    pub async fn await_heads(&self, count: usize) -> Vec<Header> {
-        let mut heads = self.ws.subscribe_finalized_heads().await.unwrap();
-        let mut seen = Vec::new();
-        while seen.len() < count {
-            seen.push(heads.next().await.unwrap().unwrap());
-        }
-        seen
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(node) = self.node.take() {
-            node.stop().await.unwrap();
-        }
+    fn deref(&self) -> &test_utils::DevNode {
+        &self.0
     }
 }
 

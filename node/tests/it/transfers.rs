@@ -156,16 +156,14 @@ async fn pool_chain_and_system_methods_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_metrics_follow_the_chain() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = lockstep_node::service::NodeConfig::new(spec(), dir.path().to_path_buf());
-    config.rpc_addr = ([127, 0, 0, 1], 0).into();
-    config.prometheus_addr = Some(([127, 0, 0, 1], 0).into());
-    config.validator_key = Some(Keypair::dev("alice"));
-    config.block_time = std::time::Duration::from_millis(50);
-    let node = lockstep_node::service::start_single(config).await.unwrap();
-    let mut heads = node.chain.subscribe_heads();
+    let node = lockstep_node::test_utils::DevNode::start_with(spec(), |config| {
+        config.prometheus_addr = Some(([127, 0, 0, 1], 0).into());
+        config.block_time = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let mut heads = node.running().chain.subscribe_heads();
     let head = heads.recv().await.unwrap();
-    let mut stream = tokio::net::TcpStream::connect(node.prometheus_addr.unwrap())
+    let mut stream = tokio::net::TcpStream::connect(node.running().prometheus_addr.unwrap())
         .await
         .unwrap();
     stream
@@ -189,5 +187,5 @@ async fn prometheus_metrics_follow_the_chain() {
     ] {
         assert!(response.contains(name), "{name} missing");
     }
-    node.stop().await.unwrap();
+    node.stop().await;
 }

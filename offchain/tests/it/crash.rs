@@ -5,9 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +19,7 @@ use lockstep_api::node::{AuthorApiClient, TxState};
 use lockstep_api::offchain::{BusApiClient, EventApiClient, ListParams};
 use lockstep_runtime::genesis::DEV_ENDOWMENT;
 use lockstep_runtime::{Keypair, Outcome, SignedTx};
+use lockstep_service::test_utils::{free_port, TestProcess};
 
 use crate::harness::{bridge_key, evidence, hex, message, register_request, DevNode, PATIENCE};
 
@@ -48,60 +47,31 @@ impl Rng {
     }
 }
 
-struct EventProcess {
-    child: Child,
+/// The event system binary on `base`, logging each generation to
+/// `base/run.log`, `base/run.1.log`, ….
+fn event_process(base: &Path, node_url: &str, port: u16) -> TestProcess {
+    TestProcess::new("run", env!("CARGO_BIN_EXE_lockstep-offchain"), base)
+        .args(["run", "--nodes", node_url, "--quorum", "1/1", "--base-path"])
+        .arg(base)
+        .args(["--rpc-port", &port.to_string()])
+        .args(["--bridge-key", &bridge_key().public().to_string()])
+        .args([
+            "--scan-interval",
+            "100ms",
+            "--grace",
+            "300ms",
+            "--recheck-cap",
+            "500ms",
+        ])
+        .args(["--resend-base", "300ms", "--resend-cap", "1s", "--no-fsync"])
+        .env("RUST_LOG", "info")
+        .timeout(PATIENCE)
 }
 
-impl EventProcess {
-    /// Starts the binary and waits for its "listening" line.
-    fn start(base: &Path, node_url: &str, port: u16, generation: usize) -> EventProcess {
-        let log = std::fs::File::create(base.join(format!("run-{generation}.log"))).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep-offchain"))
-            .args(["run", "--nodes", node_url, "--quorum", "1/1", "--base-path"])
-            .arg(base)
-            .args(["--rpc-port", &port.to_string()])
-            .args(["--bridge-key", &bridge_key().public().to_string()])
-            .args([
-                "--scan-interval",
-                "100ms",
-                "--grace",
-                "300ms",
-                "--recheck-cap",
-                "500ms",
-            ])
-            .args(["--resend-base", "300ms", "--resend-cap", "1s", "--no-fsync"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert!(
-            line.contains("listening on"),
-            "generation {generation} did not start: {line:?}"
-        );
-        EventProcess { child }
-    }
-
-    fn kill9(mut self) {
-        // `Child::kill` is SIGKILL on Unix: no shutdown code runs.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for EventProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// Starts (or restarts) the binary and waits for its "listening" line.
+fn start(process: &mut TestProcess) {
+    process.spawn();
+    process.wait_for_stdout("lockstep-offchain listening on ");
 }
 
 /// Makes `call` until the event system answers (it may be down or
@@ -186,7 +156,8 @@ async fn kill_9_at_random_points_loses_nothing() {
         .request_timeout(Duration::from_secs(5))
         .build(&url)
         .unwrap();
-    let mut process = EventProcess::start(&base, &node.url(), port, 0);
+    let mut process = event_process(&base, &node.url(), port);
+    start(&mut process);
 
     // The transfers: per signer, every tenth one fails on chain (more than
     // the balance); plus some registered and never submitted.
@@ -255,12 +226,13 @@ async fn kill_9_at_random_points_loses_nothing() {
     // Kill -9 at random moments, restarting on the same data each time.
     for generation in 1..=KILLS {
         tokio::time::sleep(Duration::from_millis(50 + rng.below(300))).await;
-        process.kill9();
+        // SIGKILL: no shutdown code runs.
+        process.kill();
         println!(
             "kill -9 #{generation} after {} registrations",
             registered.load(Ordering::Relaxed)
         );
-        process = EventProcess::start(&base, &node.url(), port, generation);
+        start(&mut process);
     }
     for worker in workers {
         worker.await.unwrap();
@@ -354,6 +326,6 @@ async fn kill_9_at_random_points_loses_nothing() {
         completed.len()
     );
 
-    process.kill9();
+    process.kill();
     node.stop().await;
 }

@@ -1,4 +1,5 @@
-//! Dev nodes, fault-injecting proxies and an in-process event system.
+//! Dev nodes and an in-process event system (the crates' shared
+//! `test_utils`, with these tests' settings), and fault-injecting proxies.
 
 #![allow(dead_code)]
 
@@ -6,24 +7,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jsonrpsee::core::client::{ClientT, Error as ClientError};
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use jsonrpsee::http_client::HttpClientBuilder;
 use jsonrpsee::server::{Server, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
-use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use jsonrpsee::RpcModule;
 use lockstep_api::bus::{BusMessage, Delivery};
-use lockstep_api::event::{Event, Evidence, PaymentInstruction, RegisterRequest, Transition};
-use lockstep_api::node::{
-    methods as node_methods, AuthorApiClient, ChainApiClient, TxApiClient, TxState, TxStatusView,
-};
+use lockstep_api::event::{Event, Evidence, PaymentInstruction, RegisterRequest};
+use lockstep_api::node::{methods as node_methods, TxApiClient, TxState, TxStatusView};
 use lockstep_api::offchain::{EventApiClient, Stats};
-use lockstep_node::service::{self, NodeConfig, RunningNode};
-use lockstep_offchain::{Config, RunningService};
-use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{
-    AccountId, Call, ChainSpec, Hash, Keypair, Outcome, SignedTx, SigningContext,
-};
+use lockstep_runtime::{Hash, Keypair, Outcome, SignedTx};
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
@@ -60,75 +53,27 @@ pub fn evidence(event: &Event) -> &Evidence {
         .unwrap_or_else(|| panic!("{} has no evidence: {event:?}", event.id))
 }
 
-pub struct DevNode {
-    pub node: Option<RunningNode>,
-    pub http: HttpClient,
-    pub context: SigningContext,
-    pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
+/// The shared dev node ([`lockstep_node::test_utils::DevNode`]) on these
+/// tests' chain.
+pub struct DevNode(lockstep_node::test_utils::DevNode);
 
 impl DevNode {
     /// A single validator producing a block every 100 ms.
     pub async fn start() -> DevNode {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = ChainSpec::dev("lockstep-offchain-test", &[Keypair::dev("alice").public()]);
-        let mut config = NodeConfig::new(spec, dir.path().to_path_buf());
-        config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.validator_key = Some(Keypair::dev("alice"));
-        config.block_time = Duration::from_millis(100);
-        let node = service::start_single(config).await.unwrap();
-        let addr = node.rpc_addr;
-        let http = HttpClientBuilder::default()
-            .build(format!("http://{addr}"))
-            .unwrap();
-        let context = *node.chain.signing_context();
-        DevNode {
-            node: Some(node),
-            http,
-            context,
-            addr,
-            _dir: dir,
-        }
+        let spec = lockstep_node::test_utils::dev_spec("lockstep-offchain-test");
+        DevNode(lockstep_node::test_utils::DevNode::start_with(spec, |_| {}).await)
     }
 
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+    pub async fn stop(self) {
+        self.0.stop().await;
     }
+}
 
-    pub fn transfer(
-        &self,
-        from: &str,
-        nonce: u64,
-        valid_until: u64,
-        to: AccountId,
-        amount: u128,
-    ) -> SignedTx {
-        let call = Call::Transfer {
-            asset: DEV_ASSET,
-            to,
-            amount,
-            reference: None,
-        };
-        SignedTx::sign(&Keypair::dev(from), &self.context, nonce, valid_until, call)
-    }
+impl std::ops::Deref for DevNode {
+    type Target = lockstep_node::test_utils::DevNode;
 
-    pub async fn submit(&self, tx: &SignedTx) -> Hash {
-        self.http.submit_extrinsic(hex(tx)).await.unwrap()
-    }
-
-    pub async fn status(&self, tx: &Hash) -> TxStatusView {
-        self.http.status(*tx).await.unwrap()
-    }
-
-    pub async fn head(&self) -> u64 {
-        self.http.header(None).await.unwrap().unwrap().number
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(node) = self.node.take() {
-            node.stop().await.unwrap();
-        }
+    fn deref(&self) -> &lockstep_node::test_utils::DevNode {
+        &self.0
     }
 }
 
@@ -210,56 +155,26 @@ pub fn register_request(id: &str, tx: &SignedTx, i: usize) -> RegisterRequest {
     }
 }
 
-/// Short intervals so tests run quickly.
-pub fn test_config(nodes: Vec<String>, dir: &std::path::Path) -> Config {
-    let mut config = Config::new(nodes, dir.to_path_buf(), bridge_key().public());
-    config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.prometheus_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    config.scan_interval = Duration::from_millis(100);
-    config.grace = Duration::from_millis(300);
-    config.recheck_cap = Duration::from_millis(500);
-    config.call_timeout = Duration::from_secs(2);
-    config.resend_base = Duration::from_millis(200);
-    config.resend_cap = Duration::from_secs(1);
-    config.watcher_retry = Duration::from_millis(100);
-    config.sync_writes = false;
-    config
-}
-
-/// The event system in this process, with clients.
-pub struct EventSystem {
-    pub service: Option<RunningService>,
-    pub http: HttpClient,
-    pub ws: WsClient,
-    pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
+/// The shared event system ([`lockstep_offchain::test_utils::EventSystem`])
+/// with these tests' settings, and calls the tests make raw or as JSON.
+pub struct EventSystem(lockstep_offchain::test_utils::EventSystem);
 
 impl EventSystem {
+    /// Watching `nodes` with `quorum`, a Prometheus endpoint on port 0 and
+    /// 2 s node calls.
     pub async fn start(nodes: Vec<String>, quorum: &str) -> EventSystem {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(nodes, dir.path());
-        config.quorum = quorum.parse().unwrap();
-        let service = lockstep_offchain::start(config).await.unwrap();
-        let addr = service.rpc_addr;
-        let http = HttpClientBuilder::default()
-            .build(format!("http://{addr}"))
-            .unwrap();
-        let ws = WsClientBuilder::default()
-            .build(format!("ws://{addr}"))
-            .await
-            .unwrap();
-        EventSystem {
-            service: Some(service),
-            http,
-            ws,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    pub fn service(&self) -> &RunningService {
-        self.service.as_ref().unwrap()
+        let quorum = quorum.parse().unwrap();
+        let events = lockstep_offchain::test_utils::EventSystem::start_with(
+            nodes,
+            bridge_key().public(),
+            move |config| {
+                config.prometheus_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+                config.call_timeout = Duration::from_secs(2);
+                config.quorum = quorum;
+            },
+        )
+        .await;
+        EventSystem(events)
     }
 
     /// A call by method name with raw JSON parameters, answered as raw JSON:
@@ -285,16 +200,8 @@ impl EventSystem {
         answer(self.http.register(register_request(id, tx, i)).await)
     }
 
-    pub async fn event(&self, id: &str) -> Event {
-        self.http.get(id.to_owned()).await.unwrap()
-    }
-
-    pub async fn history(&self, id: &str) -> Vec<Transition> {
-        self.http.history(id.to_owned()).await.unwrap()
-    }
-
     pub async fn event_stats(&self) -> Stats {
-        self.http.stats().await.unwrap()
+        self.0.stats().await
     }
 
     /// [`Self::event`] as JSON, for bad_input.rs, which indexes its fields.
@@ -314,52 +221,19 @@ impl EventSystem {
     ///
     /// [`State`]: lockstep_api::lifecycle::State
     pub async fn await_state(&self, id: &str, state: impl std::fmt::Display) -> Event {
-        let state = state.to_string();
-        let mut feed = self.ws.subscribe_transitions(Some(1)).await.unwrap();
-        let wait = async {
-            loop {
-                let transition = feed.next().await.unwrap().unwrap();
-                if transition.event_id != id {
-                    continue;
-                }
-                if transition.to.name() == state {
-                    return;
-                }
-                assert!(
-                    !transition.to.is_final(),
-                    "{id} reached {} instead of {state}",
-                    transition.to
-                );
-            }
-        };
-        tokio::time::timeout(PATIENCE, wait)
-            .await
-            .unwrap_or_else(|_| panic!("{id} did not reach {state}"));
-        self.event(id).await
+        self.0.await_state(id, &state.to_string()).await
     }
 
-    /// Waits until `check` holds, re-testing after every quorum round,
-    /// reconciler pass or watcher block.
-    pub async fn await_metrics(
-        &self,
-        check: impl Fn(&lockstep_offchain::metrics::Metrics) -> bool,
-    ) {
-        let metrics = self.service().metrics.clone();
-        let mut changed = metrics.changed();
-        let wait = async {
-            while !check(&metrics) {
-                changed.changed().await.unwrap();
-            }
-        };
-        tokio::time::timeout(PATIENCE, wait)
-            .await
-            .expect("metrics condition not reached");
+    pub async fn stop(self) {
+        self.0.stop().await;
     }
+}
 
-    pub async fn stop(mut self) {
-        if let Some(service) = self.service.take() {
-            service.stop().await;
-        }
+impl std::ops::Deref for EventSystem {
+    type Target = lockstep_offchain::test_utils::EventSystem;
+
+    fn deref(&self) -> &lockstep_offchain::test_utils::EventSystem {
+        &self.0
     }
 }
 

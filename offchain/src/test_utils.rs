@@ -1,0 +1,194 @@
+//! The event system in the test's own process: [`EventSystem`].
+//!
+//! A real [`crate::start`] on a loopback port chosen by the kernel, its
+//! store in a temporary directory without fsync, and every interval short
+//! ([`fast_config`]), so that events become final within a test's time.
+//! It comes with typed clients from [`lockstep_api::client`]: call the
+//! [`lockstep_api::offchain`] client traits on [`EventSystem::http`] and
+//! [`EventSystem::ws`].
+//!
+//! Behind the cargo feature `test-utils`; never in a release binary.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use jsonrpsee::http_client::HttpClient;
+use jsonrpsee::ws_client::WsClient;
+use lockstep_api::client;
+use lockstep_api::event::{Event, Transition};
+use lockstep_api::offchain::{EventApiClient, Stats};
+use lockstep_runtime::AccountId;
+
+use crate::metrics::Metrics;
+use crate::{Config, RunningService};
+
+/// Generous bound on the waits here, so a bug fails the test rather than
+/// hanging it. Not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// [`Config::new`] with quick re-checks and re-sends, JSON-RPC on
+/// `127.0.0.1:0` and no fsync: for tests, where faults must heal within
+/// seconds.
+pub fn fast_config(nodes: Vec<String>, base_path: &Path, bridge_key: AccountId) -> Config {
+    let mut config = Config::new(nodes, base_path.to_path_buf(), bridge_key);
+    config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.scan_interval = Duration::from_millis(100);
+    config.grace = Duration::from_millis(300);
+    config.recheck_cap = Duration::from_millis(500);
+    config.resend_base = Duration::from_millis(200);
+    config.resend_cap = Duration::from_secs(1);
+    config.watcher_retry = Duration::from_millis(100);
+    config.sync_writes = false;
+    config
+}
+
+/// An event system running in this process; see the [module docs](self).
+#[derive(Debug)]
+pub struct EventSystem {
+    service: Option<RunningService>,
+    /// An HTTP client of its JSON-RPC server.
+    pub http: HttpClient,
+    /// A WebSocket client of the same server, for subscriptions.
+    pub ws: WsClient,
+    /// Its JSON-RPC address.
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl EventSystem {
+    /// [`fast_config`] for `nodes`, accepting receipts signed by
+    /// `bridge_key`.
+    pub async fn start(nodes: Vec<String>, bridge_key: AccountId) -> EventSystem {
+        EventSystem::start_with(nodes, bridge_key, |_| {}).await
+    }
+
+    /// [`fast_config`], in a fresh temporary directory, then changed by
+    /// `configure`. Panics if it does not start.
+    pub async fn start_with(
+        nodes: Vec<String>,
+        bridge_key: AccountId,
+        configure: impl FnOnce(&mut Config),
+    ) -> EventSystem {
+        let dir = tempfile::tempdir().expect("a temporary directory for the event system");
+        let mut config = fast_config(nodes, dir.path(), bridge_key);
+        configure(&mut config);
+        let service = crate::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("the event system did not start: {e}"));
+        let addr = service.rpc_addr;
+        let url = format!("http://{addr}");
+        let http = client::http(&url, client::DEFAULT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("a client of the event system: {e}"));
+        let ws = client::ws(&url, client::DEFAULT_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("a WebSocket client of the event system: {e}"));
+        EventSystem {
+            service: Some(service),
+            http,
+            ws,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Its JSON-RPC URL (`http://`; the same port serves `ws://`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The service itself (its store, metrics, bound addresses).
+    pub fn service(&self) -> &RunningService {
+        self.service
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("an EventSystem holds its service until stopped"))
+    }
+
+    /// `event_get`. Panics on an error (an unknown id, too).
+    pub async fn event(&self, id: &str) -> Event {
+        self.http
+            .get(id.to_owned())
+            .await
+            .unwrap_or_else(|e| panic!("event_get {id}: {e}"))
+    }
+
+    /// `event_history`.
+    pub async fn history(&self, id: &str) -> Vec<Transition> {
+        self.http
+            .history(id.to_owned())
+            .await
+            .unwrap_or_else(|e| panic!("event_history {id}: {e}"))
+    }
+
+    /// `event_stats`.
+    pub async fn stats(&self) -> Stats {
+        self.http
+            .stats()
+            .await
+            .unwrap_or_else(|e| panic!("event_stats: {e}"))
+    }
+
+    /// Waits until `id` moves to the state named `state` (a
+    /// [`lockstep_api::lifecycle::State`]'s name), following `event_subscribe` from the start; panics if it
+    /// moves to another final state first, or after [`PATIENCE`].
+    pub async fn await_transition(&self, id: &str, state: &str) {
+        let mut feed = self
+            .ws
+            .subscribe_transitions(Some(1))
+            .await
+            .unwrap_or_else(|e| panic!("event_subscribe: {e}"));
+        let wait = async {
+            loop {
+                let transition = feed
+                    .next()
+                    .await
+                    .unwrap_or_else(|| panic!("the transition feed ended"))
+                    .unwrap_or_else(|e| panic!("a transition: {e}"));
+                if transition.event_id != id {
+                    continue;
+                }
+                if transition.to.name() == state {
+                    return;
+                }
+                assert!(
+                    !transition.to.is_final(),
+                    "{id} reached {} instead of {state}",
+                    transition.to
+                );
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{id} did not reach {state}"));
+    }
+
+    /// [`Self::await_transition`], then the event.
+    pub async fn await_state(&self, id: &str, state: &str) -> Event {
+        self.await_transition(id, state).await;
+        self.event(id).await
+    }
+
+    /// Waits until `check` holds, re-testing after every quorum round,
+    /// reconciler pass or watcher block; panics after [`PATIENCE`].
+    pub async fn await_metrics(&self, check: impl Fn(&Metrics) -> bool) {
+        let metrics = self.service().metrics.clone();
+        let mut changed = metrics.changed();
+        let wait = async {
+            while !check(&metrics) {
+                if changed.changed().await.is_err() {
+                    panic!("the event system's metrics stopped changing");
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("metrics condition not reached"));
+    }
+
+    /// Stops the service and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(service) = self.service.take() {
+            service.stop().await;
+        }
+    }
+}
