@@ -349,6 +349,27 @@ impl TestProcess {
             .unwrap_or_else(|| panic!("{}: no exit status after SIGTERM", self.name))
     }
 
+    /// Waits, bounded by the timeout, for the run to exit on its own and
+    /// returns how it exited. Panics, with the end of the log, if it is not
+    /// running or is still running at the deadline (it is killed then).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        assert!(
+            self.child.is_some(),
+            "{}: wait_exit, but it is not running",
+            self.name
+        );
+        if !self.await_output_closed() {
+            let tail = self.tail();
+            self.kill();
+            panic!(
+                "{} did not exit within {:?}; {tail}",
+                self.name, self.timeout
+            );
+        }
+        self.reap()
+            .unwrap_or_else(|| panic!("{}: no exit status", self.name))
+    }
+
     /// Waits for the process to exit (and reaps it) and returns its status
     /// (`None` if none ran, or waiting failed). Never panics: it runs in
     /// `Drop`, perhaps during a panic.
@@ -596,8 +617,12 @@ mod tests {
         let mut process = shell(dir.path(), "echo once; exit 3");
         process.spawn();
         process.wait_for_stdout("once");
+        // Seeing its line does not mean it has exited yet: wait for that.
+        assert_eq!(process.wait_exit().code(), Some(3));
+        assert!(!process.is_running());
         process.spawn();
         process.wait_for_stdout("once");
+        assert_eq!(process.wait_exit().code(), Some(3));
         assert_eq!(process.runs(), 2);
     }
 
