@@ -19,6 +19,11 @@ if [ ! -f "$RUN_DIR/env" ]; then
 fi
 # shellcheck source=/dev/null
 source "$RUN_DIR/env"
+if [ -z "${LOCKSTEP_TOKEN:-}" ]; then
+    # A testnet started before the event system took credentials.
+    echo "$RUN_DIR/env holds no LOCKSTEP_TOKEN: restart the testnet (scripts/testnet.sh stop; scripts/testnet.sh start)" >&2
+    exit 1
+fi
 RELEASE="${CARGO_TARGET_DIR:-target}/release"
 CLI="$RELEASE/lockstep"
 BRIDGE="$RELEASE/lockstep-bridge"

@@ -5,8 +5,9 @@
 # (lockstep-bridge) with a SQLite ledger seeded for the dev accounts.
 #
 #   scripts/testnet.sh start [N]   build (release); write a chain spec, N
-#                                  validator keys and a bridge key into
-#                                  run/testnet/; seed the ledger; start N
+#                                  validator keys, a bridge key and the
+#                                  event system's credentials (a token per
+#                                  role) into run/testnet/; seed the ledger; start N
 #                                  validators (default 4), the event system
 #                                  and the bridge; wait until blocks are
 #                                  finalized and the event system follows
@@ -18,6 +19,13 @@
 # `start` wipes run/testnet/ from an earlier run (stop it first). Data and
 # logs stay in run/testnet/ after `stop`: node-<i>/ and node-<i>.log, events/
 # and events.log, ledger.sqlite and bridge.log.
+#
+# The event system admits only callers with a token: `start` creates one per
+# role (submitter, reader, bridge) with `lockstep-offchain token create`,
+# whose hashes go into run/testnet/credentials, and writes the tokens into
+# run/testnet/env (mode 0600; LOCKSTEP_TOKEN is the submitter's) and the
+# bridge's into run/testnet/bridge.token (mode 0600). No token is ever put
+# on a command line, where other users could read it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +39,7 @@ EVENTS="$RELEASE/lockstep-offchain"
 BRIDGE="$RELEASE/lockstep-bridge"
 CLI="$RELEASE/lockstep"
 LEDGER="$RUN_DIR/ledger.sqlite"
+CREDENTIALS="$RUN_DIR/credentials"
 # What each dev account holds in the ledger at the start: 1,000,000.00 USD,
 # in cents.
 LEDGER_FUNDS=100000000
@@ -107,8 +116,20 @@ all_nodes_at() { # all_nodes_at HEIGHT
     done
 }
 
+reader_token() { # the reader's token, from run/testnet/env
+    sed -n 's/^export LOCKSTEP_READER_TOKEN=//p' "$RUN_DIR/env" 2>/dev/null
+}
+
+events_rpc() { # events_rpc METHOD: a call to the event system as the reader
+    # The header reaches curl on stdin (-K -), never on its command line.
+    printf 'header = "Authorization: Bearer %s"\n' "$(reader_token)" |
+        curl -s --max-time 2 -K - -H 'Content-Type: application/json' \
+            -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$1\",\"params\":[]}" \
+            "http://127.0.0.1:$(port_of events)" 2>/dev/null || true
+}
+
 events_following() {
-    [ -n "$(rpc "$(port_of events)" event_stats | json_number lastHeight)" ]
+    [ -n "$(events_rpc event_stats | json_number lastHeight)" ]
 }
 
 bridge_running() {
@@ -136,7 +157,7 @@ start() {
     : >"$PIDS"
     NODE_COUNT=$count
 
-    echo "==> chain spec, $count validator keys, bridge key, ledger"
+    echo "==> chain spec, $count validator keys, bridge and event system keys, ledger"
     "$NODE" build-spec --validators "$count" --out "$RUN_DIR" >/dev/null
     local bridge_key
     bridge_key=$("$BRIDGE" key generate --out "$RUN_DIR/bridge-key.json")
@@ -144,9 +165,29 @@ start() {
         echo "could not read the bridge's public key" >&2
         exit 1
     fi
+    # The event system signs every payment instruction with its own key;
+    # the bridge pays only what that key signed.
+    local events_key
+    events_key=$("$EVENTS" key generate --out "$RUN_DIR/events-key.json")
+    if ! [[ "$events_key" =~ ^0x[0-9a-f]{64}$ ]]; then
+        echo "could not read the event system's public key" >&2
+        exit 1
+    fi
     # shellcheck disable=SC2086 # one argument per name
     "$BRIDGE" ledger --ledger "$LEDGER" open $DEV_NAMES --currency USD \
         --deposit "$LEDGER_FUNDS" >/dev/null
+    local submitter_token reader_token bridge_token
+    submitter_token=$("$EVENTS" token create --credentials "$CREDENTIALS" --name submitter \
+        --role submitter)
+    reader_token=$("$EVENTS" token create --credentials "$CREDENTIALS" --name reader \
+        --role reader)
+    bridge_token=$("$EVENTS" token create --credentials "$CREDENTIALS" --name bridge \
+        --role bridge)
+    (umask 077 && printf '%s\n' "$bridge_token" >"$RUN_DIR/bridge.token")
+    # The tokens first, so that the checks below can read the reader's; the
+    # URLs follow once the processes run.
+    (umask 077 && printf 'export LOCKSTEP_TOKEN=%s\nexport LOCKSTEP_READER_TOKEN=%s\nexport LOCKSTEP_BRIDGE_TOKEN=%s\n' \
+        "$submitter_token" "$reader_token" "$bridge_token" >"$RUN_DIR/env")
 
     local i
     for ((i = 0; i < count; i++)); do
@@ -177,22 +218,25 @@ start() {
     # the demo's expiring event is cancelled within seconds.
     launch events "$RUN_DIR/events.log" "$EVENTS" run --nodes "$node_urls" \
         --base-path "$RUN_DIR/events" --rpc-port "$(port_of events)" \
-        --bridge-key "$bridge_key" --scan-interval 1s --grace 5s \
+        --bridge-key "$bridge_key" --key-file "$RUN_DIR/events-key.json" \
+        --credentials "$CREDENTIALS" \
+        --scan-interval 1s --grace 5s \
         --resend-base 5s --resend-cap 1m
     await "the event system to follow the chain" 30 events_following
     launch bridge "$RUN_DIR/bridge.log" "$BRIDGE" run --event-system "$events_url" \
-        --ledger "$LEDGER" --key "$RUN_DIR/bridge-key.json"
+        --ledger "$LEDGER" --key "$RUN_DIR/bridge-key.json" --event-system-key "$events_key" \
+        --token-file "$RUN_DIR/bridge.token"
     await "the bridge to start" 10 bridge_running
     printf 'export LOCKSTEP_NODES=%s\nexport LOCKSTEP_RPC=%s\nexport LOCKSTEP_EVENTS=%s\nexport LOCKSTEP_LEDGER=%s\nexport LOCKSTEP_BRIDGE_LEDGER=%s\nexport LOCKSTEP_CHAIN_SPEC=%s\n' \
         "$node_urls" "http://127.0.0.1:$(port_of node-0)" "$events_url" "$PWD/$LEDGER" \
-        "$PWD/$LEDGER" "$PWD/$RUN_DIR/chain-spec.json" >"$RUN_DIR/env"
+        "$PWD/$LEDGER" "$PWD/$RUN_DIR/chain-spec.json" >>"$RUN_DIR/env"
 
     echo
     echo "Lockstep is running: $count validators, the event system and the account bridge."
     for ((i = 0; i < count; i++)); do
         echo "  node $i:        JSON-RPC http://127.0.0.1:$(port_of "node-$i") (HTTP and WebSocket), p2p /ip4/127.0.0.1/tcp/$(port_of "p2p-$i")"
     done
-    echo "  event system:  JSON-RPC $events_url"
+    echo "  event system:  JSON-RPC $events_url (a token per role in $RUN_DIR/env)"
     echo "  bridge ledger: $LEDGER (dev accounts alice..heidi hold 1,000,000.00 USD each)"
     echo "  logs:          $RUN_DIR/*.log"
     cat <<NEXT
@@ -231,7 +275,7 @@ status() {
             ;;
         events)
             local stats
-            stats=$(rpc "$port" event_stats)
+            stats=$(events_rpc event_stats)
             echo "events: running (pid $pid), at #$(json_number lastHeight <<<"$stats"), events registered $(json_number registered <<<"$stats"), pending $(json_number pendingAccount <<<"$stats"), completed $(json_number completed <<<"$stats"), cancelled $(json_number cancelled <<<"$stats"); RPC http://127.0.0.1:$port"
             ;;
         esac

@@ -12,15 +12,17 @@
 //!    cost alone: payment row, two postings, two balances, the receipt's
 //!    outbox row, one commit per batch).
 //! 2. **bridge, stub event system**: the whole bridge (consumers pulling
-//!    batches over JSON-RPC, the ledger, acks, the receipt poster signing
-//!    and posting batches of up to 500) against a minimal in-process bus that
-//!    hands out distinct instructions and accepts every receipt; the clock
-//!    stops when the last receipt is acknowledged.
+//!    batches over JSON-RPC and checking the instructions' signatures, the
+//!    ledger, acks, the receipt poster signing and posting batches of up
+//!    to 500) against a minimal in-process bus that hands out distinct,
+//!    signed instructions and accepts every receipt; the clock stops when
+//!    the last receipt is acknowledged.
 //! 3. **end to end**: the real event system (in process, its store filled
 //!    with events already in PendingAccount, no chain needed) and the
 //!    bridge; the clock stops when the last event is Completed. This
-//!    includes the event system's own cost per receipt (signature check and
-//!    a store write, fsynced unless LOCKSTEP_BENCH_FSYNC=0).
+//!    includes the event system's own costs: signing each instruction it
+//!    hands out, and per receipt a signature check and a store write,
+//!    fsynced unless LOCKSTEP_BENCH_FSYNC=0.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -211,7 +213,11 @@ impl EventApiServer for MockEventSystem {
             .collect())
     }
 
-    async fn register(&self, _request: RegisterRequest) -> RpcResult<Event> {
+    async fn register(
+        &self,
+        _ext: &jsonrpsee::Extensions,
+        _request: RegisterRequest,
+    ) -> RpcResult<Event> {
         Err(not_in_mock())
     }
 
@@ -246,6 +252,7 @@ impl EventApiServer for MockEventSystem {
 
     async fn register_batch(
         &self,
+        _ext: &jsonrpsee::Extensions,
         _requests: Vec<RegisterRequest>,
     ) -> RpcResult<Vec<ItemResult<Event>>> {
         Err(not_in_mock())
@@ -255,16 +262,23 @@ impl EventApiServer for MockEventSystem {
 async fn bench_stub(n: usize, durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
     let ledger = seeded_ledger(dir.path(), durability);
+    // Signed as the event system signs them, so the bridge's signature
+    // check is part of what is measured.
+    let event_system = Keypair::dev("event-system");
     let messages: Vec<BusMessage> = instructions(n, "stub")
         .into_iter()
-        .map(|(id, payment)| BusMessage {
-            message_id: id.clone(),
-            event_id: id,
-            tx_hash: Hash::digest(b"tx"),
-            block_hash: None,
-            block_number: 1,
-            payment,
-            attempt: 1,
+        .map(|(id, payment)| {
+            BusMessage {
+                message_id: id.clone(),
+                event_id: id,
+                tx_hash: Hash::digest(b"tx"),
+                block_hash: None,
+                block_number: 1,
+                payment,
+                attempt: 1,
+                signature: None,
+            }
+            .signed(&event_system)
         })
         .collect();
     let bus = Arc::new(StubBus {
@@ -289,7 +303,7 @@ async fn bench_stub(n: usize, durability: Durability) {
 
     let start = Instant::now();
     let bridge = lockstep_bridge::start(
-        lockstep_bridge::Config::new(url),
+        lockstep_bridge::Config::new(url, event_system.public()),
         ledger.clone(),
         Keypair::dev("bridge"),
     )
@@ -363,12 +377,13 @@ async fn bench_end_to_end(n: usize, durability: Durability, fsync: bool) {
     config.resend_base = Duration::from_secs(3600);
     config.watcher_retry = Duration::from_secs(5);
     let service = lockstep_offchain::start(config).await.unwrap();
+    let event_system = service.instruction_key;
     let url = format!("http://{}", service.rpc_addr);
     let client = HttpClientBuilder::default().build(&url).unwrap();
 
     let start = Instant::now();
     let bridge = lockstep_bridge::start(
-        lockstep_bridge::Config::new(url),
+        lockstep_bridge::Config::new(url, event_system),
         ledger.clone(),
         Keypair::dev("bridge"),
     )

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jsonrpsee::http_client::HttpClient;
 use lockstep_api::bus::Pulled;
-use lockstep_api::client::{self, Error as RpcError};
+use lockstep_api::client::{self, BearerToken, ClientOptions, Error as RpcError};
 use lockstep_api::event::PaymentReceipt;
 use lockstep_api::lifecycle::State;
 use lockstep_api::offchain::{error, BusApiClient, EventApiClient, ItemError, MAX_BATCH_ITEMS};
@@ -75,15 +75,20 @@ pub struct EventSystemClient {
 }
 
 impl EventSystemClient {
-    /// A client for `url` (`http://host:port`).
-    pub fn new(url: &str, timeout: Duration) -> Result<EventSystemClient, ClientError> {
+    /// A client for `url` (`http://host:port`), presenting `token`.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        token: Option<BearerToken>,
+    ) -> Result<EventSystemClient, ClientError> {
         if !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(ClientError::Url {
                 url: url.to_owned(),
                 reason: "must start with http:// or https://".into(),
             });
         }
-        let http = client::http(url, timeout).map_err(|e| ClientError::Url {
+        let options = ClientOptions::new(timeout).with_token(token);
+        let http = client::http_with(url, &options).map_err(|e| ClientError::Url {
             url: url.to_owned(),
             reason: e.reason,
         })?;

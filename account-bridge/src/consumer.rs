@@ -4,7 +4,11 @@
 //! The order is what makes delivery exactly-once in effect:
 //!
 //! 1. `bus_pull` leases a batch (the bus re-delivers it if we vanish);
-//! 2. each message is decoded and checked ([`Instruction::parse`]);
+//! 2. each message's signature is checked against the event system's key
+//!    (one batch check, [`BusMessage::verify_all`]); a message that key did
+//!    not sign, or that does not decode, is counted, logged and set aside
+//!    (acknowledged with the batch, never paid, no receipt: see the crate
+//!    docs for why); the rest are checked ([`Instruction::parse`]);
 //! 3. the ledger pays the valid ones in one transaction; each payment also
 //!    writes its receipt to the outbox, so once the commit returns, the
 //!    payment and the obligation to report it are durable together;
@@ -21,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_api::bus::{BusMessage, Delivery, Pulled};
-use lockstep_api::event::{check_event_id, PaymentReceipt, MAX_FAILURE_REASON};
-use lockstep_runtime::Keypair;
+use lockstep_api::event::{check_event_id, PaymentReceipt, MAX_EVENT_ID, MAX_FAILURE_REASON};
+use lockstep_runtime::{AccountId, Keypair};
 use lockstep_service::backoff;
 use tokio::sync::{watch, Notify};
 
@@ -46,6 +50,8 @@ pub struct Consumer {
     pub ledger: Arc<dyn PaymentLedger>,
     /// Signs failure receipts of rejected instructions.
     pub key: Arc<Keypair>,
+    /// The event system's public key: only what it signed is paid.
+    pub event_system_key: AccountId,
     /// The metrics.
     pub metrics: Arc<BridgeMetrics>,
     /// Wakes the receipt poster after a commit.
@@ -80,6 +86,16 @@ pub fn receipt_reason(text: &str) -> String {
     reason
 }
 
+/// An event id from a message that may be forged, fit for a log line:
+/// quoted with its control characters escaped, and bounded.
+fn shown_id(id: &str) -> String {
+    let mut shown: String = id.chars().take(MAX_EVENT_ID).collect();
+    if shown.len() < id.len() {
+        shown.push('…');
+    }
+    format!("{shown:?}")
+}
+
 impl Consumer {
     /// Pulls and pays until `shutdown` turns true; a batch in hand is
     /// always finished first.
@@ -97,7 +113,10 @@ impl Consumer {
                 Ok(pulled) if !pulled.messages.is_empty() => {
                     errors = 0;
                     match self.handle(pulled).await {
-                        Ok(()) => continue,
+                        Ok(taken) if taken > 0 => continue,
+                        // Only messages set aside: a bus full of forgeries
+                        // is polled like an empty one, not in a tight loop.
+                        Ok(_) => self.poll_interval,
                         Err(e) => {
                             errors = errors.saturating_add(1);
                             tracing::error!(target: "lockstep::bridge", "consumer {}: {e}; the batch is left to its lease", self.id);
@@ -125,36 +144,46 @@ impl Consumer {
         }
     }
 
-    /// Pays one pulled batch and acknowledges it. An error means the batch
-    /// was not committed and is not acknowledged.
-    async fn handle(&self, pulled: Pulled) -> Result<(), LedgerError> {
+    /// Pays one pulled batch and acknowledges it; returns how many of its
+    /// instructions were taken (paid, absorbed or refused with a receipt),
+    /// as opposed to set aside. An error means the batch was not committed
+    /// and is not acknowledged.
+    async fn handle(&self, pulled: Pulled) -> Result<usize, LedgerError> {
         let started = std::time::Instant::now();
-        let mut valid = Vec::with_capacity(pulled.messages.len());
-        let mut rejected: Vec<(String, String)> = Vec::new();
+        let mut messages = Vec::with_capacity(pulled.messages.len());
         for delivery in pulled.messages {
-            let raw = match delivery {
-                Delivery::Message(message) => {
-                    match Instruction::parse(&message.event_id, &message.payment) {
-                        Ok(instruction) => valid.push(instruction),
-                        Err(e) => rejected.push((message.event_id, e.to_string())),
-                    }
-                    continue;
+            match delivery {
+                Delivery::Message(message) => messages.push(message),
+                Delivery::Undecodable(raw) => {
+                    // Without its fields, its signature cannot be checked:
+                    // it is not the event system's word, so no receipt.
+                    BridgeMetrics::add(&self.metrics.invalid, 1);
+                    let id = raw["eventId"].as_str().map(shown_id);
+                    let why = serde_json::from_value::<BusMessage>(raw)
+                        .err()
+                        .map(|e| receipt_reason(&e.to_string()))
+                        .unwrap_or_default();
+                    tracing::warn!(target: "lockstep::bridge", "undecodable bus message (event {}) set aside, not paid: {why}", id.as_deref().unwrap_or("unknown"));
                 }
-                Delivery::Undecodable(raw) => raw,
-            };
-            let id = raw["eventId"].as_str().map(str::to_owned);
-            match serde_json::from_value::<BusMessage>(raw) {
-                // Cannot happen (it did not decode a moment ago); kept total.
-                Ok(message) => rejected.push((message.event_id, "undecodable message".into())),
-                Err(e) => match id {
-                    Some(id) => rejected.push((id, format!("malformed instruction: {e}"))),
-                    None => {
-                        BridgeMetrics::add(&self.metrics.invalid, 1);
-                        tracing::error!(target: "lockstep::bridge", "malformed bus message without an event id: {e}");
-                    }
-                },
             }
         }
+        let signatures = BusMessage::verify_all(&messages, &self.event_system_key);
+        let mut valid = Vec::with_capacity(messages.len());
+        let mut rejected: Vec<(String, String)> = Vec::new();
+        let mut unsigned = 0;
+        for (message, signed) in messages.into_iter().zip(signatures) {
+            if let Err(why) = signed {
+                unsigned += 1;
+                tracing::warn!(target: "lockstep::bridge", "event {}: instruction set aside, not paid: {why}", shown_id(&message.event_id));
+                continue;
+            }
+            match Instruction::parse(&message.event_id, &message.payment) {
+                Ok(instruction) => valid.push(instruction),
+                Err(e) => rejected.push((message.event_id, e.to_string())),
+            }
+        }
+        BridgeMetrics::add(&self.metrics.unsigned, unsigned);
+        let taken = valid.len() + rejected.len();
         let mut paid = 0;
         if !valid.is_empty() {
             let ledger = self.ledger.clone();
@@ -200,7 +229,7 @@ impl Consumer {
             tracing::warn!(target: "lockstep::bridge", "bus_ack {}: {e}; the batch will be re-delivered and absorbed", pulled.lease_id);
         }
         self.metrics.bump();
-        Ok(())
+        Ok(taken)
     }
 
     /// Instructions that wrote nothing: logged, counted, and reported with

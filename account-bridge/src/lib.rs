@@ -10,7 +10,9 @@
 //! ## Tasks
 //!
 //! - **consumers** ([`consumer`], `--concurrency` of them): each pulls a
-//!   batch from `bus_pull`, pays the whole batch in one SQL transaction
+//!   batch from `bus_pull`, checks that the event system's key signed each
+//!   instruction (`--event-system-key`; one that it did not sign is set
+//!   aside, never paid), pays the whole batch in one SQL transaction
 //!   (each payment atomic on its own), and only after the commit
 //!   acknowledges it with `bus_ack`. At most one batch per consumer is in
 //!   memory; a crash before the ack means re-delivery, which the ledger
@@ -34,6 +36,19 @@
 //! of range, a currency it does not hold) writes nothing; the bridge posts
 //! a failure receipt for it straight away (not from the outbox: it is
 //! rebuilt on every re-delivery) and acknowledges the message.
+//!
+//! An instruction the event system's key did not sign (no signature, a bad
+//! one, or a message id other than its event id), and a message that does
+//! not decode (so its signature cannot be checked), is never paid and
+//! never answered with a receipt: it is counted
+//! (`lockstep_bridge_unsigned_instructions_total`, `_invalid_total`),
+//! logged as a warning naming its event id, and acknowledged, which drops
+//! it. Dropping is what keeps it safe and the bus moving: whoever sent it
+//! chose every field, so there is nothing in it worth keeping in the
+//! ledger, and not acknowledging it would have the bus re-deliver it
+//! forever. A genuine instruction refused because the bridge was given the
+//! wrong key is not lost: the event system keeps it in its outbox until a
+//! receipt arrives and re-sends it, so it is paid once the key is fixed.
 //!
 //! ## Where to start reading
 //!
@@ -60,7 +75,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_runtime::Keypair;
+use lockstep_runtime::{AccountId, Keypair};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -79,6 +94,12 @@ pub use lockstep_service::now_ms;
 pub struct Config {
     /// The event system's JSON-RPC URL (`http://host:port`).
     pub event_system: String,
+    /// The bearer token presented to the event system (a credential with
+    /// the bridge role; `--token` or `--token-file`).
+    pub token: Option<lockstep_api::client::BearerToken>,
+    /// The event system's public key: only instructions it signed are
+    /// paid.
+    pub event_system_key: AccountId,
     /// Consumers pulling and paying batches concurrently.
     pub concurrency: usize,
     /// Most instructions per pull (one SQL transaction per batch).
@@ -103,10 +124,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for everything but the event system's URL.
-    pub fn new(event_system: impl Into<String>) -> Config {
+    /// Defaults for everything but the event system's URL and key.
+    pub fn new(event_system: impl Into<String>, event_system_key: AccountId) -> Config {
         Config {
             event_system: event_system.into(),
+            token: None,
+            event_system_key,
             concurrency: 4,
             batch: 500,
             lease: Duration::from_secs(30),
@@ -173,7 +196,11 @@ pub async fn start(
             "post concurrency must be 1 to 64".into(),
         ));
     }
-    let client = EventSystemClient::new(&config.event_system, config.call_timeout)?;
+    let client = EventSystemClient::new(
+        &config.event_system,
+        config.call_timeout,
+        config.token.clone(),
+    )?;
     let metrics = Arc::new(BridgeMetrics::default());
     let (metrics_task, metrics_addr) = match config.metrics_addr {
         Some(addr) => {
@@ -199,6 +226,7 @@ pub async fn start(
             client: client.clone(),
             ledger: ledger.clone(),
             key: key.clone(),
+            event_system_key: config.event_system_key,
             metrics: metrics.clone(),
             wake_poster: wake_poster.clone(),
             batch: config.batch,

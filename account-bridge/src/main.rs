@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lockstep_api::client::TokenArg;
 use lockstep_bridge::ledger::{
     parse_amount, Durability, LedgerError, PaymentLedger, PaymentStatus, SqliteLedger,
 };
 use lockstep_bridge::Config;
-use lockstep_runtime::Keypair;
+use lockstep_runtime::{AccountId, Keypair};
 use lockstep_service::logging::LogFormat;
 use lockstep_service::{keyfile, parse_duration};
 
@@ -50,6 +51,25 @@ struct RunArgs {
     /// The event system's JSON-RPC URL (http://host:port).
     #[arg(long)]
     event_system: String,
+    /// The bearer token of a credential with the bridge role (from
+    /// `lockstep-offchain token create --role bridge`). Prefer the
+    /// environment variable or --token-file: a command line is visible to
+    /// other users of the machine.
+    #[arg(
+        long,
+        env = "LOCKSTEP_BRIDGE_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<TokenArg>,
+    /// A file holding the bearer token (mode 0600, refused when others may
+    /// read it).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The event system's public key (0x-hex, as `lockstep-offchain key
+    /// generate` printed it): only instructions signed by it are paid.
+    #[arg(long)]
+    event_system_key: AccountId,
     /// The ledger file (SQLite; created if missing).
     #[arg(long)]
     ledger: PathBuf,
@@ -191,7 +211,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let ledger: Arc<dyn PaymentLedger> =
         Arc::new(SqliteLedger::open_with(&args.ledger, durability).context("opening the ledger")?);
-    let mut config = Config::new(args.event_system);
+    let mut config = Config::new(args.event_system, args.event_system_key);
+    config.token = match (&args.token, &args.token_file) {
+        // The message says what a token looks like, never what was given.
+        (Some(arg), _) => Some(arg.token().context("--token (or LOCKSTEP_BRIDGE_TOKEN)")?),
+        (None, Some(path)) => {
+            Some(lockstep_service::auth::read_token_file(path).context("reading the token file")?)
+        }
+        (None, None) => None,
+    };
     config.concurrency = args.concurrency;
     config.batch = args.batch;
     config.lease = args.lease;
@@ -208,6 +236,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.crash_after_commit =
             std::env::var(lockstep_bridge::CRASH_AFTER_COMMIT_ENV).is_ok_and(|v| v == "1");
     }
+    let event_system_key = config.event_system_key;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let public = key.public();
@@ -215,7 +244,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("starting the bridge")?;
         // A line on stdout that scripts and tests can wait for.
-        println!("lockstep-bridge running with key {public}");
+        println!(
+            "lockstep-bridge running with key {public}, paying instructions signed by {event_system_key}"
+        );
         let signal = lockstep_service::shutdown_signal().await;
         tracing::info!(target: "lockstep::bridge", "{signal}: shutting down");
         bridge.stop().await;

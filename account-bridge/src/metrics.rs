@@ -23,6 +23,9 @@ pub struct BridgeMetrics {
     pub failures: AtomicU64,
     /// Instructions refused as invalid (nothing written).
     pub invalid: AtomicU64,
+    /// Instructions without a valid signature of the event system's key:
+    /// set aside, never paid.
+    pub unsigned: AtomicU64,
     /// Receipts the event system acknowledged.
     pub receipts_posted: AtomicU64,
     /// Receipt posts that failed and were rescheduled.
@@ -45,6 +48,7 @@ impl Default for BridgeMetrics {
             duplicates: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
+            unsigned: AtomicU64::new(0),
             receipts_posted: AtomicU64::new(0),
             receipt_retries: AtomicU64::new(0),
             receipt_backlog: AtomicU64::new(0),
@@ -80,7 +84,7 @@ impl BridgeMetrics {
 
 impl Exposed for BridgeMetrics {
     fn expose(&self, out: &mut Exposition<'_>) -> std::fmt::Result {
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             ("lockstep_bridge_payments", "Payments made", &self.payments),
             (
                 "lockstep_bridge_duplicates",
@@ -96,6 +100,11 @@ impl Exposed for BridgeMetrics {
                 "lockstep_bridge_invalid",
                 "Instructions refused as invalid, nothing written",
                 &self.invalid,
+            ),
+            (
+                "lockstep_bridge_unsigned_instructions",
+                "Instructions not signed by the event system's key, set aside unpaid",
+                &self.unsigned,
             ),
             (
                 "lockstep_bridge_receipts_posted",

@@ -1,17 +1,29 @@
 //! Connecting to a Lockstep service: one place that builds the HTTP and
-//! WebSocket clients every caller uses (timeouts, size limits; credentials
-//! and TLS go here too), JSON-RPC batches of one method, and errors as a
-//! person reads them.
+//! WebSocket clients every caller uses (timeouts, size limits, the bearer
+//! token; TLS goes here too), JSON-RPC batches of one method, and errors as
+//! a person reads them.
 //!
 //! The typed calls are the generated client traits of each interface
 //! ([`crate::node`], [`crate::offchain`]): bring the trait into scope and
 //! call its methods on an [`HttpClient`] or a [`WsClient`].
+//!
+//! ## Credentials
+//!
+//! The event system admits only callers that present a [`BearerToken`]
+//! (`Authorization: Bearer lst_…` on every HTTP request and on the
+//! WebSocket upgrade); [`ClientOptions::token`] adds it to every client
+//! built here, as a header marked sensitive so that no debug output of the
+//! client shows it. A token is a secret: it has no `Display`, its `Debug`
+//! prints only `BearerToken(…)`, and nothing here puts it in an error.
+//! A token typed on a command line or read from the environment is a
+//! [`TokenArg`] until checked, because clap repeats a rejected value in its
+//! error message.
 
 use std::time::Duration;
 
 use jsonrpsee::core::client::{ClientT, Error as ClientError};
 use jsonrpsee::core::params::{ArrayParams, BatchRequestBuilder};
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use jsonrpsee::http_client::{HeaderMap, HeaderValue, HttpClient, HttpClientBuilder};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use serde::de::DeserializeOwned;
@@ -58,30 +70,195 @@ pub fn endpoint_urls(url: &str) -> Result<(String, String), BadUrl> {
     }
 }
 
+/// What a token looks like: this prefix, then 64 lower-case hex digits
+/// (32 random bytes).
+pub const TOKEN_PREFIX: &str = "lst_";
+
+/// A bearer token: the secret a caller presents to the event system. See
+/// the [module docs](self#credentials).
+#[derive(Clone)]
+pub struct BearerToken(String);
+
+/// A string that is not a token. Says what a token looks like, never what
+/// was given (which may be a mistyped token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a Lockstep token: expected {TOKEN_PREFIX} followed by 64 lower-case hex digits")]
+pub struct BadToken;
+
+impl BearerToken {
+    /// The token of 32 secret bytes (from the operating system's random
+    /// source: `lockstep-offchain token create`).
+    pub fn from_secret(secret: &[u8; 32]) -> BearerToken {
+        let mut text = String::with_capacity(TOKEN_PREFIX.len() + 64);
+        text.push_str(TOKEN_PREFIX);
+        for byte in secret {
+            text.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+            text.push(char::from(HEX_DIGITS[usize::from(byte & 0xf)]));
+        }
+        BearerToken(text)
+    }
+
+    /// Checks a token's form (surrounding whitespace, as a file or a shell
+    /// leaves it, is ignored).
+    pub fn parse(text: &str) -> Result<BearerToken, BadToken> {
+        let text = text.trim();
+        let digits = text.strip_prefix(TOKEN_PREFIX).ok_or(BadToken)?;
+        let well_formed = digits.len() == 64 && digits.bytes().all(|b| HEX_DIGITS.contains(&b));
+        if !well_formed {
+            return Err(BadToken);
+        }
+        Ok(BearerToken(text.to_owned()))
+    }
+
+    /// The secret itself, for the one place that sends it (the
+    /// `Authorization` header) or shows it (once, when it is created).
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// `Authorization: Bearer <token>`, marked sensitive.
+    fn header(&self) -> Result<HeaderValue, BadToken> {
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", self.0)).map_err(|_| BadToken)?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(…)")
+    }
+}
+
+/// A token as given on a command line or in an environment variable, not
+/// yet checked ([`TokenArg::token`]): parsing never fails, so that clap
+/// never repeats a mistyped token in its error message, and `Debug` does
+/// not show it.
+#[derive(Clone)]
+pub struct TokenArg(String);
+
+impl TokenArg {
+    /// The checked token.
+    pub fn token(&self) -> Result<BearerToken, BadToken> {
+        BearerToken::parse(&self.0)
+    }
+}
+
+impl std::str::FromStr for TokenArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<TokenArg, Self::Err> {
+        Ok(TokenArg(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenArg(…)")
+    }
+}
+
+/// How to connect: what every client built here shares. Later transport
+/// options (a CA file for TLS) join these.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Timeout of one call (a batch is one call); for a WebSocket, of the
+    /// connection too.
+    pub timeout: Duration,
+    /// The bearer token sent with every request, if any (the event system
+    /// requires one; the node takes none).
+    pub token: Option<BearerToken>,
+}
+
+impl ClientOptions {
+    /// No token, this timeout.
+    pub fn new(timeout: Duration) -> ClientOptions {
+        ClientOptions {
+            timeout,
+            token: None,
+        }
+    }
+
+    /// The same options with `token`.
+    pub fn with_token(mut self, token: Option<BearerToken>) -> ClientOptions {
+        self.token = token;
+        self
+    }
+
+    fn headers(&self) -> Result<HeaderMap, BadToken> {
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &self.token {
+            headers.insert("authorization", token.header()?);
+        }
+        Ok(headers)
+    }
+}
+
 /// An HTTP client for the service at `url` (any of the four schemes;
 /// nothing is connected until the first call).
 pub fn http(url: &str, timeout: Duration) -> Result<HttpClient, BadUrl> {
+    http_with(url, &ClientOptions::new(timeout))
+}
+
+/// [`http`] with `options` (a token, say).
+pub fn http_with(url: &str, options: &ClientOptions) -> Result<HttpClient, BadUrl> {
+    let bad = |reason: String| BadUrl {
+        url: url.to_owned(),
+        reason,
+    };
     let (http_url, _) = endpoint_urls(url)?;
+    let headers = options.headers().map_err(|e| bad(e.to_string()))?;
     HttpClientBuilder::default()
-        .request_timeout(timeout)
+        .request_timeout(options.timeout)
         .max_response_size(MAX_RESPONSE)
+        .set_headers(headers)
         .build(&http_url)
-        .map_err(|e| BadUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// A WebSocket client for the service at `url` (for subscriptions).
 pub async fn ws(url: &str, timeout: Duration) -> Result<WsClient, ClientError> {
+    ws_with(url, &ClientOptions::new(timeout)).await
+}
+
+/// [`ws`] with `options` (the token goes with the upgrade request).
+pub async fn ws_with(url: &str, options: &ClientOptions) -> Result<WsClient, ClientError> {
     let (_, ws_url) = endpoint_urls(url).map_err(|e| ClientError::Custom(e.to_string()))?;
+    let headers = options
+        .headers()
+        .map_err(|e| ClientError::Custom(e.to_string()))?;
     WsClientBuilder::default()
-        .request_timeout(timeout)
-        .connection_timeout(timeout)
+        .request_timeout(options.timeout)
+        .connection_timeout(options.timeout)
         .max_response_size(MAX_RESPONSE)
         .max_buffer_capacity_per_subscription(SUBSCRIPTION_BUFFER)
+        .set_headers(headers)
         .build(&ws_url)
         .await
+}
+
+/// Whether a transport failure is the server refusing the credential
+/// (HTTP 401, on a call or on a WebSocket upgrade): the server did answer.
+pub fn is_unauthenticated(error: &ClientError) -> bool {
+    let ClientError::Transport(e) = error else {
+        return false;
+    };
+    if let Some(http) = e.downcast_ref::<jsonrpsee::http_client::transport::Error>() {
+        return matches!(
+            http,
+            jsonrpsee::http_client::transport::Error::Rejected { status_code: 401 }
+        );
+    }
+    if let Some(ws) = e.downcast_ref::<jsonrpsee::client_transport::ws::WsHandshakeError>() {
+        return matches!(
+            ws,
+            jsonrpsee::client_transport::ws::WsHandshakeError::Rejected { status_code: 401 }
+        );
+    }
+    false
 }
 
 /// A client error as a person reads it: the server's message and code for
@@ -89,11 +266,19 @@ pub async fn ws(url: &str, timeout: Duration) -> Result<WsClient, ClientError> {
 pub fn describe(error: &ClientError) -> String {
     match error {
         ClientError::Call(e) => describe_refusal(e),
+        e if is_unauthenticated(e) => format!(
+            "no valid credential: the service wants a bearer token it has on record \
+             (none was given, or it is unknown or revoked) (HTTP 401, code {UNAUTHENTICATED})"
+        ),
         ClientError::Transport(e) => format!("cannot reach it: {e}"),
         ClientError::RequestTimeout => "no answer in time".into(),
         other => other.to_string(),
     }
 }
+
+/// The event system's code for a missing or unknown credential
+/// ([`crate::offchain::error::UNAUTHENTICATED`]).
+const UNAUTHENTICATED: i32 = crate::offchain::error::UNAUTHENTICATED;
 
 /// A server's refusal as a person reads it.
 pub fn describe_refusal(error: &ErrorObjectOwned) -> String {
@@ -101,10 +286,12 @@ pub fn describe_refusal(error: &ErrorObjectOwned) -> String {
 }
 
 /// The code of a refusal; none for a transport failure (after which
-/// another node may be tried).
+/// another node may be tried). An HTTP 401 is the refusal
+/// [`UNAUTHENTICATED`](crate::offchain::error::UNAUTHENTICATED).
 pub fn refusal_code(error: &ClientError) -> Option<i32> {
     match error {
         ClientError::Call(e) => Some(e.code()),
+        e if is_unauthenticated(e) => Some(UNAUTHENTICATED),
         _ => None,
     }
 }
@@ -140,4 +327,61 @@ pub async fn batch<T: DeserializeOwned + std::fmt::Debug>(
         )));
     }
     Ok(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_have_one_form_and_never_show_in_debug_output() {
+        let token = BearerToken::from_secret(&[0xab; 32]);
+        let text = token.expose_secret().to_owned();
+        assert_eq!(text, format!("lst_{}", "ab".repeat(32)));
+        assert_eq!(
+            BearerToken::parse(&format!(" {text}\n"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .expose_secret(),
+            text
+        );
+        for bad in [
+            "",
+            "lst_",
+            "ab".repeat(32).as_str(),
+            &format!("lst_{}", "AB".repeat(32)),
+            &format!("lst_{}", "ab".repeat(31)),
+            &format!("lst_{}x", "ab".repeat(32)),
+            &format!("xst_{}", "ab".repeat(32)),
+        ] {
+            assert_eq!(
+                BearerToken::parse(bad).map(|_| ()),
+                Err(BadToken),
+                "{bad:?}"
+            );
+        }
+        let options = ClientOptions::new(DEFAULT_TIMEOUT).with_token(Some(token.clone()));
+        for shown in [
+            format!("{token:?}"),
+            format!("{options:?}"),
+            format!("{:?}", "x".parse::<TokenArg>()),
+            format!("{:?}", text.parse::<TokenArg>()),
+            BadToken.to_string(),
+        ] {
+            assert!(!shown.contains(&"ab".repeat(8)), "{shown}");
+        }
+        let header = options.headers().unwrap_or_else(|e| panic!("{e}"));
+        let value = &header["authorization"];
+        assert!(value.is_sensitive());
+        assert_eq!(value.to_str().ok(), Some(format!("Bearer {text}").as_str()));
+        assert!(ClientOptions::new(DEFAULT_TIMEOUT)
+            .headers()
+            .is_ok_and(|h| h.is_empty()));
+    }
+
+    #[test]
+    fn a_mistyped_token_argument_is_caught_after_parsing_without_being_repeated() {
+        let arg: TokenArg = "lst_oops".parse().unwrap_or_else(|e| match e {});
+        let error = arg.token().map(|_| ()).unwrap_err();
+        assert!(!error.to_string().contains("oops"));
+    }
 }

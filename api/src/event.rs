@@ -3,7 +3,9 @@
 //! receipt with the exact bytes it signs.
 
 use lockstep_runtime::primitives::from_hex;
-use lockstep_runtime::{crypto, AccountId, BlockNumber, Hash, Signature, SignedTx, MAX_TX_SIZE};
+use lockstep_runtime::{
+    crypto, AccountId, BlockNumber, Call, Hash, Signature, SignedTx, MAX_TX_SIZE,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::{Reason, State};
@@ -101,7 +103,57 @@ pub struct PaymentInstruction {
 /// holds (the account bridge's SQLite ledger).
 pub const MAX_AMOUNT: u128 = i64::MAX as u128;
 
+/// Domain tag of the commitment a settling transfer carries in its
+/// `reference` ([`settlement_commitment`]).
+pub const COMMITMENT_DOMAIN: &[u8] = b"lockstep/settles/v1";
+
+/// Appends `part` with its length as a u32 little-endian prefix, so that a
+/// sequence of parts reads back one way only.
+pub fn put_part(out: &mut Vec<u8>, part: &[u8]) {
+    // Parts are bounded far below u32::MAX by the field checks.
+    out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+    out.extend_from_slice(part);
+}
+
+/// The reference a transfer that settles event `event_id` with `payment`
+/// carries on chain:
+///
+/// ```text
+/// SHA-256( "lockstep/settles/v1" ‖ u32 LE len(event id) ‖ event id
+///          ‖ PaymentInstruction::canonical_bytes(payment) )
+/// ```
+///
+/// The signer of the transfer commits to exactly one event and one
+/// instruction: a registration made after the fact cannot attach a payment
+/// to a transfer that does not carry this hash.
+pub fn settlement_commitment(event_id: &str, payment: &PaymentInstruction) -> Hash {
+    let mut bytes = Vec::with_capacity(COMMITMENT_DOMAIN.len() + 4 + event_id.len() + 64);
+    bytes.extend_from_slice(COMMITMENT_DOMAIN);
+    put_part(&mut bytes, event_id.as_bytes());
+    bytes.extend_from_slice(&payment.canonical_bytes());
+    Hash::digest(&bytes)
+}
+
 impl PaymentInstruction {
+    /// The instruction's canonical bytes, as committed to on chain and
+    /// signed by the event system: its four fields in this order, each
+    /// length-prefixed ([`put_part`]):
+    ///
+    /// ```text
+    /// u32 LE len ‖ payer ‖ u32 LE len ‖ payee ‖ u32 LE len ‖ amount ‖ u32 LE len ‖ currency
+    /// ```
+    ///
+    /// `amount` is the decimal string as checked (no sign, no leading
+    /// zeros), so one payment has one encoding.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let fields = [&self.payer, &self.payee, &self.amount, &self.currency];
+        let mut out = Vec::with_capacity(fields.iter().map(|f| 4 + f.len()).sum());
+        for field in fields {
+            put_part(&mut out, field.as_bytes());
+        }
+        out
+    }
+
     /// Checks every field.
     pub fn check(&self) -> Result<(), InvalidField> {
         for (field, party) in [
@@ -156,6 +208,109 @@ impl PaymentInstruction {
     }
 }
 
+/// What the event system has checked of a transfer's commitment to its
+/// event ([`settlement_commitment`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commitment {
+    /// The signed transfer was given at registration, and its reference
+    /// commits to the event and its payment.
+    Verified,
+    /// Only the transfer's hash was given: before anything is paid, the
+    /// confirmer checks the commitment in the finalized block's copy of the
+    /// transfer.
+    Unverified,
+}
+
+/// What a transaction carries instead of the commitment to an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carried {
+    /// Its bytes are not a signed transaction.
+    NotATransaction,
+    /// It is not a transfer.
+    NotATransfer,
+    /// A transfer without a reference.
+    NoReference,
+    /// A transfer whose reference commits to another event or instruction
+    /// (or to nothing of ours).
+    Reference(Hash),
+}
+
+/// Why a transaction does not settle an event: its `reference` is not
+/// [`settlement_commitment`] of the event id and payment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the transfer does not commit to this event and payment: {}; its reference must be {expected}, \
+     the SHA-256 of \"lockstep/settles/v1\", the event id and the payment's canonical bytes",
+    describe_carried(.found)
+)]
+pub struct NotCommitted {
+    /// The reference that would commit to the event.
+    pub expected: Hash,
+    /// What the transaction carries instead.
+    pub found: Carried,
+}
+
+fn describe_carried(found: &Carried) -> String {
+    match found {
+        Carried::NotATransaction => "it is not a signed transaction".into(),
+        Carried::NotATransfer => "it is not a transfer".into(),
+        Carried::NoReference => "it has no reference".into(),
+        Carried::Reference(hash) => format!("its reference is {hash}"),
+    }
+}
+
+/// Whether `tx` is a transfer that settles event `event_id` with `payment`:
+/// its reference is [`settlement_commitment`]`(event_id, payment)`.
+pub fn commits_to(
+    tx: &SignedTx,
+    event_id: &str,
+    payment: &PaymentInstruction,
+) -> Result<(), NotCommitted> {
+    let expected = settlement_commitment(event_id, payment);
+    let found = match &tx.call {
+        Call::Transfer {
+            reference: Some(reference),
+            ..
+        } if *reference == expected => return Ok(()),
+        Call::Transfer {
+            reference: Some(reference),
+            ..
+        } => Carried::Reference(*reference),
+        Call::Transfer {
+            reference: None, ..
+        } => Carried::NoReference,
+        _ => Carried::NotATransfer,
+    };
+    Err(NotCommitted { expected, found })
+}
+
+/// [`commits_to`] for a transaction's encoded bytes (as a block holds it).
+/// Bytes that do not decode commit to nothing.
+pub fn bytes_commit_to(
+    bytes: &[u8],
+    event_id: &str,
+    payment: &PaymentInstruction,
+) -> Result<(), NotCommitted> {
+    match SignedTx::decode_bounded(bytes) {
+        Ok(tx) => commits_to(&tx, event_id, payment),
+        Err(_) => Err(NotCommitted {
+            expected: settlement_commitment(event_id, payment),
+            found: Carried::NotATransaction,
+        }),
+    }
+}
+
+/// The bytes of the transaction with hash `tx_hash` among a block's
+/// extrinsics (`0x`-hex, as `chain_getBlock` serves them), found by
+/// hashing each: bytes whose SHA-256 is the hash are the transaction's own,
+/// so any node may serve them, even one that lies about everything else.
+pub fn find_transaction(extrinsics: &[String], tx_hash: &Hash) -> Option<Vec<u8>> {
+    extrinsics
+        .iter()
+        .filter_map(|hex| from_hex(hex).ok())
+        .find(|bytes| Hash::digest(bytes) == *tx_hash)
+}
+
 /// `event_register`'s parameter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -190,46 +345,64 @@ pub struct Registration {
     pub payment: PaymentInstruction,
 }
 
+/// Why a registration is refused before the store is consulted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// A field is malformed.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    /// The signed transfer given does not commit to the event.
+    #[error("tx: {0}")]
+    NotCommitted(#[from] NotCommitted),
+}
+
 impl RegisterRequest {
     /// Checks the request and derives the registration. With `tx`, the hash
     /// and expiry come from the transaction itself (and must agree with
-    /// `txHash`/`validUntil` if those are given too).
-    pub fn check(&self) -> Result<Registration, InvalidField> {
+    /// `txHash`/`validUntil` if those are given too), and the transaction
+    /// must be a transfer that commits to this event and payment
+    /// ([`commits_to`]): the commitment is then [`Commitment::Verified`].
+    /// With only `txHash` and `validUntil` it is [`Commitment::Unverified`],
+    /// for the confirmer to check in the finalized block.
+    pub fn check(&self) -> Result<(Registration, Commitment), RegisterError> {
         check_event_id(&self.id)?;
         self.payment.check()?;
-        let (tx_hash, valid_until) = match &self.tx {
+        let (tx_hash, valid_until, commitment) = match &self.tx {
             Some(hex) => {
                 if hex.len() > 2 + 2 * MAX_TX_SIZE {
-                    return Err(invalid("tx", format!("larger than {MAX_TX_SIZE} bytes")));
+                    return Err(invalid("tx", format!("larger than {MAX_TX_SIZE} bytes")).into());
                 }
                 let bytes = from_hex(hex).map_err(|e| invalid("tx", e.to_string()))?;
                 let tx = SignedTx::decode_bounded(&bytes)
                     .map_err(|e| invalid("tx", format!("not a signed transaction: {e}")))?;
                 let hash = tx.hash();
                 if self.tx_hash.is_some_and(|h| h != hash) {
-                    return Err(invalid("txHash", "does not match the hash of `tx`"));
+                    return Err(invalid("txHash", "does not match the hash of `tx`").into());
                 }
                 if self.valid_until.is_some_and(|v| v != tx.valid_until) {
-                    return Err(invalid("validUntil", "does not match `tx`"));
+                    return Err(invalid("validUntil", "does not match `tx`").into());
                 }
-                (hash, tx.valid_until)
+                commits_to(&tx, &self.id, &self.payment)?;
+                (hash, tx.valid_until, Commitment::Verified)
             }
             None => match (self.tx_hash, self.valid_until) {
-                (Some(hash), Some(valid_until)) => (hash, valid_until),
+                (Some(hash), Some(valid_until)) => (hash, valid_until, Commitment::Unverified),
                 _ => {
                     return Err(invalid(
                         "tx",
                         "give the signed transaction, or both txHash and validUntil",
-                    ))
+                    )
+                    .into())
                 }
             },
         };
-        Ok(Registration {
+        let registration = Registration {
             id: self.id.clone(),
             tx_hash,
             valid_until,
             payment: self.payment.clone(),
-        })
+        };
+        Ok((registration, commitment))
     }
 }
 
@@ -349,9 +522,7 @@ impl PaymentReceipt {
         let mut out = Vec::with_capacity(RECEIPT_DOMAIN.len() + size);
         out.extend_from_slice(RECEIPT_DOMAIN);
         for part in parts {
-            // Parts are bounded far below u32::MAX by the checks.
-            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            out.extend_from_slice(part.as_bytes());
+            put_part(&mut out, part.as_bytes());
         }
         out
     }
@@ -681,6 +852,171 @@ mod tests {
                 "{reason:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod commitment_tests {
+    use super::*;
+    use lockstep_runtime::primitives::to_hex;
+    use lockstep_runtime::{Keypair, SigningContext};
+    use parity_scale_codec::Encode;
+
+    fn payment() -> PaymentInstruction {
+        PaymentInstruction {
+            payer: "bob".into(),
+            payee: "alice".into(),
+            amount: "2500".into(),
+            currency: "USD".into(),
+        }
+    }
+
+    fn transfer(reference: Option<Hash>) -> SignedTx {
+        let call = Call::Transfer {
+            asset: 1,
+            to: Keypair::dev("bob").public(),
+            amount: 100,
+            reference,
+        };
+        let context = SigningContext::new(Hash::digest(b"genesis"));
+        SignedTx::sign(&Keypair::dev("alice"), &context, 0, 100, call)
+    }
+
+    fn request(id: &str, tx: &SignedTx, payment: PaymentInstruction) -> RegisterRequest {
+        RegisterRequest {
+            id: id.into(),
+            tx: Some(to_hex(&tx.encode())),
+            tx_hash: None,
+            valid_until: None,
+            payment,
+        }
+    }
+
+    #[test]
+    fn the_commitment_is_the_documented_bytes() {
+        let mut bytes = b"lockstep/settles/v1".to_vec();
+        for part in ["order-1", "bob", "alice", "2500", "USD"] {
+            bytes.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(part.as_bytes());
+        }
+        assert_eq!(
+            settlement_commitment("order-1", &payment()),
+            Hash::digest(&bytes)
+        );
+        // Every part is bound, and moving a byte between parts changes it.
+        let base = settlement_commitment("order-1", &payment());
+        assert_ne!(settlement_commitment("order-2", &payment()), base);
+        let moved = PaymentInstruction {
+            payer: "bo".into(),
+            payee: "balice".into(),
+            ..payment()
+        };
+        assert_ne!(settlement_commitment("order-1", &moved), base);
+    }
+
+    #[test]
+    fn a_signed_transfer_must_commit_to_its_event_and_payment() {
+        let committed = transfer(Some(settlement_commitment("order-1", &payment())));
+        let (registration, commitment) = request("order-1", &committed, payment())
+            .check()
+            .expect("a committing transfer is accepted");
+        assert_eq!(commitment, Commitment::Verified);
+        assert_eq!(registration.tx_hash, committed.hash());
+
+        let expected = settlement_commitment("order-1", &payment());
+        let refused =
+            |id: &str, tx: &SignedTx, payment: PaymentInstruction| match request(id, tx, payment)
+                .check()
+            {
+                Err(RegisterError::NotCommitted(e)) => e,
+                other => panic!("{id}: expected a refusal, got {other:?}"),
+            };
+        // A chain-only transfer, registered after the fact.
+        let plain = refused("order-1", &transfer(None), payment());
+        assert_eq!(
+            plain,
+            NotCommitted {
+                expected,
+                found: Carried::NoReference
+            }
+        );
+        let message = RegisterError::NotCommitted(plain).to_string();
+        assert!(
+            message.starts_with("tx: the transfer does not commit"),
+            "{message}"
+        );
+        assert!(message.contains(&expected.to_string()), "{message}");
+        // The right transfer under another id, or with another payee.
+        let other_id = refused("order-2", &committed, payment());
+        assert_eq!(other_id.found, Carried::Reference(expected));
+        let eve = PaymentInstruction {
+            payee: "eve".into(),
+            ..payment()
+        };
+        assert_eq!(
+            refused("order-1", &committed, eve.clone()).expected,
+            settlement_commitment("order-1", &eve)
+        );
+        // Not a transfer at all.
+        let context = SigningContext::new(Hash::digest(b"genesis"));
+        let mint = SignedTx::sign(
+            &Keypair::dev("alice"),
+            &context,
+            0,
+            100,
+            Call::Mint {
+                asset: 1,
+                to: Keypair::dev("alice").public(),
+                amount: 1,
+            },
+        );
+        assert_eq!(
+            refused("order-1", &mint, payment()).found,
+            Carried::NotATransfer
+        );
+        // A malformed field is still a field error, checked first.
+        let mut bad = request("order-1", &transfer(None), payment());
+        bad.payment.currency = "usd".into();
+        assert!(matches!(bad.check(), Err(RegisterError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_registration_by_hash_is_unverified() {
+        let tx = transfer(None);
+        let by_hash = RegisterRequest {
+            id: "order-1".into(),
+            tx: None,
+            tx_hash: Some(tx.hash()),
+            valid_until: Some(100),
+            payment: payment(),
+        };
+        let (registration, commitment) = by_hash.check().expect("accepted");
+        assert_eq!(commitment, Commitment::Unverified);
+        assert_eq!(registration.tx_hash, tx.hash());
+    }
+
+    #[test]
+    fn block_bytes_are_found_by_hash_and_checked() {
+        let committed = transfer(Some(settlement_commitment("order-1", &payment())));
+        let plain = transfer(None);
+        let extrinsics = vec![
+            "0xzz".to_owned(),
+            to_hex(&plain.encode()),
+            to_hex(&committed.encode()),
+        ];
+        let bytes = find_transaction(&extrinsics, &committed.hash()).expect("found");
+        assert_eq!(bytes, committed.encode());
+        assert_eq!(bytes_commit_to(&bytes, "order-1", &payment()), Ok(()));
+        let plain_bytes = find_transaction(&extrinsics, &plain.hash()).expect("found");
+        assert_eq!(
+            bytes_commit_to(&plain_bytes, "order-1", &payment()).map_err(|e| e.found),
+            Err(Carried::NoReference)
+        );
+        assert_eq!(find_transaction(&extrinsics, &Hash([0; 32])), None);
+        assert_eq!(
+            bytes_commit_to(b"garbage", "order-1", &payment()).map_err(|e| e.found),
+            Err(Carried::NotATransaction)
+        );
     }
 }
 

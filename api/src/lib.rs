@@ -19,8 +19,8 @@
 //!   receipt and the bytes it signs) and the states' legal moves;
 //! - [`bus`]: the message a bus carries to the account bridge;
 //! - [`quorum`]: the quorum rule the confirmer and the audit share;
-//! - [`client`]: building clients (one place for timeouts, limits and,
-//!   later, credentials and TLS), batches, and readable errors.
+//! - [`client`]: building clients (one place for timeouts, limits, the
+//!   bearer token and, later, TLS), batches, and readable errors.
 //!
 //! This crate depends only on the runtime, serde and jsonrpsee: linking it
 //! brings in no storage engine and no networking stack.

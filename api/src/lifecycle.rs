@@ -3,8 +3,13 @@
 //! ```text
 //! Registered ──(quorum: succeeded)──▶ PendingAccount ──(receipt)──▶ Completed
 //!      │
-//!      └──(quorum: failed, or expired unincluded)──▶ Cancelled
+//!      └──(quorum: failed, expired unincluded, or not committed)──▶ Cancelled
 //! ```
+//!
+//! "Not committed": the transfer finalized, but its `reference` does not
+//! commit to the event and its payment
+//! ([`settlement_commitment`](crate::event::settlement_commitment)), so it
+//! settles nothing of this event's and nothing is paid.
 //!
 //! The event system writes every state through [`next_state`], so a move
 //! that is not drawn above can never reach its database; the audit checks
@@ -22,7 +27,8 @@ pub enum State {
     PendingAccount,
     /// The bridge receipted the payment. Final.
     Completed,
-    /// The transfer failed on chain, or can never be included. Final.
+    /// The transfer failed on chain, can never be included, or does not
+    /// commit to the event. Final.
     Cancelled,
 }
 
@@ -69,15 +75,20 @@ pub enum Reason {
     Expired,
     /// The bridge's signed receipt for the payment.
     Receipt,
+    /// A quorum saw the transfer finalized and successful, but it does not
+    /// commit to the event (wire name `notCommitted`): someone else's
+    /// transfer, or one committing to another event or instruction.
+    NotCommitted,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 4] = [
+    pub const ALL: [Reason; 5] = [
         Reason::Succeeded,
         Reason::Failed,
         Reason::Expired,
         Reason::Receipt,
+        Reason::NotCommitted,
     ];
 }
 
@@ -95,7 +106,9 @@ pub struct IllegalMove {
 pub fn next_state(from: State, reason: Reason) -> Result<State, IllegalMove> {
     match (from, reason) {
         (State::Registered, Reason::Succeeded) => Ok(State::PendingAccount),
-        (State::Registered, Reason::Failed | Reason::Expired) => Ok(State::Cancelled),
+        (State::Registered, Reason::Failed | Reason::Expired | Reason::NotCommitted) => {
+            Ok(State::Cancelled)
+        }
         (State::PendingAccount, Reason::Receipt) => Ok(State::Completed),
         _ => Err(IllegalMove { from, reason }),
     }
@@ -118,6 +131,7 @@ mod tests {
             (State::Registered, Reason::Succeeded, State::PendingAccount),
             (State::Registered, Reason::Failed, State::Cancelled),
             (State::Registered, Reason::Expired, State::Cancelled),
+            (State::Registered, Reason::NotCommitted, State::Cancelled),
             (State::PendingAccount, Reason::Receipt, State::Completed),
         ];
         for from in State::ALL {
@@ -165,5 +179,23 @@ mod tests {
         }
         assert!(!State::Registered.is_final());
         assert!(!State::PendingAccount.is_final());
+    }
+
+    #[test]
+    fn reasons_keep_their_wire_names() {
+        let names: Vec<String> = Reason::ALL
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "\"succeeded\"",
+                "\"failed\"",
+                "\"expired\"",
+                "\"receipt\"",
+                "\"notCommitted\""
+            ]
+        );
     }
 }

@@ -33,6 +33,8 @@ use crate::client::batch;
 /// | 1015 | the pool is full |
 /// | 1016 | too many pending transactions for this account |
 /// | 1017 | too many watched transactions |
+/// | 1018 | `valid_until` is further past the head than the chain spec's `maxValidityBlocks` |
+/// | 1019 | this connection sends calls faster than the node's `--rpc-rate-limit` |
 /// | 1030 | historical state requested: only the finalized head's state is kept |
 pub mod error {
     /// The extrinsic is not valid hex, does not decode, or is too large.
@@ -53,6 +55,10 @@ pub mod error {
     pub const ACCOUNT_FULL: i32 = 1016;
     /// Too many watched transactions.
     pub const TOO_MANY_WATCHERS: i32 = 1017;
+    /// `valid_until` is beyond the chain's validity window.
+    pub const VALIDITY_TOO_LONG: i32 = 1018;
+    /// The connection's call rate is over the node's limit.
+    pub const RATE_LIMITED: i32 = 1019;
     /// Only the head's state is kept.
     pub const HISTORICAL_STATE: i32 = 1030;
     /// JSON-RPC's internal error.
@@ -289,6 +295,18 @@ pub trait TxApi {
     fn proof(&self, hash: Hash) -> RpcResult<Option<TxProof>>;
 }
 
+/// `system_properties`: the chain spec's parameters a client needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainProperties {
+    /// The chain id (part of every consensus signature).
+    pub chain_id: String,
+    /// Target time between blocks, in milliseconds.
+    pub block_time_ms: u64,
+    /// How far past the head a transaction's `valid_until` may be.
+    pub max_validity_blocks: u64,
+}
+
 /// `system_*`.
 #[rpc(server, client, namespace = "system")]
 pub trait SystemApi {
@@ -307,6 +325,11 @@ pub trait SystemApi {
     /// The chain's name.
     #[method(name = "chain")]
     fn chain(&self) -> RpcResult<String>;
+
+    /// The chain spec's parameters a client needs (Substrate's method
+    /// name): its id and the validity window, among others.
+    #[method(name = "properties")]
+    fn properties(&self) -> RpcResult<ChainProperties>;
 
     /// The connected peers.
     #[method(name = "peers")]

@@ -25,6 +25,11 @@
 //! keeps re-sending the instruction, and a later `"paid"` receipt completes
 //! the event and clears `paymentFailure`.
 //!
+//! Each message `bus_pull` hands out carries the event system's signature
+//! (its own key, `--key-file`) over [`BusMessage::signing_bytes`](crate::bus::BusMessage::signing_bytes):
+//! `"lockstep/instruction/v1" ‖ u32le len ‖ event id ‖ payment canonical bytes ‖ tx hash (32) ‖ block hash (0x00, or 0x01 ‖ 32) ‖ block number (u64le)`
+//! (see [`crate::bus`]); the bridge pays nothing else.
+//!
 //! Every refusal happens before anything is written. The batch methods
 //! exist because JSON-RPC batches are served one call after another: a
 //! batch of single calls would wait for one write (and one fsync) per call.
@@ -62,6 +67,8 @@ pub const MAX_CURSOR: usize = 2 * (9 + 128);
 /// | 2001 | no event with this id |
 /// | 2002 | the id is registered with a different payload |
 /// | 2003 | the tx hash is registered under another id |
+/// | 2004 | the signed transfer does not commit to this event and instruction (its `reference` is not [`settlement_commitment`](crate::event::settlement_commitment)) |
+/// | 2005 | the transfer's `validUntil` is further ahead than the chain allows |
 /// | 2010 | receipt signature does not verify against the bridge key |
 /// | 2011 | receipt for an event not in PendingAccount; `data`: `{"state": ...}` ([`NotAwaitingReceipt`]) |
 /// | 2012 | a different receipt is already recorded for the event |
@@ -70,6 +77,12 @@ pub const MAX_CURSOR: usize = 2 * (9 + 128);
 /// | 2022 | the lease does not hold that message |
 /// | 2030 | invalid list cursor |
 /// | 2040 | illegal lifecycle move (never expected through the API) |
+/// | 2050 | no credential, or one not on record (HTTP 401 before any call is read) |
+/// | 2051 | the credential's role may not call this method; `data`: `{"required": [roles]}` |
+/// | 2052 | the payer is outside the submitter credential's scope |
+/// | 2053 | the credential registers faster than its rate allows; retry later |
+/// | 2054 | the credential holds as many Registered events as it may |
+/// | 2060 | a message is not signed by the event system's key (bridge side) |
 pub mod error {
     use super::*;
 
@@ -81,6 +94,10 @@ pub mod error {
     pub const ID_CONFLICT: i32 = 2002;
     /// Same tx, different id.
     pub const TX_CONFLICT: i32 = 2003;
+    /// The transfer does not commit to the event.
+    pub const NOT_COMMITTED: i32 = 2004;
+    /// The transfer's validity window is longer than the chain allows.
+    pub const VALIDITY_TOO_LONG: i32 = 2005;
     /// Bad receipt signature.
     pub const BAD_RECEIPT_SIGNATURE: i32 = 2010;
     /// Receipt for an event not awaiting one.
@@ -97,6 +114,18 @@ pub mod error {
     pub const BAD_CURSOR: i32 = 2030;
     /// Illegal move.
     pub const ILLEGAL_MOVE: i32 = 2040;
+    /// No credential, or an unknown or revoked one.
+    pub const UNAUTHENTICATED: i32 = 2050;
+    /// The credential's role may not call the method.
+    pub const FORBIDDEN: i32 = 2051;
+    /// The payer is outside the credential's scope.
+    pub const PAYER_NOT_ALLOWED: i32 = 2052;
+    /// Registering faster than the credential's rate.
+    pub const RATE_LIMITED: i32 = 2053;
+    /// The credential holds its limit of Registered events.
+    pub const TOO_MANY_PENDING: i32 = 2054;
+    /// A bus message without a valid event-system signature.
+    pub const BAD_INSTRUCTION_SIGNATURE: i32 = 2060;
     /// Internal error.
     pub const INTERNAL: i32 = -32603;
 
@@ -261,45 +290,50 @@ impl<T> From<RpcResult<T>> for ItemResult<T> {
     }
 }
 
-/// `event_*`.
+/// `event_*`. Who may call each method: [`ACCESS`].
 #[rpc(server, client, namespace = "event")]
 pub trait EventApi {
-    /// Registers an event (idempotent on `id`).
-    #[method(name = "register")]
+    /// Registers an event (idempotent on `id`). Role: submitter, whose
+    /// scope must hold the payer ([`error::PAYER_NOT_ALLOWED`]) and whose
+    /// rate must allow it ([`error::RATE_LIMITED`]); the server reads the
+    /// caller from `ext`.
+    #[method(name = "register", with_extensions)]
     async fn register(&self, request: RegisterRequest) -> RpcResult<Event>;
 
-    /// An event.
+    /// An event. Roles: submitter, reader, bridge.
     #[method(name = "get")]
     fn get(&self, id: String) -> RpcResult<Event>;
 
-    /// An event's transitions, oldest first.
+    /// An event's transitions, oldest first. Roles: submitter, reader.
     #[method(name = "history")]
     fn history(&self, id: String) -> RpcResult<Vec<Transition>>;
 
-    /// A page of events.
+    /// A page of events. Roles: submitter, reader.
     #[method(name = "list")]
     fn list(&self, params: Option<ListParams>) -> RpcResult<Page>;
 
-    /// Counts and ages.
+    /// Counts and ages. Roles: submitter, reader.
     #[method(name = "stats")]
     fn stats(&self) -> RpcResult<Stats>;
 
     /// Streams transitions from `from_seq` on (default: only new ones).
+    /// Roles: submitter, reader.
     #[subscription(name = "subscribe" => "transition", unsubscribe = "unsubscribe", item = Transition)]
     async fn subscribe_transitions(&self, from_seq: Option<u64>) -> SubscriptionResult;
 
-    /// The bridge's signed receipt.
+    /// The bridge's signed receipt. Role: bridge.
     #[method(name = "postReceipt")]
     fn post_receipt(&self, receipt: PaymentReceipt) -> RpcResult<Event>;
 
-    /// Registers many events in one group commit.
-    #[method(name = "registerBatch")]
+    /// Registers many events in one group commit. Role: submitter, item by
+    /// item as [`register`](EventApiServer::register).
+    #[method(name = "registerBatch", with_extensions)]
     async fn register_batch(
         &self,
         requests: Vec<RegisterRequest>,
     ) -> RpcResult<Vec<ItemResult<Event>>>;
 
-    /// Many signed receipts in one atomic write.
+    /// Many signed receipts in one atomic write. Role: bridge.
     #[method(name = "postReceipts")]
     async fn post_receipts(
         &self,
@@ -307,14 +341,15 @@ pub trait EventApi {
     ) -> RpcResult<Vec<ItemResult<Event>>>;
 }
 
-/// `bus_*`: the embedded message bus.
+/// `bus_*`: the embedded message bus. Role: bridge ([`ACCESS`]).
 #[rpc(server, client, namespace = "bus")]
 pub trait BusApi {
-    /// Leases up to `max` messages for `lease_ms`.
+    /// Leases up to `max` messages for `lease_ms`. Role: bridge.
     #[method(name = "pull")]
     async fn pull(&self, max: Option<usize>, lease_ms: Option<u64>) -> RpcResult<Pulled>;
 
     /// Acknowledges a lease's messages (all of them without `message_ids`).
+    /// Role: bridge.
     #[method(name = "ack")]
     async fn ack(&self, lease_id: String, message_ids: Option<Vec<String>>)
         -> RpcResult<AckResult>;
@@ -330,6 +365,120 @@ pub mod methods {
     pub const EVENT_REGISTER: &str = "event_register";
     /// Every name above.
     pub const BATCHED: [&str; 2] = [EVENT_HISTORY, EVENT_REGISTER];
+}
+
+/// A credential's role: what its holder may call ([`ACCESS`]). A
+/// credential has one or more.
+///
+/// - `submitter`: a transaction system; registers events (for the payers
+///   its scope holds) and reads them;
+/// - `reader`: monitoring and audits; reads events, histories, pages,
+///   stats and the transition feed;
+/// - `bridge`: the account bridge; pulls and acknowledges instructions,
+///   posts receipts, reads an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Registers events, and reads.
+    Submitter,
+    /// Reads.
+    Reader,
+    /// Takes instructions and posts receipts.
+    Bridge,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::Submitter, Role::Reader, Role::Bridge];
+
+    /// Its name, as the credentials file and error `data` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Submitter => "submitter",
+            Role::Reader => "reader",
+            Role::Bridge => "bridge",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not a role.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a role: expected submitter, reader or bridge")]
+pub struct UnknownRole(pub String);
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(text: &str) -> Result<Role, UnknownRole> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.name() == text)
+            .ok_or_else(|| UnknownRole(text.to_owned()))
+    }
+}
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Any caller with a valid credential.
+    AnyCredential,
+    /// A caller whose credential has one of these roles.
+    Roles(&'static [Role]),
+}
+
+const READERS: &[Role] = &[Role::Submitter, Role::Reader];
+
+/// Every method the event system serves and who may call it: the servers
+/// enforce it, clients and docs read it. A served method missing here is
+/// refused to everyone ([`error::FORBIDDEN`]), so a new method is closed
+/// until it is listed; a test checks the list against the server.
+///
+/// | method | roles |
+/// |---|---|
+/// | `event_register`, `event_registerBatch` | submitter |
+/// | `event_get` | submitter, reader, bridge |
+/// | `event_history`, `event_list`, `event_stats`, `event_subscribe`, `event_unsubscribe` | submitter, reader |
+/// | `event_postReceipt`, `event_postReceipts`, `bus_pull`, `bus_ack` | bridge |
+/// | `rpc_methods` | any credential |
+pub const ACCESS: [(&str, Access); 13] = [
+    ("event_register", Access::Roles(&[Role::Submitter])),
+    ("event_registerBatch", Access::Roles(&[Role::Submitter])),
+    (
+        "event_get",
+        Access::Roles(&[Role::Submitter, Role::Reader, Role::Bridge]),
+    ),
+    ("event_history", Access::Roles(READERS)),
+    ("event_list", Access::Roles(READERS)),
+    ("event_stats", Access::Roles(READERS)),
+    ("event_subscribe", Access::Roles(READERS)),
+    ("event_unsubscribe", Access::Roles(READERS)),
+    ("event_postReceipt", Access::Roles(&[Role::Bridge])),
+    ("event_postReceipts", Access::Roles(&[Role::Bridge])),
+    ("bus_pull", Access::Roles(&[Role::Bridge])),
+    ("bus_ack", Access::Roles(&[Role::Bridge])),
+    ("rpc_methods", Access::AnyCredential),
+];
+
+/// Who may call `method`; `None` for a method not in [`ACCESS`].
+pub fn access(method: &str) -> Option<Access> {
+    ACCESS
+        .iter()
+        .find(|(name, _)| *name == method)
+        .map(|(_, access)| *access)
+}
+
+/// `data` of a [`error::FORBIDDEN`] refusal: the roles that may call the
+/// method (empty for a method no role may call).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequiredRoles {
+    /// Any one of these.
+    pub required: Vec<Role>,
 }
 
 /// Most calls in one JSON-RPC batch to the event system (its limit).
@@ -362,4 +511,27 @@ pub async fn register_calls(
         requests.iter().map(|r| jsonrpsee::rpc_params![r]).collect(),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_read_back_from_their_names_and_every_method_is_listed_once() {
+        for role in Role::ALL {
+            assert_eq!(role.name().parse::<Role>(), Ok(role));
+            assert_eq!(
+                serde_json::to_string(&role).ok(),
+                Some(format!("\"{role}\""))
+            );
+        }
+        assert!("Submitter".parse::<Role>().is_err());
+        let mut names: Vec<&str> = ACCESS.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ACCESS.len());
+        assert_eq!(access("bus_pull"), Some(Access::Roles(&[Role::Bridge][..])));
+        assert_eq!(access("event_made_up"), None);
+    }
 }

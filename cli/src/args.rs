@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use lockstep_api::client::TokenArg;
 use lockstep_api::event::PaymentInstruction;
 use lockstep_api::lifecycle::State;
 use lockstep_api::quorum::Quorum;
@@ -51,6 +52,12 @@ pub struct Cli {
         value_parser = parse_url
     )]
     pub events: String,
+    /// The bearer token presented to the event system (from `lockstep-offchain
+    /// token create`; `scripts/testnet.sh` writes one into run/testnet/env).
+    /// Prefer the environment variable: a command line is visible to other
+    /// users of the machine.
+    #[arg(long, global = true, env = "LOCKSTEP_TOKEN", hide_env_values = true)]
+    pub token: Option<TokenArg>,
     /// Print JSON instead of text (one document, or one per line for
     /// streams).
     #[arg(long, global = true)]
@@ -121,7 +128,8 @@ pub struct TransferArgs {
     #[arg(long, value_parser = parse_payment)]
     pub pay: Option<PaymentInstruction>,
     /// The event id (the idempotency key; A-Z a-z 0-9 . _ : -, at most 128
-    /// bytes). Default: `tx-` and the transfer's hash. Needs --pay.
+    /// bytes). Default: `tx-` and a hash of the transfer without its
+    /// reference (which commits to the id). Needs --pay.
     #[arg(long, requires = "pay", value_parser = parse_event_id)]
     pub event_id: Option<String>,
     /// Blocks from now during which the transfer may be included.

@@ -3,8 +3,10 @@
 //!
 //! 1. Funds `--accounts` fresh sending accounts from `--funder` and waits
 //!    until the funding is finalized.
-//! 2. Pre-signs every transfer (each sender's in nonce order) and its event
-//!    registration (payer and payee round-robin over `--ledger-accounts`).
+//! 2. Pre-signs every transfer (each sender's in nonce order, its reference
+//!    committing to its event) and its event registration by hash (payer and
+//!    payee round-robin over `--ledger-accounts`; the event system checks
+//!    the commitment in the finalized block).
 //! 3. Subscribes to the event system's transitions and to the chain's
 //!    finalized heads, then starts `--clients` clients, each owning a share
 //!    of the senders: per batch, one `event_registerBatch` call (one group
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use lockstep_api::client::{describe_refusal, Subscription};
-use lockstep_api::event::{PaymentInstruction, RegisterRequest};
+use lockstep_api::event::{settlement_commitment, PaymentInstruction, RegisterRequest};
 use lockstep_api::lifecycle::State;
 use lockstep_api::node::{self, ChainApiClient, TxApiClient, TxState};
 use lockstep_api::offchain::EventApiClient;
@@ -39,7 +41,7 @@ use serde_json::json;
 
 use crate::args::BenchArgs;
 use crate::chain::NodeClient;
-use crate::event::EventsClient;
+use crate::event::{EventsClient, EventsEndpoint};
 use crate::key::keypair;
 use crate::output::Progress;
 use crate::rpc::{http, ws, At};
@@ -85,7 +87,7 @@ fn add(a: &AtomicU64, n: u64) {
 /// `lockstep bench`.
 pub async fn run(
     nodes: &[String],
-    events_url: &str,
+    endpoint: &EventsEndpoint,
     json_mode: bool,
     args: BenchArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -119,7 +121,7 @@ pub async fn run(
         .map(|url| NodeClient::new(url))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let first = &node_clients[0];
-    let events = EventsClient::new(events_url)?;
+    let events = EventsClient::new(endpoint)?;
     let context = first.signing_context().await?;
     let stats = events.stats().await.context("the event system")?;
     let funder = keypair(&args.funder)?;
@@ -149,11 +151,20 @@ pub async fn run(
     for i in 0..count {
         let s = i % accounts;
         let round = (i / accounts) as u64;
+        let id = format!("bench-{run_id}-{i}");
+        let payment = PaymentInstruction {
+            payer: args.ledger_accounts[i % n].clone(),
+            payee: args.ledger_accounts[(i + 1) % n].clone(),
+            amount: args.pay_amount.to_string(),
+            currency: args.currency.clone(),
+        };
+        // Each transfer commits to its event and payment, as any settling
+        // transfer must.
         let call = Call::Transfer {
             asset: args.asset,
             to: senders[(s + 1) % accounts].public(),
             amount: 1,
-            reference: None,
+            reference: Some(settlement_commitment(&id, &payment)),
         };
         let tx = SignedTx::sign(&senders[s], &context, nonces[s] + round, valid_until, call);
         let hash = tx.hash();
@@ -161,16 +172,11 @@ pub async fn run(
         parts[s % clients].push(Item {
             tx: to_hex(&tx.encode()),
             request: RegisterRequest {
-                id: format!("bench-{run_id}-{i}"),
+                id,
                 tx: None,
                 tx_hash: Some(hash),
                 valid_until: Some(valid_until),
-                payment: PaymentInstruction {
-                    payer: args.ledger_accounts[i % n].clone(),
-                    payee: args.ledger_accounts[(i + 1) % n].clone(),
-                    amount: args.pay_amount.to_string(),
-                    currency: args.currency.clone(),
-                },
+                payment,
             },
         });
     }
@@ -204,7 +210,7 @@ pub async fn run(
     let mut tasks = Vec::new();
     for (c, part) in parts.into_iter().enumerate() {
         let node = node_clients[c % node_clients.len()].clone();
-        let events = EventsClient::new(events_url)?;
+        let events = EventsClient::new(endpoint)?;
         let counters = counters.clone();
         let registered_at = registered_at.clone();
         let interval = (args.rate > 0).then(|| {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::ws_client::WsClient;
-use lockstep_api::client::Subscription;
+use lockstep_api::client::{BearerToken, Subscription};
 use lockstep_api::event::{Event, RegisterRequest, Transition};
 use lockstep_api::lifecycle::State;
 use lockstep_api::offchain::{EventApiClient, ListParams, Page, Stats, MAX_PAGE};
@@ -13,8 +13,19 @@ use serde_json::json;
 
 use crate::args::EventCommand;
 use crate::output::print;
-use crate::rpc::{http, ws, At};
+use crate::rpc::{http_as, ws_as, At};
 use crate::EXIT_CANCELLED;
+
+/// Where the event system is, and the token to present to it
+/// (`--events`, `--token`).
+#[derive(Debug, Clone)]
+pub struct EventsEndpoint {
+    /// Its URL.
+    pub url: String,
+    /// The bearer token, if any (the event system refuses calls without one
+    /// unless it runs with --insecure-no-auth).
+    pub token: Option<BearerToken>,
+}
 
 /// The event system, over HTTP (and WebSocket for subscriptions).
 #[derive(Debug, Clone)]
@@ -23,14 +34,16 @@ pub struct EventsClient {
     pub url: String,
     /// The HTTP client.
     pub http: HttpClient,
+    token: Option<BearerToken>,
 }
 
 impl EventsClient {
     /// A client (nothing connected yet).
-    pub fn new(url: &str) -> anyhow::Result<EventsClient> {
+    pub fn new(endpoint: &EventsEndpoint) -> anyhow::Result<EventsClient> {
         Ok(EventsClient {
-            url: url.to_owned(),
-            http: http(url)?,
+            url: endpoint.url.clone(),
+            http: http_as(&endpoint.url, endpoint.token.clone())?,
+            token: endpoint.token.clone(),
         })
     }
 
@@ -92,7 +105,7 @@ impl EventsClient {
         &self,
         from_seq: Option<u64>,
     ) -> anyhow::Result<(WsClient, Subscription<Transition>)> {
-        let client = ws(&self.url).await?;
+        let client = ws_as(&self.url, self.token.clone()).await?;
         let subscription = client
             .subscribe_transitions(from_seq)
             .await
@@ -195,11 +208,11 @@ pub fn describe_transition(t: &Transition) -> String {
 
 /// `lockstep event ...`.
 pub async fn run(
-    events_url: &str,
+    endpoint: &EventsEndpoint,
     json_mode: bool,
     command: EventCommand,
 ) -> anyhow::Result<ExitCode> {
-    let events = EventsClient::new(events_url)?;
+    let events = EventsClient::new(endpoint)?;
     match command {
         EventCommand::Get { id } => {
             let event = events.get(&id).await?;

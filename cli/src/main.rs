@@ -38,6 +38,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::args::{Cli, Command};
+use crate::event::EventsEndpoint;
 
 /// Exit code for a transfer that failed on chain or expired, or an event
 /// that was cancelled.
@@ -55,15 +56,39 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Exit code for bad usage found after parsing (clap uses it too).
+const EXIT_USAGE: u8 = 2;
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let nodes = cli.node_urls();
+    // Only the event system takes a token; keys and chain reads never
+    // look at it.
+    let uses_events = !matches!(cli.command, Command::Key(_) | Command::Chain(_));
+    let token = match cli
+        .token
+        .as_ref()
+        .filter(|_| uses_events)
+        .map(|arg| arg.token())
+        .transpose()
+    {
+        Ok(token) => token,
+        Err(e) => {
+            // The message says what a token looks like, not what was given.
+            eprintln!("error: --token (or LOCKSTEP_TOKEN): {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let events = EventsEndpoint {
+        url: cli.events.clone(),
+        token,
+    };
     match cli.command {
         Command::Key(command) => key::run(cli.json, command)?,
         Command::Chain(command) => chain::run(&cli.rpc, cli.json, command).await?,
-        Command::Event(command) => return event::run(&cli.events, cli.json, command).await,
-        Command::Transfer(args) => return transfer::run(&nodes, &cli.events, cli.json, args).await,
-        Command::Audit(args) => return audit::run(&nodes, &cli.events, cli.json, args).await,
-        Command::Bench(args) => return bench::run(&nodes, &cli.events, cli.json, args).await,
+        Command::Event(command) => return event::run(&events, cli.json, command).await,
+        Command::Transfer(args) => return transfer::run(&nodes, &events, cli.json, args).await,
+        Command::Audit(args) => return audit::run(&nodes, &events, cli.json, args).await,
+        Command::Bench(args) => return bench::run(&nodes, &events, cli.json, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::ws_client::WsClient;
-use lockstep_api::client;
+use lockstep_api::client::{self, BearerToken, ClientOptions};
 pub use lockstep_api::client::{describe, refusal_code, Error as ClientError};
 
 /// Timeout of one call (a batch is one call).
@@ -15,12 +15,26 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An HTTP client for a service (nothing is connected until the first call).
 pub fn http(url: &str) -> anyhow::Result<HttpClient> {
-    Ok(client::http(url, CALL_TIMEOUT)?)
+    http_as(url, None)
 }
 
 /// A WebSocket client for a service (for subscriptions).
 pub async fn ws(url: &str) -> anyhow::Result<WsClient> {
-    client::ws(url, CALL_TIMEOUT)
+    ws_as(url, None).await
+}
+
+/// [`http`], presenting `token` (the event system's clients; a node takes
+/// none, and is never sent the event system's token).
+pub fn http_as(url: &str, token: Option<BearerToken>) -> anyhow::Result<HttpClient> {
+    Ok(client::http_with(
+        url,
+        &ClientOptions::new(CALL_TIMEOUT).with_token(token),
+    )?)
+}
+
+/// [`ws`], presenting `token` with the upgrade request.
+pub async fn ws_as(url: &str, token: Option<BearerToken>) -> anyhow::Result<WsClient> {
+    client::ws_with(url, &ClientOptions::new(CALL_TIMEOUT).with_token(token))
         .await
         .map_err(|e| anyhow!("cannot open a WebSocket to {url}: {}", describe(&e)))
 }

@@ -1,9 +1,11 @@
 //! `lockstep transfer`: the transaction system's side of the protocol.
 //!
-//! With a payment: sign, **register** the event (the transfer is never
-//! submitted unless registration succeeded: step 1-2 of the protocol), then
-//! submit to the first node that takes it, then optionally follow the event
-//! to a final state. Without one: a chain-only transfer, followed to
+//! With a payment: sign a transfer that commits to its event (its
+//! `reference` is the settlement commitment of the event id and payment),
+//! **register** the event (the transfer is never submitted unless
+//! registration succeeded: step 1-2 of the protocol), then submit to the
+//! first node that takes it, then optionally follow the event to a final
+//! state. Without one: a chain-only transfer (no reference), followed to
 //! finality.
 
 use std::process::ExitCode;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use lockstep_api::client::Subscription;
-use lockstep_api::event::{Event, RegisterRequest};
+use lockstep_api::event::{settlement_commitment, Event, RegisterRequest};
 use lockstep_api::node::error::ALREADY_KNOWN;
 use lockstep_api::node::{AuthorApiClient, ChainApiClient, TxApiClient, TxState};
 use lockstep_runtime::primitives::to_hex;
@@ -23,7 +25,7 @@ use serde_json::json;
 
 use crate::args::TransferArgs;
 use crate::chain::NodeClient;
-use crate::event::{describe_event, final_code, EventsClient};
+use crate::event::{describe_event, final_code, EventsClient, EventsEndpoint};
 use crate::key::{account, keypair};
 use crate::output::{print, Progress};
 use crate::rpc::{describe, is_refusal, refusal_code, ws, At};
@@ -39,7 +41,7 @@ struct ChainFacts {
 /// `lockstep transfer`.
 pub async fn run(
     nodes: &[String],
-    events_url: &str,
+    endpoint: &EventsEndpoint,
     json_mode: bool,
     args: TransferArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -50,7 +52,7 @@ pub async fn run(
         .map(|url| NodeClient::new(url))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let events = match &args.pay {
-        Some(_) => Some(EventsClient::new(events_url)?),
+        Some(_) => Some(EventsClient::new(endpoint)?),
         None => None,
     };
 
@@ -71,22 +73,32 @@ pub async fn run(
         bail!("no node answered: {}", failures.join("; "));
     };
     let valid_until = facts.head.saturating_add(args.valid_for);
-    let transfer = Call::Transfer {
+    let unreferenced = Call::Transfer {
         asset: args.asset,
         to,
         amount: args.amount,
         reference: None,
     };
+    // The event id comes first: the transfer commits to it.
+    let event_id = args.pay.as_ref().map(|_| {
+        args.event_id.clone().unwrap_or_else(|| {
+            default_event_id(&key.public(), facts.nonce, valid_until, &unreferenced)
+        })
+    });
+    let transfer = match (&args.pay, &event_id) {
+        (Some(payment), Some(id)) => Call::Transfer {
+            asset: args.asset,
+            to,
+            amount: args.amount,
+            reference: Some(settlement_commitment(id, payment)),
+        },
+        _ => unreferenced,
+    };
     let tx = SignedTx::sign(&key, &facts.context, facts.nonce, valid_until, transfer);
     let hex = to_hex(&tx.encode());
     let tx_hash = tx.hash();
 
-    let mut event_id = None;
-    if let (Some(payment), Some(events)) = (&args.pay, &events) {
-        let id = args
-            .event_id
-            .clone()
-            .unwrap_or_else(|| format!("tx-{}", &tx_hash.to_string()[2..]));
+    if let (Some(payment), Some(events), Some(id)) = (&args.pay, &events, &event_id) {
         let request = RegisterRequest {
             id: id.clone(),
             tx: Some(hex.clone()),
@@ -101,7 +113,6 @@ pub async fn run(
         if !json_mode {
             eprintln!("registered event {id} for transfer {tx_hash}");
         }
-        event_id = Some(id);
     }
 
     if args.register_only {
@@ -220,6 +231,20 @@ pub async fn run(
                 .unwrap_or_default()
         ),
     }
+}
+
+/// The event id when none is given: `tx-` and the SHA-256 of the transfer
+/// as signed but without its reference (signer, nonce, expiry, call), so
+/// that one transfer has one id. (The id cannot be the transaction's hash:
+/// the hash covers the reference, which commits to the id.)
+fn default_event_id(
+    signer: &lockstep_runtime::AccountId,
+    nonce: Nonce,
+    valid_until: BlockNumber,
+    call: &Call,
+) -> String {
+    let unsigned = (signer, nonce, valid_until, call).encode();
+    format!("tx-{}", &Hash::digest(&unsigned).to_string()[2..])
 }
 
 fn unsubmitted_note(event_id: &Option<String>, valid_until: BlockNumber) -> String {

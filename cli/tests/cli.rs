@@ -15,8 +15,15 @@ use lockstep_runtime::genesis::DEV_ENDOWMENT;
 /// Runs the binary on a blocking thread, so the node in this process keeps
 /// serving meanwhile.
 pub(crate) async fn lockstep(args: Vec<String>) -> Output {
+    lockstep_with_token(args, None).await
+}
+
+/// [`lockstep`] with `LOCKSTEP_TOKEN` set to `token` (as a user's shell
+/// would have it, not on the command line).
+pub(crate) async fn lockstep_with_token(args: Vec<String>, token: Option<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"));
+        command
             .args(args)
             // The caller's shell must not point the binary elsewhere.
             .env_remove("LOCKSTEP_RPC")
@@ -24,8 +31,11 @@ pub(crate) async fn lockstep(args: Vec<String>) -> Output {
             .env_remove("LOCKSTEP_EVENTS")
             .env_remove("LOCKSTEP_LEDGER")
             .env_remove("LOCKSTEP_CHAIN_SPEC")
-            .output()
-            .unwrap()
+            .env_remove("LOCKSTEP_TOKEN");
+        if let Some(token) = token {
+            command.env("LOCKSTEP_TOKEN", token);
+        }
+        command.output().unwrap()
     })
     .await
     .unwrap()

@@ -117,6 +117,8 @@ async fn main() {
     let spec_path = dir.path().join("spec.json");
     std::fs::write(&spec_path, spec.to_json()).unwrap();
     let context = spec.genesis().unwrap().signing_context();
+    // Signed before the chain starts (head #0): valid for the whole window.
+    let spec_validity = spec.max_validity_blocks;
 
     // Each client submits for its own accounts, in nonce order, so that what
     // reaches a pool is ready instead of waiting on a lower nonce still
@@ -137,7 +139,7 @@ async fn main() {
                 amount: 1,
                 reference: None,
             };
-            let tx = SignedTx::sign(key, &context, nonce, 1_000_000, call);
+            let tx = SignedTx::sign(key, &context, nonce, spec_validity, call);
             parts[i % clients].push((to_hex(&tx.encode()), tx.hash()));
             signed += 1;
         }

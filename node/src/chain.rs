@@ -120,6 +120,11 @@ impl Chain {
         metrics: Arc<Metrics>,
     ) -> StorageResult<Chain> {
         let db = ChainDb::open(path, genesis)?;
+        // The validity window is the chain's, not the operator's.
+        let pool = PoolConfig {
+            max_validity: spec.max_validity_blocks,
+            ..pool
+        };
         let (heads, _) = broadcast::channel(256);
         let (accepted, _) = broadcast::channel(ACCEPTED_TX_QUEUE);
         let head = db.head();
@@ -454,6 +459,9 @@ impl Chain {
             let event = match why {
                 Dropped::Stale => TxEvent::Invalid("nonce used by another transaction".into()),
                 Dropped::Expired => TxEvent::Dropped("expired before inclusion".into()),
+                Dropped::Stalled => {
+                    TxEvent::Dropped("waited too long for a lower nonce that never came".into())
+                }
             };
             send(hash, &[event]);
         }

@@ -88,6 +88,10 @@ struct NodeArgs {
     /// Most subscriptions on one WebSocket connection.
     #[arg(long, default_value_t = 16_384)]
     rpc_max_subscriptions: u32,
+    /// Calls a minute one JSON-RPC connection may make (each call of a
+    /// batch counts); calls over it get error 1019. Off unless given.
+    #[arg(long, value_name = "CALLS_PER_MINUTE")]
+    rpc_rate_limit: Option<std::num::NonZeroU32>,
     /// Prometheus metrics port (on the RPC host); off unless given.
     #[arg(long, visible_alias = "metrics-port")]
     prometheus_port: Option<u16>,
@@ -119,6 +123,10 @@ struct NodeArgs {
     /// Most pending transactions per account.
     #[arg(long, default_value_t = PoolConfig::default().max_per_account)]
     pool_max_per_account: usize,
+    /// Blocks a transaction may wait for a lower nonce before the pool
+    /// drops it.
+    #[arg(long, default_value_t = PoolConfig::default().future_ttl_blocks)]
+    pool_future_ttl_blocks: u64,
     /// Most transactions in one block.
     #[arg(long, default_value_t = lockstep_runtime::BlockLimits::default().max_txs)]
     max_block_txs: usize,
@@ -208,6 +216,12 @@ impl NodeArgs {
         config.rpc_addr = SocketAddr::new(self.rpc_host, self.rpc_port);
         config.rpc.max_connections = self.rpc_max_connections;
         config.rpc.max_subscriptions_per_connection = self.rpc_max_subscriptions;
+        config.rpc.rate_limit = self.rpc_rate_limit.map(|calls_per_minute| {
+            lockstep_service::rpc_rate_limit::RateLimit {
+                calls_per_minute,
+                code: crate::rpc::error::RATE_LIMITED,
+            }
+        });
         config.prometheus_addr = self
             .prometheus_port
             .map(|p| SocketAddr::new(self.rpc_host, p));
@@ -215,6 +229,9 @@ impl NodeArgs {
             max_txs: self.pool_max_txs,
             max_bytes: self.pool_max_bytes,
             max_per_account: self.pool_max_per_account,
+            future_ttl_blocks: self.pool_future_ttl_blocks,
+            // Set from the chain spec when the chain opens.
+            ..PoolConfig::default()
         };
         config.limits.max_txs = self.max_block_txs;
         let schedule = |base_ms| TimeoutSchedule {

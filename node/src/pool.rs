@@ -6,6 +6,13 @@
 //! and bytes, and per account; when full it refuses new transactions rather
 //! than evicting (a sender can retry; nothing accepted silently disappears).
 //!
+//! It is bounded in time too: it refuses a transaction whose `valid_until`
+//! is more than the chain spec's `max_validity_blocks` past the head, so
+//! whatever it holds expires within that many blocks; and a transaction that
+//! has waited in the future part for `future_ttl_blocks` blocks (its gap
+//! never filled) is dropped before then, with a `dropped` status for its
+//! watchers.
+//!
 //! The pool itself does no I/O and checks no signatures: the caller verifies
 //! the signature (outside any lock) and passes the account's nonce from the
 //! finalized state. After each imported block the caller removes the
@@ -13,7 +20,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use lockstep_runtime::{AccountId, BlockNumber, Hash, Nonce, SignedTx};
+use lockstep_runtime::{
+    AccountId, BlockNumber, Hash, Nonce, SignedTx, DEFAULT_MAX_VALIDITY_BLOCKS,
+};
 
 /// Bounds of the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +34,12 @@ pub struct PoolConfig {
     /// Most transactions held for one account (also how far past its next
     /// nonce a transaction may be).
     pub max_per_account: usize,
+    /// How far past the head a `valid_until` may be, in blocks: the chain
+    /// spec's `max_validity_blocks` (the node sets it from the spec).
+    pub max_validity: u64,
+    /// Blocks a transaction may wait in the future part before it is
+    /// dropped.
+    pub future_ttl_blocks: u64,
 }
 
 impl Default for PoolConfig {
@@ -33,6 +48,8 @@ impl Default for PoolConfig {
             max_txs: 200_000,
             max_bytes: 128 * 1024 * 1024,
             max_per_account: 4096,
+            max_validity: DEFAULT_MAX_VALIDITY_BLOCKS,
+            future_ttl_blocks: 600,
         }
     }
 }
@@ -68,6 +85,20 @@ pub enum PoolError {
         /// The next block to be built.
         next_block: BlockNumber,
     },
+    /// Its last valid block is further ahead than the chain allows.
+    #[error(
+        "valid until block {valid_until}, but this chain accepts at most {max_validity} blocks \
+         past its head #{head} (at most #{limit})",
+        limit = head.saturating_add(*max_validity)
+    )]
+    ValidityTooLong {
+        /// Its last valid block.
+        valid_until: BlockNumber,
+        /// The head when it was offered.
+        head: BlockNumber,
+        /// The chain spec's bound.
+        max_validity: u64,
+    },
     /// Another transaction in the pool has the same signer and nonce.
     #[error("nonce {nonce} is already taken by transaction {existing} in the pool")]
     NonceTaken {
@@ -96,6 +127,8 @@ struct Entry {
     bytes: usize,
     /// Arrival order, for fairness between accounts.
     seq: u64,
+    /// The next block's number when it arrived.
+    since: BlockNumber,
 }
 
 /// Why a transaction left the pool without being included.
@@ -105,6 +138,8 @@ pub enum Dropped {
     Stale,
     /// Its last valid block passed.
     Expired,
+    /// It waited in the future part longer than `future_ttl_blocks`.
+    Stalled,
 }
 
 /// The pool.
@@ -112,6 +147,9 @@ pub enum Dropped {
 pub struct TxPool {
     config: PoolConfig,
     accounts: HashMap<AccountId, BTreeMap<Nonce, Entry>>,
+    /// The next nonce in the finalized state of each account held, as last
+    /// told (on insert and on prune): what tells ready from future.
+    next_nonces: HashMap<AccountId, Nonce>,
     by_hash: HashMap<Hash, (AccountId, Nonce)>,
     bytes: usize,
     next_seq: u64,
@@ -172,6 +210,15 @@ impl TxPool {
                 next_block,
             });
         }
+        let head = next_block.saturating_sub(1);
+        if !lockstep_runtime::within_validity_window(tx.valid_until, head, self.config.max_validity)
+        {
+            return Err(PoolError::ValidityTooLong {
+                valid_until: tx.valid_until,
+                head,
+                max_validity: self.config.max_validity,
+            });
+        }
         let per_account = self.config.max_per_account;
         if tx.nonce - next_nonce >= per_account as u64 {
             return Err(PoolError::AccountFull(per_account));
@@ -199,6 +246,8 @@ impl TxPool {
         self.next_seq += 1;
         self.bytes += encoded_len;
         self.by_hash.insert(hash, (signer, nonce));
+        let known = self.next_nonces.entry(signer).or_insert(next_nonce);
+        *known = (*known).max(next_nonce);
         let queue = self.accounts.entry(signer).or_default();
         queue.insert(
             nonce,
@@ -207,6 +256,7 @@ impl TxPool {
                 hash,
                 bytes: encoded_len,
                 seq,
+                since: next_block,
             },
         );
         let gapless = queue.range(next_nonce..=nonce).count() as u64 == nonce - next_nonce + 1;
@@ -259,6 +309,7 @@ impl TxPool {
         let entry = queue.remove(&nonce)?;
         if queue.is_empty() {
             self.accounts.remove(&account);
+            self.next_nonces.remove(&account);
         }
         self.bytes -= entry.bytes;
         Some(entry)
@@ -274,8 +325,9 @@ impl TxPool {
     }
 
     /// Drops what can never be included any more, for the accounts given
-    /// with their new next nonces (those a block touched) and for every
-    /// account's expired transactions. Returns what was dropped and why.
+    /// with their new next nonces (those a block touched), every account's
+    /// expired transactions, and those that waited in the future part past
+    /// `future_ttl_blocks`. Returns what was dropped and why.
     pub fn prune(
         &mut self,
         touched: &[(AccountId, Nonce)],
@@ -283,6 +335,9 @@ impl TxPool {
     ) -> Vec<(Hash, Dropped)> {
         let mut dropped = Vec::new();
         for (account, next_nonce) in touched {
+            if let Some(known) = self.next_nonces.get_mut(account) {
+                *known = (*known).max(*next_nonce);
+            }
             if let Some(queue) = self.accounts.get(account) {
                 dropped.extend(
                     queue
@@ -291,12 +346,27 @@ impl TxPool {
                 );
             }
         }
-        for queue in self.accounts.values() {
+        let ttl = self.config.future_ttl_blocks;
+        for (account, queue) in &self.accounts {
             dropped.extend(
                 queue
                     .values()
                     .filter(|e| !lockstep_runtime::includable_at(e.tx.valid_until, next_block))
                     .map(|e| (e.hash, Dropped::Expired)),
+            );
+            // Past the first gap from the next nonce, everything is future.
+            let Some(&next_nonce) = self.next_nonces.get(account) else {
+                continue;
+            };
+            let ready = (next_nonce..)
+                .zip(queue.range(next_nonce..))
+                .take_while(|(expected, (nonce, _))| expected == *nonce)
+                .count() as u64;
+            dropped.extend(
+                queue
+                    .range(next_nonce.saturating_add(ready)..)
+                    .filter(|(_, e)| next_block.saturating_sub(e.since) > ttl)
+                    .map(|(_, e)| (e.hash, Dropped::Stalled)),
             );
         }
         dropped.sort_unstable_by_key(|(h, _)| *h);
@@ -371,6 +441,7 @@ mod tests {
             max_txs: 3,
             max_bytes: 1 << 20,
             max_per_account: 2,
+            ..PoolConfig::default()
         });
         let first = tx("a", 5, 10);
         insert(&mut pool, &first, 5).unwrap();
@@ -423,6 +494,7 @@ mod tests {
             max_txs: 10,
             max_bytes: 200,
             max_per_account: 8,
+            ..PoolConfig::default()
         });
         insert(&mut small, &tx("a", 0, 10), 0).unwrap();
         assert!(matches!(
@@ -463,5 +535,62 @@ mod tests {
         assert_eq!(pool.remove_included([&txs[3].hash()]).len(), 1);
         assert!(pool.is_empty());
         assert_eq!(pool.bytes(), 0);
+    }
+
+    #[test]
+    fn a_validity_window_past_the_chains_bound_is_refused() {
+        let config = PoolConfig {
+            max_validity: 100,
+            ..PoolConfig::default()
+        };
+        let mut pool = TxPool::new(config);
+        // Head #0 (next block 1): valid_until 100 is the last allowed.
+        assert_eq!(insert(&mut pool, &tx("a", 0, 100), 0), Ok(Readiness::Ready));
+        let far = tx("a", 1, 101);
+        let refused = insert(&mut pool, &far, 0).unwrap_err();
+        assert_eq!(
+            refused,
+            PoolError::ValidityTooLong {
+                valid_until: 101,
+                head: 0,
+                max_validity: 100
+            }
+        );
+        assert!(refused.to_string().contains("at most #100"), "{refused}");
+        let decades = tx("a", 1, 1_000_000_000);
+        assert!(matches!(
+            insert(&mut pool, &decades, 0),
+            Err(PoolError::ValidityTooLong { .. })
+        ));
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn a_future_transaction_whose_gap_never_fills_is_dropped_after_its_ttl() {
+        let config = PoolConfig {
+            future_ttl_blocks: 5,
+            ..PoolConfig::default()
+        };
+        let mut pool = TxPool::new(config);
+        let ready = tx("a", 0, 1000);
+        let gap = tx("a", 2, 1000);
+        let other = tx("b", 0, 1000);
+        for t in [&ready, &gap, &other] {
+            insert(&mut pool, t, 0).unwrap();
+        }
+        // Arrived for block 1; five blocks later it may still wait.
+        assert!(pool.prune(&[], 6).is_empty());
+        assert_eq!(pool.prune(&[], 7), vec![(gap.hash(), Dropped::Stalled)]);
+        // Ready transactions are never dropped for their age: a block takes
+        // them.
+        assert_eq!(pool.len(), 2);
+        assert!(pool.prune(&[], 500).is_empty());
+        // Once the gap fills (nonce 0 and 1 used elsewhere), what was
+        // future is ready and stays.
+        let mut pool = TxPool::new(config);
+        insert(&mut pool, &gap, 0).unwrap();
+        assert!(pool.prune(&[(Keypair::dev("a").public(), 2)], 3).is_empty());
+        assert!(pool.prune(&[], 100).is_empty());
+        assert_eq!(pool.len(), 1);
     }
 }

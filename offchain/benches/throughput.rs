@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonrpsee::http_client::HttpClientBuilder;
-use lockstep_api::event::{PaymentInstruction, RegisterRequest};
+use lockstep_api::event::{settlement_commitment, PaymentInstruction, RegisterRequest};
 use lockstep_api::node::submit_extrinsics;
 use lockstep_api::offchain::register_calls;
 use lockstep_node::service::{self, NodeConfig};
@@ -27,6 +27,24 @@ use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, ChainSpec, Keypair, SignedTx};
 use parity_scale_codec::Encode;
+
+/// Signed before the chain starts: valid for its whole window from genesis.
+const VALID_UNTIL: u64 = lockstep_runtime::DEFAULT_MAX_VALIDITY_BLOCKS;
+
+/// The id of the `i`th event.
+fn event_id(i: usize) -> String {
+    format!("bench-{i}")
+}
+
+/// The payment of the `i`th event.
+fn payment(i: usize) -> PaymentInstruction {
+    PaymentInstruction {
+        payer: format!("acct:{i}"),
+        payee: "acct:merchant".into(),
+        amount: "100".into(),
+        currency: "EUR".into(),
+    }
+}
 
 const SIGNERS: [&str; 8] = [
     "alice", "bob", "charlie", "dave", "eve", "ferdie", "grace", "heidi",
@@ -76,29 +94,26 @@ async fn main() {
             if txs.len() == events {
                 break;
             }
+            // Each transfer commits to the event it settles.
+            let i = txs.len();
             let call = Call::Transfer {
                 asset: DEV_ASSET,
                 to,
                 amount: 1,
-                reference: None,
+                reference: Some(settlement_commitment(&event_id(i), &payment(i))),
             };
-            txs.push(SignedTx::sign(&key, &context, nonce, 1_000_000, call));
+            txs.push(SignedTx::sign(&key, &context, nonce, VALID_UNTIL, call));
         }
     }
     let bodies: Vec<RegisterRequest> = txs
         .iter()
         .enumerate()
         .map(|(i, tx)| RegisterRequest {
-            id: format!("bench-{i}"),
+            id: event_id(i),
             tx: Some(to_hex(&tx.encode())),
             tx_hash: None,
             valid_until: None,
-            payment: PaymentInstruction {
-                payer: format!("acct:{i}"),
-                payee: "acct:merchant".into(),
-                amount: "100".into(),
-                currency: "EUR".into(),
-            },
+            payment: payment(i),
         })
         .collect();
     let bodies = Arc::new(bodies);

@@ -30,11 +30,27 @@
 //!   does not hold, is refused and nothing changes;
 //! - the message id is the event id: the consumer dedups on it, which makes
 //!   the payment exactly-once in effect;
+//! - **every message handed out is signed** by the event system's own key
+//!   ([`BusMessage::sign`], the bytes in [`lockstep_api::bus`]): the bridge
+//!   pays nothing else, so access to the bus (a broker's publishers) is no
+//!   way to order a payment;
 //! - each send has a generation ([`Outgoing::generation`]): 0 for the first
 //!   send, n for the n-th re-send; a broker dedups on
 //!   [`Outgoing::dedup_id`] (`event id:generation`), so a send repeated
 //!   after a crash is dropped while a deliberate re-send gets through (a
 //!   dedup window keyed on the event id alone would swallow it).
+//!
+//! ## Where instructions are signed
+//!
+//! When they leave: the outbox keeps each instruction unsigned, and the bus
+//! signs every delivery ([`EmbeddedBus::pull`]; a broker's relay signs what
+//! it publishes). So the store's format is unchanged (entries written
+//! before signing existed are delivered signed like any other), a new key
+//! (`--key-file`) applies at once to every instruction still owed, and no
+//! signature on disk can go stale. The signature does not cover `attempt`,
+//! so a redelivery carries the same signed content. The cost is one
+//! signature per delivery, about as much as one per instruction, since
+//! redeliveries are rare.
 //!
 //! ## The first send
 //!
@@ -54,6 +70,7 @@ use std::time::Duration;
 
 use jsonrpsee::core::async_trait;
 use lockstep_api::bus::{BusMessage, Delivery, Pulled};
+use lockstep_runtime::{AccountId, Keypair};
 
 use crate::store::{EventStore, Requeue, StoreError};
 use lockstep_service::now_ms;
@@ -108,7 +125,8 @@ pub type BusResult<T> = Result<T, BusError>;
 /// One send of a payment instruction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
-    /// The instruction, as the outbox holds it.
+    /// The instruction, as the outbox holds it (unsigned: the bus signs
+    /// what it delivers).
     pub message: BusMessage,
     /// 0 for the first send, n for the n-th re-send (the event's `resends`
     /// once this send is recorded).
@@ -163,7 +181,8 @@ pub trait MessageBus: Send + Sync + std::fmt::Debug {
     /// for a consumer. Returns at once, possibly with no message (then the
     /// lease id cannot be acked). Each message's `attempt` counts its
     /// deliveries, this one included; a message not acknowledged before
-    /// the deadline becomes visible again.
+    /// the deadline becomes visible again. Every message is signed by the
+    /// event system's key.
     async fn pull(&self, max: usize, lease: Duration) -> BusResult<Pulled>;
 
     /// Acknowledges a lease's messages (all of them when `messages` is
@@ -187,16 +206,26 @@ pub trait MessageBus: Send + Sync + std::fmt::Debug {
 
 /// The queue kept in the event store (see `store/queue.rs` for its layout):
 /// at most one copy of each instruction, keyed by event id, so it needs no
-/// generation to dedup.
+/// generation to dedup. It signs each message it hands out with `key`.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBus {
     store: Arc<EventStore>,
+    key: Arc<Keypair>,
 }
 
 impl EmbeddedBus {
-    /// A bus over `store`'s outbox.
-    pub fn new(store: Arc<EventStore>) -> EmbeddedBus {
-        EmbeddedBus { store }
+    /// A bus over `store`'s outbox, signing with the event system's `key`.
+    pub fn new(store: Arc<EventStore>, key: Keypair) -> EmbeddedBus {
+        EmbeddedBus {
+            store,
+            key: Arc::new(key),
+        }
+    }
+
+    /// The public key it signs with: the one a bridge is given as
+    /// `--event-system-key`.
+    pub fn signing_key(&self) -> AccountId {
+        self.key.public()
     }
 }
 
@@ -215,12 +244,17 @@ impl MessageBus for EmbeddedBus {
         )
     }
 
+    /// Leases from the store's queue, then signs each message: outside the
+    /// store's writer lock, so signing never holds up a write.
     async fn pull(&self, max: usize, lease: Duration) -> BusResult<Pulled> {
         let (lease, messages) = self.store.pull(max, lease.as_millis() as u64, now_ms())?;
         Ok(Pulled {
             lease_id: lease.lease_id,
             deadline_ms: lease.deadline_ms,
-            messages: messages.into_iter().map(Delivery::Message).collect(),
+            messages: messages
+                .into_iter()
+                .map(|message| Delivery::Message(message.signed(&self.key)))
+                .collect(),
         })
     }
 
@@ -293,7 +327,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(EventStore::open(dir.path(), false).expect("open"));
         pending_event(&store, "e1");
-        let bus = EmbeddedBus::new(store.clone());
+        let key = Keypair::dev("event-system");
+        let bus = EmbeddedBus::new(store.clone(), key.clone());
+        assert_eq!(bus.signing_key(), key.public());
         let owed = store
             .pending_instruction("e1")
             .expect("read")
@@ -312,6 +348,15 @@ mod tests {
 
         let pulled = bus.pull(10, Duration::from_secs(60)).await.expect("pull");
         assert_eq!(pulled.messages.len(), 1);
+        // Signed on the way out, over what the outbox holds.
+        match pulled.messages.as_slice() {
+            [Delivery::Message(m)] => {
+                assert_eq!(m.verify(&key.public()), Ok(()));
+                assert_eq!(m.signing_bytes(), resend.message.signing_bytes());
+                assert!(m.verify(&Keypair::dev("forger").public()).is_err());
+            }
+            other => panic!("expected one message, got {other:?}"),
+        }
         assert!(matches!(
             bus.ack(&pulled.lease_id, Some(vec!["e2".into()])).await,
             Err(BusError::NotInLease { .. })
@@ -330,7 +375,10 @@ mod tests {
         );
         let again = bus.pull(10, Duration::from_secs(60)).await.expect("pull");
         match again.messages.as_slice() {
-            [Delivery::Message(m)] => assert_eq!((m.event_id.as_str(), m.attempt), ("e1", 2)),
+            [Delivery::Message(m)] => {
+                assert_eq!((m.event_id.as_str(), m.attempt), ("e1", 2));
+                assert_eq!(m.verify(&key.public()), Ok(()));
+            }
             other => panic!("expected one message, got {other:?}"),
         }
         assert_eq!(bus.prune_expired_leases().await.expect("prune"), 0);

@@ -10,7 +10,9 @@
 //! ## Tasks
 //!
 //! - the JSON-RPC server ([`rpc`]), HTTP and WebSocket on one port: the
-//!   event API, receipts, and the bus (`bus_pull`/`bus_ack`);
+//!   event API, receipts, and the bus (`bus_pull`/`bus_ack`), each method
+//!   open only to the roles the API's table names, for callers with a
+//!   token from the credentials file ([`Auth`], `lockstep_service::auth`);
 //! - the registration writer (a thread, [`rpc`]): group-commits concurrent
 //!   `event_register` calls, one synced batch for all of them;
 //! - the chain watcher ([`watcher::ChainWatcher`]): follows finalized heads
@@ -30,7 +32,9 @@
 //! ([`store::records`]); [`confirmer::QuorumConfirmer`] and its pure rule
 //! [`confirmer::decide`]; [`bus::MessageBus`] (what a bus must do: relay
 //! from the outbox, leases, acks, re-sends by generation) and its embedded
-//! implementation [`bus::EmbeddedBus`], whose queue lives in the store.
+//! implementation [`bus::EmbeddedBus`], whose queue lives in the store and
+//! which signs every instruction it hands out with the event system's own
+//! key ([`Config::instruction_key`]: the bridge pays nothing else).
 //!
 //! With the cargo feature `test-utils`, `test_utils::EventSystem` runs the
 //! event system in a test's own process (the tests of this crate and of
@@ -53,7 +57,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::server::ServerHandle;
-use lockstep_runtime::AccountId;
+use lockstep_runtime::{AccountId, Keypair};
+use lockstep_service::auth::{
+    AuthError, Credentials, Gate, Guard, RateLimit, RateLimiter, Refusals,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -66,6 +73,27 @@ use crate::store::{EventStore, StoreError};
 use crate::watcher::ChainWatcher;
 
 pub use lockstep_service::now_ms;
+
+/// How the event system admits callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// A caller must present a token of this credentials file
+    /// (`--credentials`; reloaded by [`RunningService::reload_credentials`]).
+    Credentials(PathBuf),
+    /// Every caller is let in with every role (`--insecure-no-auth`):
+    /// logged as a warning, and refused unless the RPC address is a
+    /// loopback one.
+    InsecureNoAuth,
+}
+
+/// The default registration rate of one credential: sustained, and at
+/// once. Well above what one transaction system needs (the bench settles
+/// about 3,500 events/s) and below the store's group-commit capacity, so
+/// that one credential's flood leaves room for the others.
+pub const DEFAULT_REGISTER_RATE: RateLimit = RateLimit {
+    per_second: 5_000,
+    burst: 20_000,
+};
 
 /// Everything the event system needs to start.
 #[derive(Debug, Clone)]
@@ -82,6 +110,19 @@ pub struct Config {
     pub prometheus_addr: Option<SocketAddr>,
     /// The account bridge's public key: receipts must be signed by it.
     pub bridge_key: AccountId,
+    /// How callers are admitted. [`Config::new`] leaves it
+    /// [`Auth::InsecureNoAuth`] (on its loopback address), for benches and
+    /// tools in one process; `lockstep-offchain run` makes its operator
+    /// choose.
+    pub auth: Auth,
+    /// How fast one credential may register events (`event_register` and
+    /// each item of `event_registerBatch`).
+    pub register_rate: RateLimit,
+    /// The event system's own key: it signs every payment instruction
+    /// that leaves the outbox, and the bridge pays nothing else. A fresh
+    /// random key unless set (`lockstep-offchain run` reads `--key-file`);
+    /// [`RunningService::instruction_key`] tells its public key.
+    pub instruction_key: Keypair,
     /// Time between reconciler passes.
     pub scan_interval: Duration,
     /// Age of a Registered event before the reconciler first re-checks it.
@@ -115,6 +156,9 @@ impl Config {
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 9955)),
             prometheus_addr: None,
             bridge_key,
+            auth: Auth::InsecureNoAuth,
+            register_rate: DEFAULT_REGISTER_RATE,
+            instruction_key: Keypair::generate(),
             scan_interval: Duration::from_secs(5),
             grace: Duration::from_secs(30),
             recheck_cap: Duration::from_secs(60),
@@ -149,6 +193,17 @@ pub enum ServiceError {
         /// Why.
         source: std::io::Error,
     },
+    /// The credentials file is unusable.
+    #[error("credentials: {0}")]
+    Credentials(#[from] AuthError),
+    /// No authentication asked for on an address others can reach.
+    #[error(
+        "--insecure-no-auth is refused on {0}: it would let anyone who can reach it order payments; listen on a loopback address or give --credentials"
+    )]
+    InsecureNotLoopback(SocketAddr),
+    /// A registration rate of zero.
+    #[error("the registration rate and burst must be at least 1")]
+    ZeroRate,
 }
 
 /// A started event system.
@@ -158,10 +213,17 @@ pub struct RunningService {
     pub rpc_addr: SocketAddr,
     /// The bound metrics address.
     pub prometheus_addr: Option<SocketAddr>,
+    /// The public key instructions are signed with (a bridge's
+    /// `--event-system-key`).
+    pub instruction_key: AccountId,
     /// The store.
     pub store: Arc<EventStore>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// Refused calls by reason (also on the metrics endpoint as
+    /// `lockstep_offchain_auth_refusals_total`).
+    pub refusals: Refusals,
+    credentials: Option<Arc<Credentials>>,
     shutdown: watch::Sender<bool>,
     rpc: ServerHandle,
     tasks: Vec<JoinHandle<()>>,
@@ -178,6 +240,30 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         .iter()
         .map(|url| Node::new(url, config.call_timeout))
         .collect::<Result<Vec<_>, _>>()?;
+    // Credentials before anything is opened: a bad file stops the start.
+    let credentials = match &config.auth {
+        Auth::Credentials(path) => {
+            let credentials = Arc::new(Credentials::load(path)?);
+            tracing::info!(target: "lockstep::offchain", "{} credentials from {}", credentials.len(), path.display());
+            Some(credentials)
+        }
+        Auth::InsecureNoAuth if !config.rpc_addr.ip().is_loopback() => {
+            return Err(ServiceError::InsecureNotLoopback(config.rpc_addr))
+        }
+        Auth::InsecureNoAuth => {
+            tracing::warn!(target: "lockstep::offchain", "no authentication (--insecure-no-auth): every caller on {} may register events, take instructions and post receipts", config.rpc_addr);
+            None
+        }
+    };
+    if config.register_rate.per_second == 0 || config.register_rate.burst == 0 {
+        return Err(ServiceError::ZeroRate);
+    }
+    let refusals = Refusals::default();
+    let gate = match &credentials {
+        Some(credentials) => Gate::Credentials(credentials.clone()),
+        None => Gate::Open,
+    };
+    let guard = Guard::new(gate, lockstep_api::offchain::access, refusals.clone());
     let path = config.base_path.join("events");
     std::fs::create_dir_all(&path)
         .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
@@ -194,18 +280,26 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         },
         config.resend_base,
     ));
-    let bus: Arc<dyn MessageBus> = Arc::new(EmbeddedBus::new(store.clone()));
+    let embedded = EmbeddedBus::new(store.clone(), config.instruction_key.clone());
+    let instruction_key = embedded.signing_key();
+    tracing::info!(target: "lockstep::offchain", "payment instructions are signed with key {instruction_key}");
+    let bus: Arc<dyn MessageBus> = Arc::new(embedded);
     let handler = rpc::EventRpc::new(
         store.clone(),
         bus.clone(),
         config.bridge_key,
         config.grace,
         config.overdue_after,
+    )
+    .with_caller_limits(
+        Some(Arc::new(RateLimiter::new(config.register_rate))),
+        refusals.clone(),
     );
     let (rpc, rpc_addr) = rpc::start(
         config.rpc_addr,
         rpc::module(handler),
         metrics.rpc_times.clone(),
+        guard,
     )
     .await
     .map_err(|source| ServiceError::Bind {
@@ -216,7 +310,9 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
 
     let (metrics_task, prometheus_addr) = match config.prometheus_addr {
         Some(addr) => {
-            let registry = Arc::new(metrics::registry(&metrics));
+            let mut registry = metrics::registry(&metrics);
+            refusals.register(&mut registry, "lockstep_offchain_auth_refusals");
+            let registry = Arc::new(registry);
             let (task, bound) = lockstep_service::metrics::start(addr, registry)
                 .await
                 .map_err(|source| ServiceError::Bind { addr, source })?;
@@ -253,8 +349,11 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     Ok(RunningService {
         rpc_addr,
         prometheus_addr,
+        instruction_key,
         store,
         metrics,
+        refusals,
+        credentials,
         shutdown,
         rpc,
         tasks,
@@ -263,6 +362,17 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
 }
 
 impl RunningService {
+    /// Reads the credentials file again (SIGHUP): a removed line's token
+    /// is refused from its next call on, an added one admitted. Returns
+    /// how many credentials are loaded, or `None` without credentials
+    /// ([`Auth::InsecureNoAuth`]); on an error the loaded ones stay.
+    pub fn reload_credentials(&self) -> Result<Option<usize>, AuthError> {
+        self.credentials
+            .as_ref()
+            .map(|credentials| credentials.reload())
+            .transpose()
+    }
+
     /// Stops the tasks (each finishes the write it is making: every write
     /// is one batch, so nothing is left half-done), then the RPC server.
     pub async fn stop(mut self) {

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lockstep_api::offchain::Role;
 use lockstep_offchain::confirmer::Quorum;
-use lockstep_offchain::Config;
-use lockstep_runtime::AccountId;
+use lockstep_offchain::{Auth, Config, DEFAULT_REGISTER_RATE};
+use lockstep_runtime::{AccountId, Keypair};
+use lockstep_service::auth::{self, PayerScope, RateLimit, Roles};
 use lockstep_service::logging::LogFormat;
-use lockstep_service::parse_duration;
+use lockstep_service::{keyfile, parse_duration};
 
 /// Lockstep's off-chain event system.
 #[derive(Debug, Parser)]
@@ -22,8 +24,76 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the event system until SIGINT or SIGTERM.
+    /// Runs the event system until SIGINT or SIGTERM; SIGHUP reloads the
+    /// credentials file.
     Run(RunArgs),
+    /// Callers' credentials: bearer tokens, each with its roles, stored
+    /// hashed in a credentials file.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The event system's key, which signs the payment instructions.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Writes a new random key file (mode 0600; never overwrites) and
+    /// prints its public key, which the bridge takes as --event-system-key.
+    Generate {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prints a key file's public key.
+    Inspect {
+        /// The key file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Creates a credential: prints its new token once (on stdout; it is
+    /// stored nowhere) and appends its hash to the credentials file
+    /// (created with mode 0600). A running event system admits it after
+    /// SIGHUP.
+    Create {
+        /// The credentials file.
+        #[arg(long)]
+        credentials: PathBuf,
+        /// Its name (A-Z a-z 0-9 . _ -, at most 64), in logs and metrics.
+        #[arg(long)]
+        name: String,
+        /// Its roles, comma-separated: submitter (registers events, reads),
+        /// reader (reads), bridge (takes instructions, posts receipts).
+        #[arg(long, value_delimiter = ',', required = true)]
+        role: Vec<Role>,
+        /// For a submitter: the payers it may order payments from,
+        /// comma-separated names or prefixes ending in * (default: any).
+        #[arg(long)]
+        payers: Option<String>,
+    },
+    /// Revokes a credential: removes its line from the credentials file. A
+    /// running event system refuses its token after SIGHUP.
+    Revoke {
+        /// The credentials file.
+        #[arg(long)]
+        credentials: PathBuf,
+        /// The credential's name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists the credentials (names, roles, payer scopes; no secrets).
+    List {
+        /// The credentials file.
+        #[arg(long)]
+        credentials: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,6 +119,27 @@ struct RunArgs {
     /// The account bridge's public key (0x-hex): receipts must be signed by it.
     #[arg(long)]
     bridge_key: AccountId,
+    /// The credentials file (from `lockstep-offchain token create`; mode
+    /// 0600): every caller must present one of its tokens, and each method
+    /// is open to some roles only. SIGHUP reloads it.
+    #[arg(long, required_unless_present = "insecure_no_auth")]
+    credentials: Option<PathBuf>,
+    /// Admit every caller with every role, without a token: for
+    /// development only, and refused unless --rpc-host is a loopback
+    /// address.
+    #[arg(long, conflicts_with = "credentials")]
+    insecure_no_auth: bool,
+    /// Events one credential may register per second, sustained.
+    #[arg(long, default_value_t = DEFAULT_REGISTER_RATE.per_second)]
+    register_rate: u32,
+    /// Events one credential may register at once, beyond its rate.
+    #[arg(long, default_value_t = DEFAULT_REGISTER_RATE.burst)]
+    register_burst: u32,
+    /// The event system's key file (from `lockstep-offchain key generate`;
+    /// mode 0600): it signs every payment instruction, and the bridge is
+    /// given its public key as --event-system-key.
+    #[arg(long)]
+    key_file: PathBuf,
     /// Time between reconciler passes (e.g. 500ms, 5s, 1m).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     scan_interval: Duration,
@@ -84,9 +175,15 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Command::Run(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Run(args) => args,
+        Command::Key { command } => return key(command),
+        Command::Token { command } => return token(command),
+    };
     lockstep_service::logging::init(args.log_format, "info");
+    let instruction_key = keyfile::read(&args.key_file).context("reading the event system key")?;
     let mut config = Config::new(args.nodes, args.base_path, args.bridge_key);
+    config.instruction_key = instruction_key;
     config.quorum = args.quorum;
     config.rpc_addr = SocketAddr::new(args.rpc_host, args.rpc_port);
     config.prometheus_addr = args
@@ -100,13 +197,97 @@ async fn main() -> anyhow::Result<()> {
     config.resend_cap = args.resend_cap;
     config.overdue_after = args.overdue_after;
     config.sync_writes = !args.no_fsync;
+    config.auth = match (args.credentials, args.insecure_no_auth) {
+        (Some(path), _) => Auth::Credentials(path),
+        (None, true) => Auth::InsecureNoAuth,
+        (None, false) => anyhow::bail!("give --credentials FILE (or --insecure-no-auth)"),
+    };
+    config.register_rate = RateLimit {
+        per_second: args.register_rate,
+        burst: args.register_burst,
+    };
+    // Watched before the start, so that a SIGHUP sent once the address
+    // line is out reloads rather than kills.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("watching SIGHUP")?;
     let service = lockstep_offchain::start(config)
         .await
         .context("starting the event system")?;
     // A line on stdout that scripts and tests can wait for.
-    println!("lockstep-offchain listening on {}", service.rpc_addr);
-    let signal = lockstep_service::shutdown_signal().await;
+    println!(
+        "lockstep-offchain listening on {}, signing instructions with key {}",
+        service.rpc_addr, service.instruction_key
+    );
+    let shutdown = lockstep_service::shutdown_signal();
+    tokio::pin!(shutdown);
+    let signal = loop {
+        tokio::select! {
+            signal = &mut shutdown => break signal,
+            _ = hangup.recv() => match service.reload_credentials() {
+                Ok(Some(count)) => tracing::info!(target: "lockstep::offchain", "SIGHUP: credentials reloaded, {count} on record"),
+                Ok(None) => tracing::warn!(target: "lockstep::offchain", "SIGHUP: no credentials file to reload (--insecure-no-auth)"),
+                Err(e) => tracing::error!(target: "lockstep::offchain", "SIGHUP: credentials not reloaded, the loaded ones stay: {e}"),
+            },
+        }
+    };
     tracing::info!(target: "lockstep::offchain", "{signal}: shutting down");
     service.stop().await;
+    Ok(())
+}
+
+/// `lockstep-offchain token ...`.
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            credentials,
+            name,
+            role,
+            payers,
+        } => {
+            let payers = match payers {
+                Some(list) => PayerScope::parse(&list).map_err(anyhow::Error::msg)?,
+                None => PayerScope::any(),
+            };
+            let token = auth::create_credential(&credentials, &name, Roles::of(&role), payers)?;
+            // The only place a token is ever shown: stdout, for the
+            // operator (or a script) to store it now.
+            println!("{}", token.expose_secret());
+            eprintln!(
+                "created credential {name:?} ({}) in {}; its token, on stdout, is shown only this once (a running event system admits it after SIGHUP)",
+                Roles::of(&role),
+                credentials.display()
+            );
+        }
+        TokenCommand::Revoke { credentials, name } => {
+            auth::revoke_credential(&credentials, &name)?;
+            println!(
+                "revoked {name:?} in {}; send SIGHUP to a running event system (or restart it)",
+                credentials.display()
+            );
+        }
+        TokenCommand::List { credentials } => {
+            for credential in auth::read_file(&credentials)?.credentials() {
+                println!(
+                    "{} {} payers={}",
+                    credential.name, credential.roles, credential.payers
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `lockstep-offchain key ...`.
+fn key(command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Generate { out } => {
+            let key = Keypair::generate();
+            keyfile::write(&out, &key)?;
+            println!("{}", key.public());
+        }
+        KeyCommand::Inspect { file } => {
+            println!("{}", keyfile::read(&file)?.public());
+        }
+    }
     Ok(())
 }

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub overdue: AtomicU64,
     /// Instructions re-queued by the reconciler.
     pub resends: AtomicU64,
+    /// Events cancelled because their finalized transfer does not commit
+    /// to them (registered by hash for someone else's transfer, or for one
+    /// committing to another event or instruction).
+    pub not_committed: AtomicU64,
     /// Last finalized height the watcher processed.
     pub watcher_height: AtomicU64,
     /// Times the watcher switched to another node.
@@ -67,6 +71,7 @@ impl Default for Metrics {
             bus_depth: AtomicU64::new(0),
             overdue: AtomicU64::new(0),
             resends: AtomicU64::new(0),
+            not_committed: AtomicU64::new(0),
             watcher_height: AtomicU64::new(0),
             watcher_failovers: AtomicU64::new(0),
             confirmation_seconds: lockstep_service::metrics::seconds_histogram(),
@@ -108,7 +113,7 @@ impl Exposed for Metrics {
                 ("Cancelled", get(&self.cancelled)),
             ],
         )?;
-        let counters: [(&str, &str, &AtomicU64); 7] = [
+        let counters: [(&str, &str, &AtomicU64); 8] = [
             (
                 "lockstep_offchain_transitions",
                 "Transitions recorded, registrations included",
@@ -143,6 +148,11 @@ impl Exposed for Metrics {
                 "lockstep_offchain_watcher_failovers",
                 "Switches to another node",
                 &self.watcher_failovers,
+            ),
+            (
+                "lockstep_offchain_not_committed",
+                "Events cancelled because their finalized transfer does not commit to them",
+                &self.not_committed,
             ),
         ];
         for (name, help, value) in counters {

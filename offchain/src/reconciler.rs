@@ -3,7 +3,10 @@
 //! - Registered events whose re-check is due (first `grace` after
 //!   registration, then with capped exponential backoff) are checked with the
 //!   quorum again: this catches whatever the watcher missed while it was
-//!   down or while the nodes disagreed, and expires unincluded transfers;
+//!   down or while the nodes disagreed (and transfers finalized before their
+//!   event was registered), and expires unincluded transfers; the confirmer
+//!   fetches the block of a transfer registered by hash to check its
+//!   commitment;
 //! - PendingAccount events whose resend is due have their instruction
 //!   handed to the bus again ([`MessageBus::publish`], with the next
 //!   generation), with capped exponential backoff, for as long as it takes;
@@ -27,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::bus::{BusError, MessageBus, Outgoing, Published};
-use crate::confirmer::QuorumConfirmer;
+use crate::confirmer::{QuorumConfirmer, TxBodies};
 use crate::metrics::Metrics;
 use crate::store::{EventStore, StoreError};
 use lockstep_api::lifecycle::State;
@@ -121,7 +124,8 @@ impl Reconciler {
         let now = now_ms();
         let registered = self.store.due(State::Registered, now, MAX_PER_PASS)?;
         if !registered.is_empty() {
-            self.confirmer.confirm(&registered).await?;
+            // No block at hand: the confirmer fetches the ones it needs.
+            self.confirmer.confirm(&registered, TxBodies::new()).await?;
         }
         for id in self.store.due(State::PendingAccount, now, MAX_PER_PASS)? {
             self.resend(&id, now).await?;

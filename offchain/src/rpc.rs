@@ -5,13 +5,14 @@ use std::time::Duration;
 use jsonrpsee::core::{async_trait, to_json_raw_value, RpcResult, SubscriptionResult};
 use jsonrpsee::server::ServerHandle;
 use jsonrpsee::types::ErrorObjectOwned;
-use jsonrpsee::{PendingSubscriptionSink, RpcModule};
+use jsonrpsee::{Extensions, PendingSubscriptionSink, RpcModule};
 use lockstep_api::bus::{
     AckResult, Pulled, DEFAULT_LEASE_MS, DEFAULT_PULL, MAX_ACK_IDS, MAX_LEASE_ID, MAX_LEASE_MS,
     MAX_PULL, MIN_LEASE_MS,
 };
 use lockstep_api::event::{
-    check_event_id, Event, PaymentReceipt, ReceiptError, RegisterRequest, Registration, Transition,
+    check_event_id, Commitment, Event, PaymentReceipt, ReceiptError, RegisterError,
+    RegisterRequest, Registration, Transition,
 };
 use lockstep_api::lifecycle::State;
 pub use lockstep_api::offchain::error::*;
@@ -20,6 +21,7 @@ use lockstep_api::offchain::{
     MAX_BATCH_ITEMS, MAX_CURSOR, MAX_PAGE,
 };
 use lockstep_runtime::AccountId;
+use lockstep_service::auth::{self, Caller, Guard, RateLimiter, Refusal, Refusals};
 use lockstep_service::now_ms;
 use lockstep_service::rpc_metrics::RpcTimes;
 use lockstep_service::rpc_server::RpcLimits;
@@ -92,12 +94,24 @@ pub struct EventRpc {
     bridge_key: AccountId,
     overdue_after: Duration,
     registrar: mpsc::Sender<RegisterJob>,
+    callers: CallerLimits,
+}
+
+/// What bounds each caller's registrations: its payer scope (on its
+/// credential) and its rate.
+#[derive(Debug, Clone, Default)]
+struct CallerLimits {
+    /// Registrations per credential; none: unlimited.
+    rate: Option<Arc<RateLimiter>>,
+    refusals: Refusals,
 }
 
 /// One registration waiting for the group commit.
 #[derive(Debug)]
 struct RegisterJob {
     registration: Registration,
+    /// What the request proved of the transfer's commitment to the event.
+    commitment: Commitment,
     reply: oneshot::Sender<StoreResult<(Event, bool)>>,
 }
 
@@ -121,11 +135,13 @@ fn spawn_registrar(store: Arc<EventStore>, grace: Duration) -> mpsc::Sender<Regi
                     Err(_) => break,
                 }
             }
-            let registrations: Vec<Registration> =
-                group.iter().map(|job| job.registration.clone()).collect();
+            let registrations: Vec<(Registration, Commitment)> = group
+                .iter()
+                .map(|job| (job.registration.clone(), job.commitment))
+                .collect();
             let now = now_ms();
             let recheck = now.saturating_add(grace.as_millis() as u64);
-            match store.register_many(&registrations, now, recheck) {
+            match store.register_checked(&registrations, now, recheck) {
                 Ok(results) => {
                     for (job, result) in group.into_iter().zip(results) {
                         let _ = job.reply.send(result);
@@ -160,8 +176,74 @@ impl EventRpc {
             bus,
             bridge_key,
             overdue_after,
+            callers: CallerLimits::default(),
         }
     }
+
+    /// The same handler, bounding each credential's registrations by
+    /// `rate` and counting refusals in `refusals` (the server's guard's).
+    pub fn with_caller_limits(
+        mut self,
+        rate: Option<Arc<RateLimiter>>,
+        refusals: Refusals,
+    ) -> EventRpc {
+        self.callers = CallerLimits { rate, refusals };
+        self
+    }
+
+    /// The caller of a registration, from the call's extensions.
+    fn registering_caller(&self, ext: &Extensions) -> RpcResult<Caller> {
+        auth::caller(ext).cloned().ok_or_else(|| {
+            self.callers.refusals.count(Refusal::Unauthenticated);
+            error(UNAUTHENTICATED, "no credential")
+        })
+    }
+
+    /// Refuses a registration whose payer is outside the caller's scope.
+    fn check_payer(&self, caller: &Caller, request: &RegisterRequest) -> RpcResult<()> {
+        let payer = &request.payment.payer;
+        if caller.may_debit(payer) {
+            return Ok(());
+        }
+        self.callers.refusals.count(Refusal::PayerNotAllowed);
+        // The payer is unchecked input: quoted only when short.
+        let named = if payer.len() <= 128 {
+            format!("payer {payer:?}")
+        } else {
+            "the payer".to_owned()
+        };
+        Err(error(
+            PAYER_NOT_ALLOWED,
+            format!(
+                "{named} is outside the scope of credential {:?}",
+                caller.name()
+            ),
+        ))
+    }
+
+    /// How many of `wanted` registrations the caller's rate allows now.
+    fn take_registrations(&self, caller: &Caller, wanted: usize) -> usize {
+        let granted = match &self.callers.rate {
+            Some(rate) => rate.take(caller, wanted),
+            None => wanted,
+        };
+        if granted < wanted {
+            self.callers
+                .refusals
+                .count_many(Refusal::RateLimited, (wanted - granted) as u64);
+        }
+        granted
+    }
+}
+
+fn rate_limited(caller: &Caller) -> ErrorObjectOwned {
+    error(
+        RATE_LIMITED,
+        format!(
+            "credential {:?} registers faster than its rate allows; retry later",
+            caller.name()
+        ),
+    )
 }
 
 impl EventRpc {
@@ -171,13 +253,12 @@ impl EventRpc {
         &self,
         request: RegisterRequest,
     ) -> RpcResult<oneshot::Receiver<StoreResult<(Event, bool)>>> {
-        let registration = request
-            .check()
-            .map_err(|e| error(INVALID_FIELD, e.to_string()))?;
+        let (registration, commitment) = request.check().map_err(register_refusal)?;
         let (reply, answer) = oneshot::channel();
         self.registrar
             .send(RegisterJob {
                 registration,
+                commitment,
                 reply,
             })
             .await
@@ -190,6 +271,16 @@ impl EventRpc {
             ReceiptError::Invalid(e) => error(INVALID_FIELD, e.to_string()),
             ReceiptError::BadSignature => error(BAD_RECEIPT_SIGNATURE, e.to_string()),
         })
+    }
+}
+
+/// A registration refused by its own checks: a malformed field, or a
+/// signed transfer that does not commit to the event (its message names
+/// the reference it must carry).
+fn register_refusal(e: RegisterError) -> ErrorObjectOwned {
+    match e {
+        RegisterError::Invalid(_) => error(INVALID_FIELD, e.to_string()),
+        RegisterError::NotCommitted(_) => error(NOT_COMMITTED, e.to_string()),
     }
 }
 
@@ -225,21 +316,45 @@ fn checked_id(id: &str) -> RpcResult<()> {
 
 #[async_trait]
 impl EventApiServer for EventRpc {
-    async fn register(&self, request: RegisterRequest) -> RpcResult<Event> {
+    async fn register(&self, ext: &Extensions, request: RegisterRequest) -> RpcResult<Event> {
+        let caller = self.registering_caller(ext)?;
+        self.check_payer(&caller, &request)?;
+        if self.take_registrations(&caller, 1) == 0 {
+            return Err(rate_limited(&caller));
+        }
         let answer = self.enqueue_registration(request).await?;
         registered(answer).await
     }
 
     async fn register_batch(
         &self,
+        ext: &Extensions,
         requests: Vec<RegisterRequest>,
     ) -> RpcResult<Vec<ItemResult<Event>>> {
         check_batch_len(requests.len())?;
+        let caller = self.registering_caller(ext)?;
+        // Item by item as `event_register`: payers outside the scope are
+        // refused and take no share of the rate; beyond the rate, the rest
+        // of the batch is refused.
+        let admitted: Vec<RpcResult<()>> = requests
+            .iter()
+            .map(|request| self.check_payer(&caller, request))
+            .collect();
+        let mut granted =
+            self.take_registrations(&caller, admitted.iter().filter(|a| a.is_ok()).count());
         // Queue every registration before waiting for any, so that the
         // writer takes them into one group commit.
         let mut answers = Vec::with_capacity(requests.len());
-        for request in requests {
-            answers.push(self.enqueue_registration(request).await);
+        for (request, admitted) in requests.into_iter().zip(admitted) {
+            let answer = match admitted {
+                Err(refused) => Err(refused),
+                Ok(()) if granted == 0 => Err(rate_limited(&caller)),
+                Ok(()) => {
+                    granted -= 1;
+                    self.enqueue_registration(request).await
+                }
+            };
+            answers.push(answer);
         }
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
@@ -459,14 +574,19 @@ pub const RPC_LIMITS: RpcLimits = RpcLimits {
     max_connections: 512,
     max_subscriptions_per_connection: 64,
     max_batch_len: 100,
+    // Bounded per credential instead (registration rate and pending cap).
+    rate_limit: None,
 };
 
-/// Starts the server on `addr`, timing every call into `times`; returns
-/// its handle and the bound address.
+/// Starts the server on `addr`, admitting callers and checking each call's
+/// role with `guard` (the API's [`ACCESS`](lockstep_api::offchain::ACCESS)
+/// table), timing every call into `times`; returns its handle and the bound
+/// address.
 pub async fn start(
     addr: SocketAddr,
     module: RpcModule<()>,
     times: RpcTimes,
+    guard: Guard,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
-    lockstep_service::rpc_server::start(addr, RPC_LIMITS, module, times).await
+    lockstep_service::rpc_server::start_guarded(addr, RPC_LIMITS, module, times, guard).await
 }

@@ -7,6 +7,11 @@
 //! [`lockstep_api::offchain`] client traits on [`EventSystem::http`] and
 //! [`EventSystem::ws`].
 //!
+//! Credentials are on, as in production: the event system accepts the
+//! public test credentials [`DevCredential`] (one per role, and an
+//! operator with all three, which the default clients use), so a test can
+//! call as any role and see each refused where it should be.
+//!
 //! Behind the cargo feature `test-utils`; never in a release binary.
 
 use std::net::SocketAddr;
@@ -15,23 +20,116 @@ use std::time::Duration;
 
 use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::ws_client::WsClient;
-use lockstep_api::client;
+use lockstep_api::client::{self, BearerToken, ClientOptions};
 use lockstep_api::event::{Event, Transition};
-use lockstep_api::offchain::{EventApiClient, Stats};
-use lockstep_runtime::AccountId;
+use lockstep_api::offchain::{EventApiClient, Role, Stats};
+use lockstep_runtime::{AccountId, Hash};
+use lockstep_service::auth::{Roles, TokenHash};
 
 use crate::metrics::Metrics;
-use crate::{Config, RunningService};
+use crate::{Auth, Config, RunningService};
 
 /// Generous bound on the waits here, so a bug fails the test rather than
 /// hanging it. Not a timing assertion.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// The public test credentials. Like the dev keys, anyone may know their
+/// tokens (derived from their names), so they belong in tests only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevCredential {
+    /// `dev-submitter`: role submitter, any payer.
+    Submitter,
+    /// `dev-reader`: role reader.
+    Reader,
+    /// `dev-bridge`: role bridge.
+    Bridge,
+    /// `dev-operator`: every role (the default clients of [`EventSystem`]).
+    Operator,
+}
+
+impl DevCredential {
+    /// Every one.
+    pub const ALL: [DevCredential; 4] = [
+        DevCredential::Submitter,
+        DevCredential::Reader,
+        DevCredential::Bridge,
+        DevCredential::Operator,
+    ];
+
+    /// The one with exactly `role`.
+    pub fn with_role(role: Role) -> DevCredential {
+        match role {
+            Role::Submitter => DevCredential::Submitter,
+            Role::Reader => DevCredential::Reader,
+            Role::Bridge => DevCredential::Bridge,
+        }
+    }
+
+    /// Its name in the credentials file.
+    pub fn name(self) -> &'static str {
+        match self {
+            DevCredential::Submitter => "dev-submitter",
+            DevCredential::Reader => "dev-reader",
+            DevCredential::Bridge => "dev-bridge",
+            DevCredential::Operator => "dev-operator",
+        }
+    }
+
+    /// Its roles.
+    pub fn roles(self) -> Roles {
+        match self {
+            DevCredential::Submitter => Roles::of(&[Role::Submitter]),
+            DevCredential::Reader => Roles::of(&[Role::Reader]),
+            DevCredential::Bridge => Roles::of(&[Role::Bridge]),
+            DevCredential::Operator => Roles::all(),
+        }
+    }
+
+    /// Its token: `lst_` and the SHA-256 of `lockstep dev credential <name>`.
+    pub fn token(self) -> BearerToken {
+        let seed = Hash::digest(format!("lockstep dev credential {}", self.name()).as_bytes());
+        BearerToken::from_secret(&seed.0)
+    }
+}
+
+/// The token of the dev credential with exactly `role`.
+pub fn dev_token(role: Role) -> BearerToken {
+    DevCredential::with_role(role).token()
+}
+
+/// Writes a credentials file holding every [`DevCredential`] at `path`
+/// (mode 0600).
+pub fn write_dev_credentials(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut text = String::from("# The public test credentials (lockstep_offchain::test_utils).\n");
+    for dev in DevCredential::ALL {
+        text.push_str(&format!(
+            "{} {} {}\n",
+            dev.name(),
+            dev.roles(),
+            TokenHash::of(&dev.token())
+        ));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
+}
+
 /// [`Config::new`] with quick re-checks and re-sends, JSON-RPC on
-/// `127.0.0.1:0` and no fsync: for tests, where faults must heal within
+/// `127.0.0.1:0`, no fsync, and the [`DevCredential`]s (written to
+/// `<base_path>/credentials`): for tests, where faults must heal within
 /// seconds.
 pub fn fast_config(nodes: Vec<String>, base_path: &Path, bridge_key: AccountId) -> Config {
     let mut config = Config::new(nodes, base_path.to_path_buf(), bridge_key);
+    let credentials = base_path.join("credentials");
+    write_dev_credentials(&credentials)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", credentials.display()));
+    config.auth = Auth::Credentials(credentials);
     config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     config.scan_interval = Duration::from_millis(100);
     config.grace = Duration::from_millis(300);
@@ -47,9 +145,11 @@ pub fn fast_config(nodes: Vec<String>, base_path: &Path, bridge_key: AccountId) 
 #[derive(Debug)]
 pub struct EventSystem {
     service: Option<RunningService>,
-    /// An HTTP client of its JSON-RPC server.
+    /// An HTTP client of its JSON-RPC server, as [`DevCredential::Operator`]
+    /// (every role).
     pub http: HttpClient,
-    /// A WebSocket client of the same server, for subscriptions.
+    /// A WebSocket client of the same server, for subscriptions, as
+    /// [`DevCredential::Operator`].
     pub ws: WsClient,
     /// Its JSON-RPC address.
     pub addr: SocketAddr,
@@ -78,9 +178,11 @@ impl EventSystem {
             .unwrap_or_else(|e| panic!("the event system did not start: {e}"));
         let addr = service.rpc_addr;
         let url = format!("http://{addr}");
-        let http = client::http(&url, client::DEFAULT_TIMEOUT)
+        let options = ClientOptions::new(client::DEFAULT_TIMEOUT)
+            .with_token(Some(DevCredential::Operator.token()));
+        let http = client::http_with(&url, &options)
             .unwrap_or_else(|e| panic!("a client of the event system: {e}"));
-        let ws = client::ws(&url, client::DEFAULT_TIMEOUT)
+        let ws = client::ws_with(&url, &options)
             .await
             .unwrap_or_else(|e| panic!("a WebSocket client of the event system: {e}"));
         EventSystem {
@@ -95,6 +197,20 @@ impl EventSystem {
     /// Its JSON-RPC URL (`http://`; the same port serves `ws://`).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// An HTTP client that presents `token` (none: no credential).
+    pub fn http_as(&self, token: Option<BearerToken>) -> HttpClient {
+        let options = ClientOptions::new(client::DEFAULT_TIMEOUT).with_token(token);
+        client::http_with(&self.url(), &options)
+            .unwrap_or_else(|e| panic!("a client of the event system: {e}"))
+    }
+
+    /// The public key its instructions are signed with (a fresh key per
+    /// event system unless the test set [`Config::instruction_key`]): give
+    /// it to a bridge.
+    pub fn instruction_key(&self) -> AccountId {
+        self.service().instruction_key
     }
 
     /// The service itself (its store, metrics, bound addresses).

@@ -4,7 +4,9 @@
 //!
 //! For each finalized block it hashes the extrinsics (`tx_hash =
 //! SHA-256(encoded extrinsic)`), looks them up in the store's tx index and
-//! hands the events found to the [`QuorumConfirmer`]. Only then is the
+//! hands the events found to the [`QuorumConfirmer`], with their
+//! transfers' bytes (so that the commitment of an event registered by hash
+//! is checked without another call). Only then is the
 //! block's height persisted: a crash re-processes a block (harmless: moves
 //! are refused once made) rather than skipping one. After a restart it
 //! resumes from the persisted height, fetching missed blocks by number (at
@@ -20,7 +22,7 @@ use lockstep_runtime::primitives::from_hex;
 use lockstep_runtime::{BlockNumber, Hash, Header};
 use tokio::sync::watch;
 
-use crate::confirmer::QuorumConfirmer;
+use crate::confirmer::{QuorumConfirmer, TxBodies};
 use crate::metrics::Metrics;
 use crate::nodes::Node;
 use crate::store::EventStore;
@@ -152,11 +154,13 @@ impl ChainWatcher {
     async fn process(&self, block: &BlockView) -> Result<(), String> {
         let started = std::time::Instant::now();
         let mut ids = Vec::new();
+        let mut bodies = TxBodies::new();
         for extrinsic in &block.extrinsics {
             let bytes = from_hex(extrinsic).map_err(|e| format!("block extrinsic: {e}"))?;
             let hash = Hash::digest(&bytes);
             if let Some(id) = self.store.id_by_tx(&hash).map_err(|e| e.to_string())? {
                 ids.push(id);
+                bodies.insert(hash, bytes);
             }
         }
         if !ids.is_empty() {
@@ -165,7 +169,7 @@ impl ChainWatcher {
                 "block #{}: {} registered transfers", block.header.number, ids.len()
             );
             self.confirmer
-                .confirm(&ids)
+                .confirm(&ids, bodies)
                 .await
                 .map_err(|e| e.to_string())?;
             lockstep_service::metrics::observe_since(&self.metrics.confirmation_seconds, started);

@@ -80,6 +80,21 @@ pub struct ChainSpec {
     /// Balances that exist from genesis.
     #[serde(default)]
     pub balances: Vec<GenesisBalance>,
+    /// How far ahead of the chain's head a transaction's `valid_until` may
+    /// be when it is submitted, in blocks. Pools refuse a longer window and
+    /// the event system refuses to register one, so every transfer is
+    /// included or expired within this many blocks of its submission, and
+    /// every event is final within a known time.
+    #[serde(default = "default_max_validity_blocks")]
+    pub max_validity_blocks: u64,
+}
+
+/// The default of [`ChainSpec::max_validity_blocks`]: an hour at the dev
+/// chains' one block a second.
+pub const DEFAULT_MAX_VALIDITY_BLOCKS: u64 = 3_600;
+
+fn default_max_validity_blocks() -> u64 {
+    DEFAULT_MAX_VALIDITY_BLOCKS
 }
 
 /// Why a chain spec is unusable.
@@ -94,6 +109,9 @@ pub enum SpecError {
     /// Block time zero.
     #[error("block time must be at least 1 ms")]
     BlockTime,
+    /// A validity window of zero blocks, or one past [`MAX_MAX_VALIDITY_BLOCKS`].
+    #[error("maxValidityBlocks must be 1 to {MAX_MAX_VALIDITY_BLOCKS}")]
+    MaxValidity,
     /// No validators, or one listed twice.
     #[error("validators must be non-empty and distinct")]
     Validators,
@@ -136,6 +154,10 @@ impl Genesis {
         SigningContext::new(self.hash())
     }
 }
+
+/// The largest [`ChainSpec::max_validity_blocks`] a spec may set: about a
+/// year at one block a second. Anything longer is no bound at all.
+pub const MAX_MAX_VALIDITY_BLOCKS: u64 = 32_000_000;
 
 /// The balance every dev account gets in a dev spec.
 pub const DEV_ENDOWMENT: Balance = 1_000_000_000_000;
@@ -186,6 +208,7 @@ impl ChainSpec {
                     amount: DEV_ENDOWMENT,
                 })
                 .collect(),
+            max_validity_blocks: DEFAULT_MAX_VALIDITY_BLOCKS,
         }
     }
 
@@ -199,6 +222,9 @@ impl ChainSpec {
         }
         if self.block_time_ms == 0 {
             return Err(SpecError::BlockTime);
+        }
+        if !(1..=MAX_MAX_VALIDITY_BLOCKS).contains(&self.max_validity_blocks) {
+            return Err(SpecError::MaxValidity);
         }
         ValidatorSet::new(self.validators.clone()).ok_or(SpecError::Validators)?;
         let mut supplies: BTreeMap<AssetId, Balance> = BTreeMap::new();
@@ -308,6 +334,19 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_written_before_the_validity_bound_gets_the_default() {
+        let mut json: serde_json::Value = serde_json::from_str(&dev_spec().to_json()).unwrap();
+        json.as_object_mut().unwrap().remove("maxValidityBlocks");
+        let spec = ChainSpec::from_json(&json.to_string()).unwrap();
+        assert_eq!(spec.max_validity_blocks, DEFAULT_MAX_VALIDITY_BLOCKS);
+        // The bound is not part of genesis: an existing chain keeps its hash.
+        assert_eq!(
+            spec.genesis().unwrap().hash(),
+            dev_spec().genesis().unwrap().hash()
+        );
+    }
+
+    #[test]
     fn invalid_specs_are_refused() {
         let good = dev_spec();
         let alice = Keypair::dev("alice").public();
@@ -319,6 +358,14 @@ mod tests {
                 SpecError::ChainId,
             ),
             (Box::new(|s| s.block_time_ms = 0), SpecError::BlockTime),
+            (
+                Box::new(|s| s.max_validity_blocks = 0),
+                SpecError::MaxValidity,
+            ),
+            (
+                Box::new(|s| s.max_validity_blocks = MAX_MAX_VALIDITY_BLOCKS + 1),
+                SpecError::MaxValidity,
+            ),
             (Box::new(|s| s.validators.clear()), SpecError::Validators),
             (
                 Box::new(move |s| s.validators.push(alice)),

@@ -40,9 +40,10 @@ pub use block::{
 };
 pub use crypto::{Keypair, Signature};
 pub use execution::{BlockError, BlockLimits, BlockTemplate, Built, Candidates, Executed, TxError};
-pub use genesis::{ChainSpec, Genesis, SpecError};
+pub use genesis::{ChainSpec, Genesis, SpecError, DEFAULT_MAX_VALIDITY_BLOCKS};
 pub use primitives::{AccountId, AssetId, Balance, BlockNumber, Hash, Nonce};
 pub use state::{MemoryStore, StateError, StateReader, StateStore};
 pub use transaction::{
-    expired_after, includable_at, Call, SignedTx, SigningContext, MAX_TX_SIZE, SPEC_VERSION,
+    expired_after, includable_at, within_validity_window, Call, SignedTx, SigningContext,
+    MAX_TX_SIZE, SPEC_VERSION,
 };

@@ -267,9 +267,30 @@ pub fn expired_after(valid_until: BlockNumber, finalized: BlockNumber) -> bool {
     !includable_at(valid_until, finalized)
 }
 
+/// The one validity-window rule: whether a transaction valid until
+/// `valid_until` may be accepted while the chain's head is `head`, on a
+/// chain whose spec allows `max_validity` blocks
+/// ([`ChainSpec::max_validity_blocks`](crate::ChainSpec::max_validity_blocks)).
+/// The pool and the event system judge by it.
+pub fn within_validity_window(
+    valid_until: BlockNumber,
+    head: BlockNumber,
+    max_validity: u64,
+) -> bool {
+    valid_until <= head.saturating_add(max_validity)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_validity_window_ends_max_validity_blocks_past_the_head() {
+        assert!(within_validity_window(110, 10, 100));
+        assert!(!within_validity_window(111, 10, 100));
+        assert!(within_validity_window(u64::MAX, u64::MAX - 1, 100));
+        assert!(!within_validity_window(u64::MAX, 0, 100));
+    }
 
     fn context() -> SigningContext {
         SigningContext::new(Hash::digest(b"genesis"))

@@ -7,7 +7,13 @@
 //!   `GET /metrics` endpoint that serves it, with an accept loop that backs
 //!   off on errors instead of spinning; [`rpc_metrics`], each JSON-RPC
 //!   method's latency as a histogram (a server middleware), and
-//!   [`rpc_server`], which starts a bounded, timed JSON-RPC server;
+//!   [`rpc_server`], which starts a bounded, timed JSON-RPC server, with
+//!   [`jsonrpc_envelope`] (request envelopes checked as the JSON-RPC
+//!   specification says) and [`rpc_rate_limit`] (calls a minute per
+//!   connection) in front of its methods;
+//! - [`auth`]: credentials and roles: the credentials file (token hashes,
+//!   roles, payer scopes), the HTTP and RPC middlewares that admit a
+//!   caller and check each call, per-credential rate limits;
 //! - [`logging`]: `RUST_LOG` filters and `--log-format text|json`;
 //! - [`shutdown_signal`]: the first SIGINT or SIGTERM;
 //! - [`backoff`] and [`parse_duration`]: retry delays and duration flags;
@@ -15,16 +21,23 @@
 //! - [`clock`]: wall-clock milliseconds, and a clock tests can drive;
 //! - `test_utils` (cargo feature `test-utils`): `TestProcess`, how every
 //!   multi-process test spawns a binary, waits for its address line,
-//!   kills or stops it, restarts it, and prints its log when a test fails.
+//!   kills or stops it, restarts it, and prints its log when a test fails;
+//!   and `jsonrpc_spec`, the JSON-RPC specification's examples held
+//!   against a running server.
 //!
 //! Each binary's `main.rs` wires these; nothing here knows a service's
 //! own logic.
 
+pub mod auth;
 pub mod clock;
+pub mod jsonrpc_envelope;
+#[cfg(feature = "test-utils")]
+pub mod jsonrpc_spec;
 pub mod keyfile;
 pub mod logging;
 pub mod metrics;
 pub mod rpc_metrics;
+pub mod rpc_rate_limit;
 pub mod rpc_server;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;

@@ -354,7 +354,10 @@ impl Testnet {
             amount,
             reference: None,
         };
-        SignedTx::sign(&Keypair::dev(from), &self.context, nonce, 1_000_000, call)
+        // Valid for the chain's whole window as seen from genesis: longer
+        // than any scenario runs, and within what pools accept.
+        let valid_until = self.spec.max_validity_blocks;
+        SignedTx::sign(&Keypair::dev(from), &self.context, nonce, valid_until, call)
     }
 
     /// Submits `tx` to node `i`; returns its hash.

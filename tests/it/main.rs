@@ -5,6 +5,7 @@
 //! shared by twenty nodes.
 
 mod agreement;
+mod attacks;
 mod chaos;
 mod end_to_end;
 mod faults;

@@ -4,6 +4,11 @@
 //! accounts. Any process can be killed with SIGKILL and restarted on the
 //! same data and ports.
 //!
+//! Credentials are on, as `scripts/testnet.sh` runs them: the credentials
+//! file is made with `lockstep-offchain token create`, one token per role
+//! ([`Tokens`]); the bridge gets its token from the environment, the
+//! clients here present the submitter's, the audit the reader's.
+//!
 //! [`Settlement`] is the transaction system's side of the protocol: it signs
 //! a transfer, registers its event, and only then submits it to a node,
 //! retrying through process failures the way a real client must (the event
@@ -16,8 +21,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use jsonrpsee::core::client::Error as ClientError;
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use lockstep_api::event::{Event, PaymentInstruction, RegisterRequest};
+use jsonrpsee::http_client::HttpClient;
+use lockstep_api::client::{BearerToken, ClientOptions};
+use lockstep_api::event::{settlement_commitment, Event, PaymentInstruction, RegisterRequest};
 use lockstep_api::lifecycle::State;
 use lockstep_api::node::{error as node_error, AuthorApiClient};
 use lockstep_api::offchain::{EventApiClient, Stats};
@@ -62,6 +68,66 @@ impl Client {
     pub fn events(&self) -> &HttpClient {
         &self.events
     }
+
+    /// The same nodes with another event system (a second one, as an
+    /// attacker would run).
+    pub fn with_events(&self, events: HttpClient) -> Client {
+        Client {
+            nodes: self.nodes.clone(),
+            events,
+        }
+    }
+}
+
+/// One token per role, of the event system's credentials file.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// Role submitter (any payer): the transaction system's.
+    pub submitter: BearerToken,
+    /// Role reader: the audit's.
+    pub reader: BearerToken,
+    /// Role bridge: the account bridge's.
+    pub bridge: BearerToken,
+}
+
+impl Tokens {
+    /// Every token.
+    pub fn all(&self) -> [&BearerToken; 3] {
+        [&self.submitter, &self.reader, &self.bridge]
+    }
+}
+
+/// `lockstep-offchain token create` into `credentials`: the new token.
+pub fn create_token(
+    credentials: &Path,
+    name: &str,
+    role: &str,
+    payers: Option<&str>,
+) -> BearerToken {
+    let mut command = Command::new(binary("lockstep-offchain"));
+    command
+        .args(["token", "create", "--credentials"])
+        .arg(credentials)
+        .args(["--name", name, "--role", role]);
+    if let Some(payers) = payers {
+        command.args(["--payers", payers]);
+    }
+    let output = command
+        .output()
+        .expect("run lockstep-offchain token create");
+    assert!(
+        output.status.success(),
+        "token create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    BearerToken::parse(&String::from_utf8_lossy(&output.stdout))
+        .unwrap_or_else(|e| panic!("token create printed no token: {e}"))
+}
+
+/// An HTTP client of the event system at `url` presenting `token`.
+pub fn events_client(url: &str, token: Option<&BearerToken>) -> HttpClient {
+    let options = ClientOptions::new(Duration::from_secs(10)).with_token(token.cloned());
+    lockstep_api::client::http_with(url, &options).expect("event system client")
 }
 
 /// The testnet, the event system and the bridge.
@@ -76,6 +142,13 @@ pub struct System {
     pub events_url: String,
     /// The bridge's SQLite ledger.
     pub ledger: PathBuf,
+    /// The event system's public key, which signs its instructions (the
+    /// bridge's `--event-system-key`).
+    pub event_system_key: String,
+    /// The event system's credentials file.
+    pub credentials: PathBuf,
+    /// Its tokens, one per role.
+    pub tokens: Tokens,
     events_rpc: HttpClient,
 }
 
@@ -83,6 +156,12 @@ impl System {
     /// Starts `validators` validators, then the event system and the bridge,
     /// and waits until the event system follows the chain.
     pub async fn start(validators: usize) -> System {
+        System::start_with(validators, &[]).await
+    }
+
+    /// [`System::start`], with `events_args` added to the event system's
+    /// command line.
+    pub async fn start_with(validators: usize, events_args: &[&str]) -> System {
         let net = Testnet::start(validators, 0).await;
         let dir = net.dir().to_path_buf();
 
@@ -104,6 +183,14 @@ impl System {
 
         let ledger = dir.join("ledger.sqlite");
         seed_ledger(&ledger);
+        let credentials = dir.join("credentials");
+        let tokens = Tokens {
+            submitter: create_token(&credentials, "submitter", "submitter", None),
+            reader: create_token(&credentials, "reader", "reader", None),
+            bridge: create_token(&credentials, "bridge", "bridge", None),
+        };
+        let events_key = dir.join("events-key.json");
+        let event_system_key = generate_event_system_key(&events_key);
 
         let events_port = free_port();
         let events_url = format!("http://127.0.0.1:{events_port}");
@@ -121,6 +208,8 @@ impl System {
                 events_port.to_string().into(),
                 "--bridge-key".into(),
                 bridge_public.into(),
+                "--key-file".into(),
+                events_key.into(),
                 // Quick re-checks and re-sends, so that faults heal within
                 // a test's time.
                 "--scan-interval".into(),
@@ -135,25 +224,33 @@ impl System {
                 "3s".into(),
                 "--call-timeout".into(),
                 "2s".into(),
-            ]),
+                "--credentials".into(),
+                credentials.clone().into(),
+            ])
+            .into_iter()
+            .chain(events_args.iter().map(OsString::from))
+            .collect(),
             &dir,
         );
         let bridge = service(
             "bridge",
             binary("lockstep-bridge"),
-            bridge_run_args(&events_url, &ledger, &bridge_key),
+            bridge_run_args(&events_url, &ledger, &bridge_key, &event_system_key),
             &dir,
-        );
-        let events_rpc = HttpClientBuilder::default()
-            .request_timeout(Duration::from_secs(10))
-            .build(&events_url)
-            .expect("event system client");
+        )
+        // From the environment, as an operator would pass it (a command
+        // line is visible to every user of the machine).
+        .env("LOCKSTEP_BRIDGE_TOKEN", tokens.bridge.expose_secret());
+        let events_rpc = events_client(&events_url, Some(&tokens.submitter));
         let mut system = System {
             net,
             events,
             bridge,
             events_url,
             ledger,
+            event_system_key,
+            credentials,
+            tokens,
             events_rpc,
         };
         system.events.spawn();
@@ -246,6 +343,7 @@ impl System {
     /// code and its JSON report.
     pub fn audit(&self) -> (i32, Value) {
         let output = Command::new(binary("lockstep"))
+            .env("LOCKSTEP_TOKEN", self.tokens.reader.expose_secret())
             .arg("--json")
             .args(["--nodes", &self.node_urls()])
             .args(["--events", &self.events_url])
@@ -282,8 +380,13 @@ fn args(list: &[OsString]) -> Vec<OsString> {
     list.to_vec()
 }
 
-/// The bridge's `run` arguments.
-fn bridge_run_args(events_url: &str, ledger: &Path, key: &Path) -> Vec<OsString> {
+/// The bridge's `run` arguments: paying what `event_system_key` signed.
+pub fn bridge_run_args(
+    events_url: &str,
+    ledger: &Path,
+    key: &Path,
+    event_system_key: &str,
+) -> Vec<OsString> {
     args(&[
         "run".into(),
         "--event-system".into(),
@@ -292,12 +395,30 @@ fn bridge_run_args(events_url: &str, ledger: &Path, key: &Path) -> Vec<OsString>
         ledger.into(),
         "--key".into(),
         key.into(),
+        "--event-system-key".into(),
+        event_system_key.into(),
     ])
+}
+
+/// `lockstep-offchain key generate --out <file>`: a new event system key;
+/// returns its public key.
+pub fn generate_event_system_key(file: &Path) -> String {
+    let output = Command::new(binary("lockstep-offchain"))
+        .args(["key", "generate", "--out"])
+        .arg(file)
+        .output()
+        .expect("run lockstep-offchain key generate");
+    assert!(
+        output.status.success(),
+        "lockstep-offchain key generate: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// Opens a USD ledger account for every dev name, funded with
 /// [`LEDGER_FUNDS`].
-fn seed_ledger(ledger: &Path) {
+pub fn seed_ledger(ledger: &Path) {
     let bridge = binary("lockstep-bridge");
     for name in DEV_NAMES {
         run_json(
@@ -339,6 +460,16 @@ pub fn is_final(event: &Event) -> bool {
     matches!(event.state, State::Completed | State::Cancelled)
 }
 
+/// `payer` pays `payee` `cents` in [`CURRENCY`].
+fn payment_of(payer: &str, payee: &str, cents: u128) -> PaymentInstruction {
+    PaymentInstruction {
+        payer: payer.to_owned(),
+        payee: payee.to_owned(),
+        amount: cents.to_string(),
+        currency: CURRENCY.into(),
+    }
+}
+
 /// One settlement the test drives: a signed transfer and its event.
 #[derive(Debug, Clone)]
 pub struct Settlement {
@@ -373,13 +504,14 @@ pub struct Deal<'a> {
 }
 
 impl Settlement {
-    /// Signs `deal`'s transfer; the event is `id`.
+    /// Signs `deal`'s transfer, committing to event `id` and its payment.
     pub fn new(net: &Testnet, id: String, deal: Deal<'_>) -> Settlement {
+        let payment = payment_of(deal.to, deal.from, deal.cents);
         let call = Call::Transfer {
             asset: DEV_ASSET,
             to: Keypair::dev(deal.to).public(),
             amount: deal.asset,
-            reference: None,
+            reference: Some(settlement_commitment(&id, &payment)),
         };
         let from = Keypair::dev(deal.from);
         let tx = SignedTx::sign(&from, &net.context, deal.nonce, deal.valid_until, call);
@@ -392,6 +524,11 @@ impl Settlement {
         }
     }
 
+    /// The fiat side as the event carries it (and the transfer commits to).
+    pub fn payment(&self) -> PaymentInstruction {
+        payment_of(&self.payer, &self.payee, self.amount)
+    }
+
     /// Registers the event, retrying while the event system is down or
     /// restarting (the id makes it idempotent).
     pub async fn register(&self, client: &Client) {
@@ -400,12 +537,7 @@ impl Settlement {
             tx: Some(to_hex(&self.tx.encode())),
             tx_hash: None,
             valid_until: None,
-            payment: PaymentInstruction {
-                payer: self.payer.clone(),
-                payee: self.payee.clone(),
-                amount: self.amount.to_string(),
-                currency: CURRENCY.into(),
-            },
+            payment: self.payment(),
         };
         let started = Instant::now();
         loop {

@@ -180,6 +180,16 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+fn set_mode(path: &std::path::Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+}
+
 #[test]
 fn bad_cli_input_gets_clear_errors_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,15 +246,21 @@ fn bad_cli_input_gets_clear_errors_and_writes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--ledger"), "{}", stderr(&out));
     // A bad key file, a bad event system URL.
+    let events_key = crate::harness::event_system_key().public().to_string();
+    let run = |key: &std::path::Path, extra: &[&str]| {
+        bridge_bin()
+            .args(["run", "--event-system", "http://127.0.0.1:1", "--ledger"])
+            .arg(&path)
+            .arg("--key")
+            .arg(key)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
     let key = dir.path().join("key.json");
     std::fs::write(&key, "{}").unwrap();
-    let out = bridge_bin()
-        .args(["run", "--event-system", "http://127.0.0.1:1", "--ledger"])
-        .arg(&path)
-        .arg("--key")
-        .arg(&key)
-        .output()
-        .unwrap();
+    set_mode(&key, 0o600);
+    let out = run(&key, &["--event-system-key", &events_key]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("not a valid key file"),
@@ -252,11 +268,41 @@ fn bad_cli_input_gets_clear_errors_and_writes_nothing() {
         stderr(&out)
     );
     let good_key = crate::harness::bridge_key_file(dir.path());
+    // The event system's key: required, and a public key.
+    let out = run(&good_key, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--event-system-key"),
+        "{}",
+        stderr(&out)
+    );
+    for bad in ["0x1234", "nothex", &events_key[2..]] {
+        let out = run(&good_key, &["--event-system-key", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let message = stderr(&out);
+        assert!(message.contains("--event-system-key"), "{bad}: {message}");
+        assert!(
+            message.contains("32 bytes") || message.contains("0x") || message.contains("hex"),
+            "{bad}: {message}"
+        );
+    }
+    // A key file others may read is refused, with the fix, and without
+    // its secret.
+    let open_key = dir.path().join("open-key.json");
+    std::fs::copy(&good_key, &open_key).unwrap();
+    set_mode(&open_key, 0o644);
+    let out = run(&open_key, &["--event-system-key", &events_key]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(message.contains("chmod 600"), "{message}");
+    let seed = lockstep_runtime::primitives::to_hex(&crate::harness::bridge_key().seed());
+    assert!(!message.contains(&seed[2..18]), "{message}");
     let out = bridge_bin()
         .args(["run", "--event-system", "localhost:1", "--ledger"])
         .arg(&path)
         .arg("--key")
         .arg(&good_key)
+        .args(["--event-system-key", &events_key])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -356,6 +402,7 @@ fn cli_seeds_lists_and_makes_keys() {
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
         "--event-system",
+        "--event-system-key",
         "--ledger",
         "--key",
         "--concurrency",

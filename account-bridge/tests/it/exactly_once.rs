@@ -1,7 +1,8 @@
 //! The same instruction delivered 100 times, concurrently, makes one
 //! payment: on the ledger directly (100 threads, 100 connections to one
 //! file), and through two bridges consuming one bus that hands the same
-//! message out 100 times.
+//! message out 100 times. And an instruction the event system did not
+//! sign makes none.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -20,9 +21,9 @@ use lockstep_api::offchain::{
 use lockstep_bridge::ledger::{
     Instruction, PayOutcome, PaymentLedger, PaymentStatus, SqliteLedger,
 };
-use lockstep_runtime::Hash;
+use lockstep_runtime::{Hash, Keypair};
 
-use crate::harness::{assert_conserved, bridge_key, poll};
+use crate::harness::{assert_conserved, await_metrics, bridge_key, event_system_key, poll};
 
 const DELIVERIES: usize = 100;
 
@@ -108,11 +109,14 @@ struct StubBus {
 enum Behaviour {
     /// Hands `message` out `DELIVERIES` times, one per pull, and takes
     /// every well-signed receipt of an `event_postReceipts` call.
-    Repeat(BusMessage),
+    Repeat(Box<BusMessage>),
     /// Hands `messages` out once, refuses every `event_postReceipts` call
     /// as a whole and takes single receipts, except the one for
     /// `event-bad`.
     Picky(Vec<BusMessage>),
+    /// Hands `deliveries` out once (in one batch) and takes every
+    /// well-signed receipt of an `event_postReceipts` call.
+    Once(Vec<Delivery>),
 }
 
 /// A stub event system: the bus and the receipt methods of the event
@@ -170,7 +174,7 @@ impl BusApiServer for StubEventSystem {
             Behaviour::Repeat(message) => {
                 let n = bus.handed_out.fetch_add(1, Ordering::SeqCst);
                 let messages = if n < DELIVERIES {
-                    vec![Delivery::Message(message.clone())]
+                    vec![Delivery::Message((**message).clone())]
                 } else {
                     bus.handed_out.fetch_sub(1, Ordering::SeqCst);
                     vec![]
@@ -181,6 +185,15 @@ impl BusApiServer for StubEventSystem {
                 let first = bus.handed_out.fetch_add(1, Ordering::SeqCst) == 0;
                 let batch = if first {
                     messages.iter().cloned().map(Delivery::Message).collect()
+                } else {
+                    Vec::new()
+                };
+                ("lease".to_owned(), batch)
+            }
+            Behaviour::Once(deliveries) => {
+                let first = bus.handed_out.fetch_add(1, Ordering::SeqCst) == 0;
+                let batch = if first {
+                    deliveries.clone()
                 } else {
                     Vec::new()
                 };
@@ -200,9 +213,10 @@ impl BusApiServer for StubEventSystem {
         _message_ids: Option<Vec<String>>,
     ) -> RpcResult<AckResult> {
         self.bus.acked.fetch_add(1, Ordering::SeqCst);
-        let acked = match self.behaviour {
+        let acked = match &self.behaviour {
             Behaviour::Repeat(_) => 1,
             Behaviour::Picky(_) => 3,
+            Behaviour::Once(deliveries) => deliveries.len(),
         };
         Ok(AckResult { acked })
     }
@@ -215,7 +229,7 @@ impl EventApiServer for StubEventSystem {
         receipts: Vec<PaymentReceipt>,
     ) -> RpcResult<Vec<ItemResult<Event>>> {
         match self.behaviour {
-            Behaviour::Repeat(_) => Ok(receipts
+            Behaviour::Repeat(_) | Behaviour::Once(_) => Ok(receipts
                 .into_iter()
                 .map(|receipt| -> ItemResult<Event> {
                     if receipt.verify(&bridge_key().public()).is_err() {
@@ -249,7 +263,11 @@ impl EventApiServer for StubEventSystem {
         Ok(completed(receipt))
     }
 
-    async fn register(&self, _request: RegisterRequest) -> RpcResult<Event> {
+    async fn register(
+        &self,
+        _ext: &jsonrpsee::Extensions,
+        _request: RegisterRequest,
+    ) -> RpcResult<Event> {
         Err(not_in_stub())
     }
 
@@ -280,6 +298,7 @@ impl EventApiServer for StubEventSystem {
 
     async fn register_batch(
         &self,
+        _ext: &jsonrpsee::Extensions,
         _requests: Vec<RegisterRequest>,
     ) -> RpcResult<Vec<ItemResult<Event>>> {
         Err(not_in_stub())
@@ -297,10 +316,12 @@ async fn stub_event_system(bus: Arc<StubBus>) -> (jsonrpsee::server::ServerHandl
         block_number: 7,
         payment: instruction(),
         attempt: 1,
-    };
+        signature: None,
+    }
+    .signed(&event_system_key());
     StubEventSystem {
         bus,
-        behaviour: Behaviour::Repeat(message),
+        behaviour: Behaviour::Repeat(Box::new(message)),
     }
     .serve()
     .await
@@ -399,17 +420,21 @@ async fn same_instruction_100_times_concurrently_through_two_bridges_pays_once()
 async fn picky_event_system(bus: Arc<StubBus>) -> (jsonrpsee::server::ServerHandle, String) {
     let messages: Vec<BusMessage> = ["event-a", "event-bad", "event-b"]
         .iter()
-        .map(|id| BusMessage {
-            message_id: (*id).into(),
-            event_id: (*id).into(),
-            tx_hash: Hash::digest(id.as_bytes()),
-            block_hash: Some(Hash::digest(b"block")),
-            block_number: 7,
-            payment: PaymentInstruction {
-                amount: "10".into(),
-                ..instruction()
-            },
-            attempt: 1,
+        .map(|id| {
+            BusMessage {
+                message_id: (*id).into(),
+                event_id: (*id).into(),
+                tx_hash: Hash::digest(id.as_bytes()),
+                block_hash: Some(Hash::digest(b"block")),
+                block_number: 7,
+                payment: PaymentInstruction {
+                    amount: "10".into(),
+                    ..instruction()
+                },
+                attempt: 1,
+                signature: None,
+            }
+            .signed(&event_system_key())
         })
         .collect();
     StubEventSystem {
@@ -452,6 +477,96 @@ async fn a_receipt_the_event_system_cannot_take_does_not_hold_back_the_others() 
     .await;
     assert_eq!(ledger.payments().unwrap().len(), 3);
     assert_conserved(&ledger);
+    bridge.stop().await;
+    server.stop().unwrap();
+}
+
+/// An unsigned instruction for `id`: 100 from alice to bob.
+fn unsigned(id: &str) -> BusMessage {
+    BusMessage {
+        message_id: id.into(),
+        event_id: id.into(),
+        tx_hash: Hash::digest(id.as_bytes()),
+        block_hash: Some(Hash::digest(b"block")),
+        block_number: 7,
+        payment: PaymentInstruction {
+            amount: "100".into(),
+            ..instruction()
+        },
+        attempt: 1,
+        signature: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instructions_the_event_system_did_not_sign_are_set_aside_unpaid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    drop(seeded(&path));
+    let key = event_system_key();
+    let forged = unsigned("event-forged").signed(&Keypair::dev("forger"));
+    let mut tampered = unsigned("event-tampered").signed(&key);
+    tampered.payment.amount = "9000".into();
+    let mut renamed = unsigned("event-renamed").signed(&key);
+    renamed.message_id = "event-other".into();
+    let deliveries = vec![
+        Delivery::Message(forged),
+        Delivery::Message(unsigned("event-unsigned")),
+        Delivery::Message(unsigned("event-good").signed(&key)),
+        Delivery::Message(tampered),
+        Delivery::Message(renamed),
+        Delivery::Undecodable(serde_json::json!({
+            "eventId": "event-undecodable", "payment": "nonsense",
+        })),
+    ];
+    let bus = Arc::new(StubBus::default());
+    let (server, url) = StubEventSystem {
+        bus: bus.clone(),
+        behaviour: Behaviour::Once(deliveries),
+    }
+    .serve()
+    .await;
+    let mut config = crate::harness::bridge_config(&url);
+    config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let ledger = Arc::new(SqliteLedger::open(&path).unwrap());
+    let bridge = lockstep_bridge::start(config, ledger.clone(), bridge_key())
+        .await
+        .unwrap();
+    await_metrics(&bridge, |m| {
+        m.receipts_posted.load(Ordering::SeqCst) >= 1 && m.unsigned.load(Ordering::SeqCst) == 4
+    })
+    .await;
+
+    // Only the signed instruction was paid; the batch was acknowledged
+    // (the rest set aside), and no receipt went out for the others.
+    let payments = ledger.payments().unwrap();
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0].event_id, "event-good");
+    assert_eq!(ledger.account("alice").unwrap().unwrap().balance, 9_900);
+    assert_conserved(&*ledger);
+    poll("the batch acknowledged", || {
+        (bus.acked.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let receipted: Vec<String> = bus
+        .receipts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.event_id.clone())
+        .collect();
+    assert!(
+        receipted.iter().all(|id| id == "event-good"),
+        "{receipted:?}"
+    );
+    // Counted where an operator looks.
+    let text = scrape(bridge.metrics_addr.unwrap()).await;
+    assert_eq!(
+        metric(&text, "lockstep_bridge_unsigned_instructions_total"),
+        4
+    );
+    assert_eq!(metric(&text, "lockstep_bridge_invalid_total"), 1);
+    assert_eq!(metric(&text, "lockstep_bridge_payments_total"), 1);
     bridge.stop().await;
     server.stop().unwrap();
 }

@@ -9,12 +9,13 @@ use std::process::{Command, ExitStatus, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_api::event::{Event, PaymentInstruction, RegisterRequest};
+use lockstep_api::event::{settlement_commitment, Event, PaymentInstruction, RegisterRequest};
 use lockstep_api::offchain::EventApiClient;
 use lockstep_bridge::ledger::{PaymentLedger, SqliteLedger};
 use lockstep_bridge::{Config, RunningBridge};
+use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{Keypair, SignedTx};
+use lockstep_runtime::{Call, Keypair, SignedTx};
 use lockstep_service::keyfile;
 use lockstep_service::test_utils::TestProcess;
 use parity_scale_codec::Encode;
@@ -26,6 +27,12 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub fn bridge_key() -> Keypair {
     Keypair::dev("bridge")
+}
+
+/// The key the event systems of these tests sign instructions with (the
+/// in-process one, and the stubs).
+pub fn event_system_key() -> Keypair {
+    Keypair::dev("event-system")
 }
 
 /// The dev bridge key written to `dir/bridge-key.json`.
@@ -67,6 +74,25 @@ impl DevNode {
         self.0.transfer(from, nonce, valid_until, bob, 1)
     }
 
+    /// [`DevNode::transfer`] for event `id` paying `payment`: its reference
+    /// commits to both, as a settling transfer's must.
+    pub async fn settling(
+        &self,
+        from: &str,
+        nonce: u64,
+        id: &str,
+        payment: &PaymentInstruction,
+    ) -> SignedTx {
+        let call = Call::Transfer {
+            asset: DEV_ASSET,
+            to: Keypair::dev("bob").public(),
+            amount: 1,
+            reference: Some(settlement_commitment(id, payment)),
+        };
+        let valid_until = self.head().await + 200;
+        SignedTx::sign(&Keypair::dev(from), &self.context, nonce, valid_until, call)
+    }
+
     pub async fn submit(&self, tx: &SignedTx) {
         self.0.submit(tx).await;
     }
@@ -106,6 +132,7 @@ impl EventSystem {
             vec![node.url()],
             bridge_key().public(),
             |config| {
+                config.instruction_key = event_system_key();
                 config.quorum = "1/1".parse().unwrap();
                 config.call_timeout = Duration::from_secs(2);
                 config.resend_cap = Duration::from_millis(500);
@@ -131,7 +158,7 @@ impl EventSystem {
         nonce: u64,
         payment: PaymentInstruction,
     ) -> Event {
-        let tx = node.transfer(signer, nonce).await;
+        let tx = node.settling(signer, nonce, id, &payment).await;
         self.http
             .register(RegisterRequest {
                 id: id.to_owned(),
@@ -190,9 +217,12 @@ fn json_of<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap()
 }
 
-/// Quick settings for a bridge under test.
+/// Quick settings for a bridge under test, paying what
+/// [`event_system_key`] signed.
 pub fn bridge_config(event_system: &str) -> Config {
-    let mut config = Config::new(event_system);
+    let mut config = Config::new(event_system, event_system_key().public());
+    // The test event system's bridge credential (stubs ignore it).
+    config.token = Some(lockstep_offchain::test_utils::DevCredential::Bridge.token());
     config.poll_interval = Duration::from_millis(50);
     config.lease = Duration::from_secs(2);
     config.receipt_retry_base = Duration::from_millis(100);
@@ -262,6 +292,10 @@ impl BridgeProcess {
             .arg(ledger)
             .arg("--key")
             .arg(bridge_key_file(dir))
+            .args([
+                "--event-system-key",
+                &event_system_key().public().to_string(),
+            ])
             .args(["--poll-interval", "50ms", "--lease", "1s"])
             .args([
                 "--receipt-retry-base",
@@ -270,6 +304,12 @@ impl BridgeProcess {
                 "500ms",
             ])
             .envs(env.iter().copied())
+            .env(
+                "LOCKSTEP_BRIDGE_TOKEN",
+                lockstep_offchain::test_utils::DevCredential::Bridge
+                    .token()
+                    .expose_secret(),
+            )
             .timeout(PATIENCE);
         process.spawn();
         // With the crash hook, the process may abort before it prints.

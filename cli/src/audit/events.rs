@@ -6,7 +6,7 @@
 //! continues (legally) past the listed state. The check accepts that, and
 //! nothing weaker: every move legal and the listed state on the way.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use futures::{stream, StreamExt, TryStreamExt};
 use lockstep_api::client::describe_refusal;
@@ -84,9 +84,27 @@ fn legal(from: State, to: State, reason: Option<Reason>) -> bool {
         ) | (
             State::Registered,
             State::Cancelled,
-            Some(Reason::Failed | Reason::Expired)
+            Some(Reason::Failed | Reason::Expired | Reason::NotCommitted)
         )
     )
+}
+
+/// The events cancelled because their transfer does not commit to them:
+/// their transfer may well be finalized and successful, and the chain check
+/// verifies instead that it indeed does not commit.
+pub(super) fn cancelled_not_committed(
+    histories: &HashMap<String, Result<Vec<Transition>, String>>,
+) -> HashSet<String> {
+    histories
+        .iter()
+        .filter(|(_, history)| {
+            history.as_ref().is_ok_and(|h| {
+                h.iter()
+                    .any(|t| t.to == State::Cancelled && t.reason == Some(Reason::NotCommitted))
+            })
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 pub(super) fn check_histories(
@@ -340,6 +358,7 @@ mod tests {
                     Some(Failed),
                     Some(Expired),
                     Some(Receipt),
+                    Some(NotCommitted),
                 ] {
                     if legal(from, to, reason) {
                         legal_moves.push((from, to, reason));
@@ -353,6 +372,7 @@ mod tests {
                 (Registered, PendingAccount, Some(Succeeded)),
                 (Registered, Cancelled, Some(Failed)),
                 (Registered, Cancelled, Some(Expired)),
+                (Registered, Cancelled, Some(NotCommitted)),
                 (PendingAccount, Completed, Some(Receipt)),
             ]
         );

@@ -24,14 +24,17 @@
 //! What it checks, per event:
 //! - Completed: a quorum of the nodes agrees the transfer is finalized and
 //!   succeeded, in the block the event's evidence names (evidence
-//!   required); exactly one Paid ledger payment (second read) with the
-//!   event's id, whose payer, payee, amount and currency are the
-//!   instruction's and whose reference is the receipt's.
+//!   required); the transfer commits to the event (its bytes, from that
+//!   block, carry the reference `settlement_commitment(event id, payment)`);
+//!   exactly one Paid ledger payment (second read) with the event's id,
+//!   whose payer, payee, amount and currency are the instruction's and
+//!   whose reference is the receipt's.
 //! - PendingAccount: the same on chain; its payment (second read) may exist
 //!   (the receipt is on its way) and, if paid, must then match.
-//! - Cancelled: no node reports the transfer finalized and successful; no
-//!   ledger payment row in either read (no instruction is ever sent for
-//!   it).
+//! - Cancelled: no node reports the transfer finalized and successful, or
+//!   (Cancelled as not committed) the finalized transfer does not commit to
+//!   the event; no ledger payment row in either read (no instruction is
+//!   ever sent for it).
 //! - Registered: no ledger payment row in the first read.
 //! - History: starts with the registration, each move is legal and starts
 //!   where the previous one ended, sequence numbers increase, and it passes
@@ -58,8 +61,10 @@
 //!   conserved.
 //! - [`quorum`]: each transfer's outcome on a quorum of nodes against its
 //!   event.
+//! - [`commitment`]: each settled event's transfer commits to it.
 //! - [`supply`]: the chain's asset supply conserved.
 
+mod commitment;
 mod events;
 mod payments;
 mod quorum;
@@ -75,7 +80,7 @@ use serde_json::{json, Value};
 
 use crate::args::AuditArgs;
 use crate::chain::NodeClient;
-use crate::event::EventsClient;
+use crate::event::{EventsClient, EventsEndpoint};
 use crate::ledger;
 use crate::output::Progress;
 
@@ -117,11 +122,11 @@ impl Findings {
 /// `lockstep audit`.
 pub async fn run(
     nodes: &[String],
-    events_url: &str,
+    endpoint: &EventsEndpoint,
     json_mode: bool,
     args: AuditArgs,
 ) -> anyhow::Result<ExitCode> {
-    let events = EventsClient::new(events_url)?;
+    let events = EventsClient::new(endpoint)?;
     let chain_nodes = nodes
         .iter()
         .map(|url| NodeClient::with_timeout(url, NODE_TIMEOUT))
@@ -178,14 +183,21 @@ pub async fn run(
             findings.notes.push(note);
         }
     }
+    let not_committed = events::cancelled_not_committed(&histories);
+    let mut claims = Vec::new();
     let chain_summary = quorum::check_chain(
         &chain_nodes,
         threshold,
         concurrency,
         &all_events,
+        &not_committed,
+        &mut claims,
         &mut findings,
     )
     .await?;
+    progress.update("checking each transfer's commitment to its event");
+    let commitment_summary =
+        commitment::check_commitments(&chain_nodes, concurrency, &claims, &mut findings).await;
     let supply_summary = if args.skip_supply {
         findings
             .notes
@@ -201,6 +213,7 @@ pub async fn run(
         "events": all_events.len(),
         "perState": per_state.iter().map(|(s, n)| (s.name(), *n)).collect::<BTreeMap<_, _>>(),
         "chain": chain_summary,
+        "commitments": commitment_summary,
         "ledger": ledger_summary,
         "supply": supply_summary,
     });
@@ -266,6 +279,11 @@ fn print_report(findings: &Findings, summary: &Value, per_state: &BTreeMap<State
     out!(
         "chain: {} transfers checked on {} nodes (quorum {}): {} succeeded, {} failed, {} expired unincluded, {} undecided",
         c["checked"], c["nodes"], c["threshold"], c["succeeded"], c["failed"], c["expired"], c["undecided"]
+    );
+    let k = &summary["commitments"];
+    out!(
+        "commitments: {} transfers checked: {} commit to their event, {} do not; {} not served by any node",
+        k["checked"], k["committed"], k["notCommitted"], k["unchecked"]
     );
     let l = &summary["ledger"];
     let totals: Vec<String> = l["totals"]

@@ -1,6 +1,9 @@
 //! The chain's side, event by event: each transfer's outcome as a quorum of
 //! nodes reports it (`tx_getStatus`, batched), against the event's state
-//! and evidence.
+//! and evidence. The transfers whose commitment to their event must then be
+//! checked ([`commitment`](super::commitment)) are collected as claims.
+
+use std::collections::HashSet;
 
 use anyhow::bail;
 use futures::{stream, StreamExt, TryStreamExt};
@@ -11,18 +14,26 @@ use lockstep_api::quorum::{decide, Decision};
 use lockstep_runtime::Hash;
 use serde_json::{json, Value};
 
+use super::commitment::Claim;
 use super::{Findings, NODE_BATCH};
 use crate::chain::NodeClient;
 
-pub(super) async fn check_chain(
+/// Checks every non-Registered event's transfer on the quorum. `not_committed`
+/// holds the events Cancelled as not committed: a successful transfer is
+/// expected for them, and is claimed (in `claims`) not to commit; every
+/// PendingAccount or Completed event with a successful transfer is claimed
+/// to commit.
+pub(super) async fn check_chain<'a>(
     nodes: &[NodeClient],
     threshold: usize,
     concurrency: usize,
-    all: &[Event],
+    all: &'a [Event],
+    not_committed: &HashSet<String>,
+    claims: &mut Vec<Claim<'a>>,
     findings: &mut Findings,
 ) -> anyhow::Result<Value> {
     // Registered events have no on-chain claim to check.
-    let checked: Vec<&Event> = all
+    let checked: Vec<&'a Event> = all
         .iter()
         .filter(|e| e.state != State::Registered)
         .collect();
@@ -61,7 +72,7 @@ pub(super) async fn check_chain(
         );
     }
     let (mut succeeded, mut failed, mut expired, mut undecided) = (0u64, 0u64, 0u64, 0u64);
-    for (i, event) in checked.iter().enumerate() {
+    for (i, &event) in checked.iter().enumerate() {
         let id = Some(event.id.as_str());
         let answers: Vec<(String, Option<TxStatusView>)> = nodes
             .iter()
@@ -135,6 +146,11 @@ pub(super) async fn check_chain(
                 }
                 match quorum_success {
                     Some((block_hash, block_number)) => {
+                        claims.push(Claim {
+                            event,
+                            block: block_hash,
+                            settles: true,
+                        });
                         if let Some(evidence) = &event.evidence {
                             if evidence.block_hash != Some(block_hash) {
                                 findings.violation(
@@ -161,24 +177,40 @@ pub(super) async fn check_chain(
                 }
             }
             State::Cancelled => {
-                let claims: Vec<&str> = answers
+                let successes: Vec<(&str, &TxStatusView)> = answers
                     .iter()
-                    .filter(|(_, a)| {
-                        a.as_ref().is_some_and(|a| {
-                            a.status == TxState::Finalized
-                                && a.outcome.is_some_and(|o| o.is_success())
-                        })
+                    .filter_map(|(url, a)| {
+                        a.as_ref()
+                            .filter(|a| {
+                                a.status == TxState::Finalized
+                                    && a.outcome.is_some_and(|o| o.is_success())
+                            })
+                            .map(|a| (url.as_str(), a))
                     })
-                    .map(|(url, _)| url.as_str())
                     .collect();
-                if !claims.is_empty() {
+                let claiming: Vec<&str> = successes.iter().map(|(url, _)| *url).collect();
+                // Cancelled as not committed: its transfer may well have
+                // succeeded, and must then not commit to the event.
+                let block = quorum_success
+                    .map(|(hash, _)| hash)
+                    .or_else(|| event.evidence.as_ref().and_then(|e| e.block_hash))
+                    .or_else(|| successes.first().and_then(|(_, a)| a.block_hash));
+                if !claiming.is_empty() && not_committed.contains(&event.id) {
+                    if let Some(block) = block {
+                        claims.push(Claim {
+                            event,
+                            block,
+                            settles: false,
+                        });
+                    }
+                } else if !claiming.is_empty() {
                     findings.violation(
                         "cancelled-transfer-succeeded",
                         id,
                         format!(
                             "Cancelled, but transfer {} is finalized and successful on {}",
                             event.tx_hash,
-                            claims.join(", ")
+                            claiming.join(", ")
                         ),
                     );
                 }

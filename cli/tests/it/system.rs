@@ -19,12 +19,12 @@ use lockstep_api::node::{TxApiServer, TxProof, TxState, TxStatusView};
 use lockstep_bridge::ledger::{Instruction, PaymentLedger, SqliteLedger};
 use lockstep_bridge::RunningBridge;
 use lockstep_node::test_utils::{dev_spec, DevNode};
-use lockstep_offchain::test_utils::EventSystem;
+use lockstep_offchain::test_utils::{DevCredential, EventSystem};
 use lockstep_runtime::crypto::DEV_NAMES;
 use lockstep_runtime::{Hash, Keypair, Outcome};
 use serde_json::Value;
 
-use crate::lockstep;
+use crate::{lockstep, lockstep_with_token};
 
 fn bridge_key() -> Keypair {
     Keypair::dev("cli-test-bridge")
@@ -68,7 +68,8 @@ impl System {
 
         let ledger_path = dir.path().join("ledger.sqlite");
         let ledger: Arc<dyn PaymentLedger> = Arc::new(open_ledger(&ledger_path));
-        let mut config = lockstep_bridge::Config::new(events_url.clone());
+        let mut config = lockstep_bridge::Config::new(events_url.clone(), events.instruction_key());
+        config.token = Some(DevCredential::Bridge.token());
         config.poll_interval = Duration::from_millis(50);
         config.receipt_retry_base = Duration::from_millis(100);
         config.receipt_retry_cap = Duration::from_secs(1);
@@ -96,7 +97,9 @@ impl System {
             self.events_url.clone(),
         ];
         all.extend(rest.iter().map(|s| s.to_string()));
-        lockstep(all).await
+        // A transaction system's credential: registers and reads.
+        let token = DevCredential::Submitter.token().expose_secret().to_owned();
+        lockstep_with_token(all, Some(token)).await
     }
 
     async fn audit(&self, ledger: &Path, json: bool) -> Output {
@@ -634,5 +637,97 @@ async fn audit_is_clean_while_settlements_are_in_flight() {
     let Ok(system) = Arc::try_unwrap(system) else {
         panic!("the bench task still holds the system")
     };
+    system.stop().await;
+}
+
+/// A doctored event store: a Completed event whose transfer does not
+/// commit to it (a chain-only transfer, and a stranger's payment bob → eve
+/// attached to it), written with the store's own API past the event
+/// system's checks, then paid by the bridge as any instruction would be.
+/// The ledger and the chain agree with the event; only the transfer's
+/// bytes give it away, and the audit names the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_finds_a_completed_event_whose_transfer_does_not_commit() {
+    use lockstep_api::event::{Evidence, Registration};
+    use lockstep_api::lifecycle::Reason;
+
+    let system = System::start().await;
+    let events = system.events.as_ref().unwrap();
+
+    // A chain-only transfer, finalized, and seen by the event system's
+    // watcher (so that nothing confirms the forged event but the forger).
+    let sent = system
+        .run(&[
+            "--json",
+            "transfer",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "3",
+            "--wait",
+            "--timeout",
+            "120",
+        ])
+        .await;
+    assert!(sent.status.success(), "{}", show(&sent));
+    let sent = json(&sent);
+    let tx_hash: Hash = serde_json::from_value(sent["txHash"].clone()).unwrap();
+    let status: TxStatusView = serde_json::from_value(sent["status"].clone()).unwrap();
+    let block_number = status.block_number.unwrap();
+    events
+        .await_metrics(|m| {
+            m.watcher_height.load(std::sync::atomic::Ordering::Relaxed) >= block_number
+        })
+        .await;
+
+    let store = &events.service().store;
+    let now = lockstep_offchain::now_ms();
+    let later = now + 3_600_000;
+    let forged = Registration {
+        id: "forged-1".into(),
+        tx_hash,
+        valid_until: block_number,
+        payment: PaymentInstruction {
+            payer: "bob".into(),
+            payee: "eve".into(),
+            amount: "777".into(),
+            currency: "USD".into(),
+        },
+    };
+    store.register(&forged, now, later).unwrap();
+    let evidence = Evidence {
+        block_hash: status.block_hash,
+        block_number,
+        outcome: status.outcome,
+        confirmed_by: vec![system.node_url.clone()],
+        nodes_asked: 1,
+    };
+    store
+        .transition("forged-1", Reason::Succeeded, Some(evidence), now, later)
+        .unwrap();
+    let completed = events.await_state("forged-1", "Completed").await;
+    assert!(completed.receipt.is_some(), "{completed:?}");
+
+    let audit = system.audit(&system.ledger, true).await;
+    assert_eq!(audit.status.code(), Some(1), "{}", show(&audit));
+    let report = json(&audit);
+    assert_eq!(
+        kinds(&report),
+        [("not-committed".to_string(), "forged-1".to_string())],
+        "{report}"
+    );
+    assert_eq!(
+        report["summary"]["commitments"]["notCommitted"], 1,
+        "{report}"
+    );
+    let plain = system.audit(&system.ledger, false).await;
+    assert!(
+        text(&plain.stdout).contains("VIOLATION not-committed: event forged-1"),
+        "{}",
+        show(&plain)
+    );
+
     system.stop().await;
 }

@@ -31,6 +31,7 @@ impl From<SubmitError> for ErrorObjectOwned {
                 PoolError::AlreadyImported(_) => ALREADY_KNOWN,
                 PoolError::StaleNonce { .. } => STALE_NONCE,
                 PoolError::Expired { .. } => EXPIRED,
+                PoolError::ValidityTooLong { .. } => VALIDITY_TOO_LONG,
                 PoolError::NonceTaken { .. } => NONCE_TAKEN,
                 PoolError::AccountFull(_) => ACCOUNT_FULL,
                 PoolError::Full { .. } => POOL_FULL,

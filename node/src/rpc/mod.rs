@@ -19,8 +19,8 @@ use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, RpcModule};
 pub use lockstep_api::node::PeerView;
 use lockstep_api::node::{
-    AuthorApiServer, BalanceView, BlockView, ChainApiServer, Health, SignedBlockView,
-    StateApiServer, SystemApiServer, TxApiServer, TxProof, TxState, TxStatusView,
+    AuthorApiServer, BalanceView, BlockView, ChainApiServer, ChainProperties, Health,
+    SignedBlockView, StateApiServer, SystemApiServer, TxApiServer, TxProof, TxState, TxStatusView,
 };
 use lockstep_runtime::primitives::{from_hex, to_hex};
 use lockstep_runtime::state::StateReader;
@@ -46,6 +46,8 @@ pub const DEFAULT_RPC_LIMITS: RpcLimits = RpcLimits {
     max_connections: 256,
     max_subscriptions_per_connection: 16_384,
     max_batch_len: 256,
+    // Off unless `--rpc-rate-limit` is given, as in Substrate.
+    rate_limit: None,
 };
 
 /// What the network reports to `system_health`, `system_peers` and
@@ -346,6 +348,15 @@ impl SystemApiServer for RpcHandler {
 
     fn chain(&self) -> RpcResult<String> {
         Ok(self.chain.spec().name.clone())
+    }
+
+    fn properties(&self) -> RpcResult<ChainProperties> {
+        let spec = self.chain.spec();
+        Ok(ChainProperties {
+            chain_id: spec.chain_id.clone(),
+            block_time_ms: spec.block_time_ms,
+            max_validity_blocks: spec.max_validity_blocks,
+        })
     }
 
     fn peers(&self) -> RpcResult<Vec<PeerView>> {

@@ -69,8 +69,18 @@ async fn bad_extrinsics_are_refused_with_stable_codes_and_change_nothing() {
         hex(&foreign),
         codes::BAD_SIGNATURE,
     ));
-    let expired = SignedTx::sign(&Keypair::dev("alice"), &node.context, 0, 0, call);
+    let expired = SignedTx::sign(&Keypair::dev("alice"), &node.context, 0, 0, call.clone());
     cases.push(("expired", hex(&expired), codes::EXPIRED));
+    // A window of decades would keep a future-nonce transfer (and its
+    // event) pending for as long.
+    let decades = SignedTx::sign(
+        &Keypair::dev("alice"),
+        &node.context,
+        3,
+        1_000_000_000,
+        call,
+    );
+    cases.push(("valid for decades", hex(&decades), codes::VALIDITY_TOO_LONG));
 
     for (what, extrinsic, code) in cases {
         let (got, message) = submit_error(&node, extrinsic).await;
@@ -174,5 +184,67 @@ async fn malformed_requests_get_json_rpc_errors() {
         .unwrap();
     assert_eq!(name, "lockstep-node");
     node.await_heads(1).await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_specifications_examples_get_the_specifications_answers() {
+    let node = DevNode::start().await;
+    let addr = node.addr;
+    tokio::task::spawn_blocking(move || {
+        lockstep_service::jsonrpc_spec::assert_server_follows_the_specification(
+            addr,
+            "system_name",
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_over_its_rate_limit_is_refused_and_others_are_not() {
+    use lockstep_service::jsonrpc_spec::http_post;
+    use lockstep_service::rpc_rate_limit::RateLimit;
+    let node = lockstep_node::test_utils::DevNode::start_with(crate::harness::spec(), |config| {
+        config.rpc.rate_limit = Some(RateLimit {
+            calls_per_minute: std::num::NonZeroU32::new(5).unwrap(),
+            code: codes::RATE_LIMITED,
+        });
+    })
+    .await;
+    let addr = node.addr;
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"system_name","params":[]}"#;
+    let batch = format!("[{}]", [call; 7].join(","));
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        (
+            http_post(addr, batch.as_bytes(), &[]),
+            http_post(addr, call.as_bytes(), &[]),
+        )
+    })
+    .await
+    .unwrap();
+    // One connection: five calls served, the two over the rate refused.
+    let answers: Vec<Value> = serde_json::from_str(&first.body).unwrap();
+    let served = answers
+        .iter()
+        .filter(|a| a["result"] == "lockstep-node")
+        .count();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a["error"]["code"] == codes::RATE_LIMITED)
+        .collect();
+    assert_eq!((served, refused.len()), (5, 2), "{}", first.body);
+    assert!(
+        refused[0]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("5 calls a minute")),
+        "{}",
+        first.body
+    );
+    // Another connection has a bucket of its own.
+    let other: Value = serde_json::from_str(&second.body).unwrap();
+    assert_eq!(other["result"], "lockstep-node", "{}", second.body);
     node.stop().await;
 }

@@ -13,7 +13,7 @@ use lockstep_api::node::{
     self, AuthorApiClient, ChainApiClient, StateApiClient, TxApiClient, TxState, MAX_NODE_BATCH,
 };
 use lockstep_runtime::crypto::DEV_NAMES;
-use lockstep_runtime::genesis::{DEV_ASSET, DEV_ENDOWMENT};
+use lockstep_runtime::genesis::{DEFAULT_MAX_VALIDITY_BLOCKS, DEV_ASSET, DEV_ENDOWMENT};
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{
     AccountId, BlockNumber, Call, ChainSpec, Hash, Header, Keypair, SignedTx, SigningContext,
@@ -87,7 +87,16 @@ fn transfer(from: &str, nonce: u64, to: &str) -> String {
         amount: 1,
         reference: None,
     };
-    to_hex(&SignedTx::sign(&Keypair::dev(from), &context(), nonce, 1_000_000, call).encode())
+    to_hex(
+        &SignedTx::sign(
+            &Keypair::dev(from),
+            &context(),
+            nonce,
+            DEFAULT_MAX_VALIDITY_BLOCKS,
+            call,
+        )
+        .encode(),
+    )
 }
 
 async fn head(http: &HttpClient) -> Header {

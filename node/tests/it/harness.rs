@@ -24,9 +24,11 @@ impl DevNode {
         )
     }
 
-    /// A transfer valid until block 1,000,000.
+    /// A transfer valid for the chain's whole window as seen from genesis
+    /// (until block #3,600 of the dev spec): longer than any test runs.
     pub fn transfer(&self, from: &str, nonce: u64, to: AccountId, amount: u128) -> SignedTx {
-        self.0.transfer(from, nonce, 1_000_000, to, amount)
+        self.0
+            .transfer(from, nonce, spec().max_validity_blocks, to, amount)
     }
 
     pub async fn stop(self) {

@@ -123,6 +123,9 @@ async fn pool_chain_and_system_methods_answer() {
     assert_eq!(chain, spec().name);
     let name = node.http.name().await.unwrap();
     assert_eq!(name, "lockstep-node");
+    let properties = node.http.properties().await.unwrap();
+    assert_eq!(properties.chain_id, spec().chain_id);
+    assert_eq!(properties.max_validity_blocks, spec().max_validity_blocks);
     let methods = node.http.methods().await.unwrap().methods;
     // These are the method names as served on the wire, not calls: they stay strings.
     for expected in [
@@ -143,6 +146,7 @@ async fn pool_chain_and_system_methods_answer() {
         "system_name",
         "system_version",
         "system_chain",
+        "system_properties",
         "rpc_methods",
     ] {
         assert!(

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use lockstep_api::bus::BusMessage;
 use lockstep_api::event::{
-    Event, Evidence, PaymentFailure, PaymentReceipt, Registration, Transition,
+    Commitment, Event, Evidence, PaymentFailure, PaymentReceipt, Registration, Transition,
 };
 use lockstep_api::lifecycle::{next_state, IllegalMove, Reason, State};
 use lockstep_runtime::Hash;
@@ -39,12 +39,17 @@ fn history_key(id: &str, seq: u64) -> Vec<u8> {
 }
 
 impl EventStore {
-    /// Stages the event record.
-    fn stage_event(&self, pending: &mut Pending, event: &Event) -> StoreResult<()> {
+    /// Stages the event record, with what is known of its commitment.
+    fn stage_event(
+        &self,
+        pending: &mut Pending,
+        event: &Event,
+        commitment: Commitment,
+    ) -> StoreResult<()> {
         pending.batch.put_cf(
             self.cf(CF_EVENTS)?,
             event.id.as_str(),
-            encode(&StoredEvent::from(event)),
+            encode(&StoredEvent::new(event, commitment)),
         );
         Ok(())
     }
@@ -73,9 +78,10 @@ impl EventStore {
         Ok(transition)
     }
 
-    /// Registers an event, or returns the one registered under this id with
-    /// the same payload (`false`: nothing was written). `recheck_at_ms` is
-    /// when the reconciler should first look at it.
+    /// Registers an event whose commitment is [`Commitment::Unverified`],
+    /// or returns the one registered under this id with the same payload
+    /// (`false`: nothing was written). `recheck_at_ms` is when the
+    /// reconciler should first look at it.
     pub fn register(
         &self,
         registration: &Registration,
@@ -87,14 +93,34 @@ impl EventStore {
             .unwrap_or_else(|| Err(StoreError::NotFound(registration.id.clone())))
     }
 
-    /// Registers many events in **one** write batch (group commit: one
-    /// fsync for all). Each is checked on its own, against the store and
-    /// against the others of the group; a refused one is reported in its
-    /// slot and contributes nothing. The outer error is a store failure, in
-    /// which case nothing was written.
+    /// [`EventStore::register_checked`] with every commitment
+    /// [`Commitment::Unverified`]: the confirmer checks each transfer's
+    /// commitment in its finalized block before anything is paid.
     pub fn register_many(
         &self,
         registrations: &[Registration],
+        now_ms: u64,
+        recheck_at_ms: u64,
+    ) -> StoreResult<Vec<StoreResult<(Event, bool)>>> {
+        let unverified: Vec<(Registration, Commitment)> = registrations
+            .iter()
+            .map(|r| (r.clone(), Commitment::Unverified))
+            .collect();
+        self.register_checked(&unverified, now_ms, recheck_at_ms)
+    }
+
+    /// Registers many events in **one** write batch (group commit: one
+    /// fsync for all), each with what its registration proved of its
+    /// commitment. Each is checked on its own, against the store and
+    /// against the others of the group; a refused one is reported in its
+    /// slot and contributes nothing. The outer error is a store failure, in
+    /// which case nothing was written. Idempotency compares the payload
+    /// only: the same event registered again by hash, or with its signed
+    /// transfer, is the same event (and keeps what was first recorded of
+    /// its commitment).
+    pub fn register_checked(
+        &self,
+        registrations: &[(Registration, Commitment)],
         now_ms: u64,
         recheck_at_ms: u64,
     ) -> StoreResult<Vec<StoreResult<(Event, bool)>>> {
@@ -103,7 +129,7 @@ impl EventStore {
         let mut staged: HashMap<String, Event> = HashMap::new();
         let mut staged_tx: HashMap<Hash, String> = HashMap::new();
         let mut results = Vec::with_capacity(registrations.len());
-        for registration in registrations {
+        for (registration, commitment) in registrations {
             let existing = match staged.get(&registration.id) {
                 Some(event) => Some(event.clone()),
                 None => self.get(&registration.id)?,
@@ -143,7 +169,7 @@ impl EventStore {
                 payment_failure: None,
             };
             let id = event.id.as_str();
-            self.stage_event(&mut pending, &event)?;
+            self.stage_event(&mut pending, &event, *commitment)?;
             pending
                 .batch
                 .put_cf(self.cf(CF_BY_TX)?, event.tx_hash.as_bytes(), id);
@@ -182,6 +208,12 @@ impl EventStore {
 
     /// An event by id.
     pub fn get(&self, id: &str) -> StoreResult<Option<Event>> {
+        Ok(self.get_with_commitment(id)?.map(|(event, _)| event))
+    }
+
+    /// An event by id, with what is known of its transfer's commitment to
+    /// it (the confirmer's question before it lets a payment out).
+    pub fn get_with_commitment(&self, id: &str) -> StoreResult<Option<(Event, Commitment)>> {
         match self.db.get_cf(self.cf(CF_EVENTS)?, id)? {
             Some(bytes) => Ok(Some(decode::<StoredEvent>("event", &bytes)?.into())),
             None => Ok(None),
@@ -190,6 +222,13 @@ impl EventStore {
 
     pub(super) fn must_get(&self, id: &str) -> StoreResult<Event> {
         self.get(id)?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+
+    /// [`EventStore::get_with_commitment`] of an event that must exist: what
+    /// a writer re-stages, so that a rewrite keeps the commitment as it was.
+    fn must_get_with_commitment(&self, id: &str) -> StoreResult<(Event, Commitment)> {
+        self.get_with_commitment(id)?
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))
     }
 
@@ -280,7 +319,7 @@ impl EventStore {
         let mut staged = HashSet::new();
         let mut results = Vec::with_capacity(moves.len());
         for one in moves {
-            let Some(event) = self.get(&one.id)? else {
+            let Some((event, commitment)) = self.get_with_commitment(&one.id)? else {
                 results.push(Err(StoreError::NotFound(one.id.clone())));
                 continue;
             };
@@ -298,7 +337,7 @@ impl EventStore {
             }
             results.push(self.stage_transition(
                 &mut pending,
-                event,
+                (event, commitment),
                 one.reason,
                 one.evidence.clone(),
                 now_ms,
@@ -313,10 +352,15 @@ impl EventStore {
 
     /// Stages one move into `pending`; the inner error is a refused move
     /// (nothing staged), the outer a store failure.
+    ///
+    /// A move on [`Reason::Succeeded`] is the confirmer's word that the
+    /// finalized transfer succeeded *and* commits to the event (it checks an
+    /// unverified commitment before it asks for this move), so the record
+    /// leaves Registered with its commitment verified.
     fn stage_transition(
         &self,
         pending: &mut Pending,
-        mut event: Event,
+        (mut event, commitment): (Event, Commitment),
         reason: Reason,
         evidence: Option<Evidence>,
         now_ms: u64,
@@ -348,10 +392,17 @@ impl EventStore {
                 block_number: evidence.as_ref().map(|e| e.block_number).unwrap_or(0),
                 payment: event.payment.clone(),
                 attempt: 0,
+                // The bus signs each delivery (see `crate::bus`).
+                signature: None,
             };
             self.stage_outbox(pending, &message, now_ms)?;
         }
-        self.stage_event(pending, &event)?;
+        let commitment = if reason == Reason::Succeeded {
+            Commitment::Verified
+        } else {
+            commitment
+        };
+        self.stage_event(pending, &event, commitment)?;
         self.append_transition(
             pending,
             Transition {
@@ -443,7 +494,7 @@ impl EventStore {
     ) -> StoreResult<Vec<StoreResult<(Event, bool)>>> {
         let mut guard = self.lock();
         let mut pending = self.begin(&guard);
-        let mut staged: HashMap<String, Event> = HashMap::new();
+        let mut staged: HashMap<String, (Event, Commitment)> = HashMap::new();
         let mut results = Vec::with_capacity(receipts.len());
         let mut wrote = false;
         for receipt in receipts {
@@ -473,14 +524,14 @@ impl EventStore {
     fn stage_receipt(
         &self,
         pending: &mut Pending,
-        staged: &mut HashMap<String, Event>,
+        staged: &mut HashMap<String, (Event, Commitment)>,
         receipt: &PaymentReceipt,
         now_ms: u64,
     ) -> StoreResult<(Event, bool)> {
         let id = receipt.event_id.as_str();
-        let mut event = match staged.get(id) {
-            Some(event) => event.clone(),
-            None => self.must_get(id)?,
+        let (mut event, commitment) = match staged.get(id) {
+            Some(record) => record.clone(),
+            None => self.must_get_with_commitment(id)?,
         };
         if receipt.is_failure() {
             if event.state != State::PendingAccount {
@@ -500,8 +551,8 @@ impl EventStore {
                 at_ms: now_ms,
                 reports,
             });
-            self.stage_event(pending, &event)?;
-            staged.insert(id.to_owned(), event.clone());
+            self.stage_event(pending, &event, commitment)?;
+            staged.insert(id.to_owned(), (event.clone(), commitment));
             return Ok((event, true));
         }
         if let Some(existing) = &event.receipt {
@@ -534,7 +585,7 @@ impl EventStore {
         event.due_at_ms = None;
         event.receipt = Some(receipt.clone());
         event.payment_failure = None;
-        self.stage_event(pending, &event)?;
+        self.stage_event(pending, &event, commitment)?;
         self.append_transition(
             pending,
             Transition {
@@ -548,7 +599,7 @@ impl EventStore {
                 payment_reference: Some(receipt.payment_reference.clone()),
             },
         )?;
-        staged.insert(id.to_owned(), event.clone());
+        staged.insert(id.to_owned(), (event.clone(), commitment));
         Ok((event, true))
     }
 
@@ -557,14 +608,14 @@ impl EventStore {
     /// event has moved on meanwhile.
     pub fn reschedule(&self, id: &str, state: State, due_ms: u64) -> StoreResult<()> {
         let mut guard = self.lock();
-        let mut event = self.must_get(id)?;
+        let (mut event, commitment) = self.must_get_with_commitment(id)?;
         if event.state != state {
             return Ok(());
         }
         let mut pending = self.begin(&guard);
         self.stage_due(&mut pending, &mut event, due_ms)?;
         event.checks = event.checks.saturating_add(1);
-        self.stage_event(&mut pending, &event)?;
+        self.stage_event(&mut pending, &event, commitment)?;
         self.commit(&mut guard, pending)
     }
 
@@ -583,7 +634,7 @@ impl EventStore {
         next_due: impl Fn(u32) -> u64,
     ) -> StoreResult<bool> {
         let mut guard = self.lock();
-        let mut event = self.must_get(id)?;
+        let (mut event, commitment) = self.must_get_with_commitment(id)?;
         if event.state != State::PendingAccount {
             return Ok(false);
         }
@@ -597,7 +648,7 @@ impl EventStore {
         let mut pending = self.begin(&guard);
         let due_ms = next_due(event.resends);
         self.stage_due(&mut pending, &mut event, due_ms)?;
-        self.stage_event(&mut pending, &event)?;
+        self.stage_event(&mut pending, &event, commitment)?;
         self.commit(&mut guard, pending)?;
         Ok(counted)
     }
@@ -809,6 +860,58 @@ mod tests {
     }
 
     #[test]
+    fn an_unverified_commitment_survives_rewrites_until_the_confirmer_decides() {
+        let (_dir, store) = open();
+        store
+            .register(&registration("e1", 1), 10, 20)
+            .expect("register");
+        store
+            .register_checked(&[(registration("e2", 2), Commitment::Verified)], 10, 20)
+            .expect("register")
+            .pop()
+            .expect("one result")
+            .expect("registered");
+        let commitment = |id: &str| store.get_with_commitment(id).expect("get").expect(id).1;
+        assert_eq!(commitment("e1"), Commitment::Unverified);
+        assert_eq!(commitment("e2"), Commitment::Verified);
+        // The same event again, now with its (verified) transfer: the same
+        // event, and what was recorded first stays.
+        let again = store
+            .register_checked(&[(registration("e1", 1), Commitment::Verified)], 11, 21)
+            .expect("register")
+            .pop()
+            .expect("one result")
+            .expect("idempotent");
+        assert!(!again.1);
+        assert_eq!(commitment("e1"), Commitment::Unverified);
+        // An undecided check rewrites the record: the flag stays.
+        store
+            .reschedule("e1", State::Registered, 30)
+            .expect("reschedule");
+        assert_eq!(commitment("e1"), Commitment::Unverified);
+        assert_eq!(store.get("e1").expect("get").expect("e1").checks, 1);
+
+        // Not committed: Cancelled, and nothing in the outbox.
+        store
+            .register(&registration("e3", 3), 10, 20)
+            .expect("register");
+        let cancelled = store
+            .transition("e3", Reason::NotCommitted, Some(evidence()), 40, 1000)
+            .expect("cancel");
+        assert_eq!(cancelled.state, State::Cancelled);
+        assert_eq!(store.bus_depth().expect("depth"), 0);
+        let history = store.history("e3").expect("history");
+        assert_eq!(history[1].reason, Some(Reason::NotCommitted));
+
+        // The confirmer moves on Succeeded only once it has checked.
+        store
+            .transition("e1", Reason::Succeeded, Some(evidence()), 50, 1000)
+            .expect("succeed");
+        assert_eq!(commitment("e1"), Commitment::Verified);
+        assert_eq!(store.bus_depth().expect("depth"), 1);
+    }
+
+    #[test]
     fn records_written_in_the_old_format_are_read() {
         let (_dir, store) = open();
         // Byte for byte what the store wrote before it had its own record
@@ -841,11 +944,15 @@ mod tests {
         };
         assert_eq!(store.get("e1").expect("get"), Some(expected));
 
-        // And what it writes today is the same bytes.
+        // And what it writes today for a registration with its signed
+        // transfer is the same bytes.
         let (_dir, fresh) = open();
         fresh
-            .register(&registration("e1", 1), 10, 20)
-            .expect("register");
+            .register_checked(&[(registration("e1", 1), Commitment::Verified)], 10, 20)
+            .expect("register")
+            .pop()
+            .expect("one result")
+            .expect("registered");
         let written = fresh
             .db
             .get_cf(fresh.cf(CF_EVENTS).expect("cf"), b"e1")

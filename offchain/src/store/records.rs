@@ -13,7 +13,8 @@
 
 use lockstep_api::bus::BusMessage;
 use lockstep_api::event::{
-    Event, Evidence, PaymentFailure, PaymentInstruction, PaymentReceipt, ReceiptOutcome, Transition,
+    Commitment, Event, Evidence, PaymentFailure, PaymentInstruction, PaymentReceipt,
+    ReceiptOutcome, Transition,
 };
 use lockstep_api::lifecycle::{Reason, State};
 use lockstep_runtime::{BlockNumber, Hash, Outcome, Signature};
@@ -66,6 +67,8 @@ pub enum StoredReason {
     Expired,
     /// [`Reason::Receipt`].
     Receipt,
+    /// [`Reason::NotCommitted`] (`notCommitted`).
+    NotCommitted,
 }
 
 impl From<Reason> for StoredReason {
@@ -75,6 +78,7 @@ impl From<Reason> for StoredReason {
             Reason::Failed => StoredReason::Failed,
             Reason::Expired => StoredReason::Expired,
             Reason::Receipt => StoredReason::Receipt,
+            Reason::NotCommitted => StoredReason::NotCommitted,
         }
     }
 }
@@ -86,6 +90,7 @@ impl From<StoredReason> for Reason {
             StoredReason::Failed => Reason::Failed,
             StoredReason::Expired => Reason::Expired,
             StoredReason::Receipt => Reason::Receipt,
+            StoredReason::NotCommitted => Reason::NotCommitted,
         }
     }
 }
@@ -338,10 +343,26 @@ pub struct StoredEvent {
     /// The last payment failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_failure: Option<StoredPaymentFailure>,
+    /// Registered by hash alone, and the transfer's commitment to the event
+    /// not checked yet ([`Commitment::Unverified`]): the confirmer checks it
+    /// in the finalized block before anything is paid. Absent (false) for
+    /// an event registered with its signed transfer (checked then), one
+    /// whose commitment the confirmer has checked, and records written
+    /// before commitments existed (under the rules they were accepted by).
+    /// Absent when false, so such records keep their bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub commitment_unverified: bool,
 }
 
-impl From<&Event> for StoredEvent {
-    fn from(e: &Event) -> Self {
+impl From<&(Event, Commitment)> for StoredEvent {
+    fn from((event, commitment): &(Event, Commitment)) -> Self {
+        StoredEvent::new(event, *commitment)
+    }
+}
+
+impl StoredEvent {
+    /// The record of `e`, with what is known of its commitment.
+    pub fn new(e: &Event, commitment: Commitment) -> StoredEvent {
         let Event {
             id,
             tx_hash,
@@ -371,7 +392,19 @@ impl From<&Event> for StoredEvent {
             evidence: evidence.as_ref().map(Into::into),
             receipt: receipt.as_ref().map(Into::into),
             payment_failure: payment_failure.as_ref().map(Into::into),
+            commitment_unverified: commitment == Commitment::Unverified,
         }
+    }
+}
+
+impl From<StoredEvent> for (Event, Commitment) {
+    fn from(e: StoredEvent) -> Self {
+        let commitment = if e.commitment_unverified {
+            Commitment::Unverified
+        } else {
+            Commitment::Verified
+        };
+        (e.into(), commitment)
     }
 }
 
@@ -459,7 +492,9 @@ impl From<StoredTransition> for Transition {
     }
 }
 
-/// A payment instruction on the bus, as stored in its outbox entry.
+/// A payment instruction on the bus, as stored in its outbox entry:
+/// unsigned, since the bus signs each delivery with the key the event
+/// system runs with (see `crate::bus`), so no signature is on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredMessage {
@@ -489,6 +524,7 @@ impl From<&BusMessage> for StoredMessage {
             block_number,
             payment,
             attempt,
+            signature: _,
         } = m;
         StoredMessage {
             message_id: message_id.clone(),
@@ -512,6 +548,7 @@ impl From<StoredMessage> for BusMessage {
             block_number: m.block_number,
             payment: m.payment.into(),
             attempt: m.attempt,
+            signature: None,
         }
     }
 }
@@ -587,7 +624,8 @@ mod tests {
             tx = hex("01", 32),
             block = hex("07", 32),
         );
-        round_trip::<StoredEvent, Event>(&json, |event| {
+        round_trip::<StoredEvent, (Event, Commitment)>(&json, |(event, commitment)| {
+            assert_eq!(*commitment, Commitment::Verified);
             assert_eq!(event.id, "e1");
             assert_eq!(event.tx_hash, Hash([1; 32]));
             assert_eq!(event.payment.amount, "100");
@@ -624,7 +662,7 @@ mod tests {
             block = hex("0a", 32),
             sig = hex("09", 64),
         );
-        round_trip::<StoredEvent, Event>(&json, |event| {
+        round_trip::<StoredEvent, (Event, Commitment)>(&json, |(event, _)| {
             assert_eq!(event.state, State::Completed);
             assert_eq!(event.due_at_ms, None);
             let receipt = event.receipt.as_ref().expect("receipt");
@@ -648,6 +686,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unverified_commitment_is_kept_and_old_records_are_verified() {
+        let json = format!(
+            concat!(
+                r#"{{"id":"e4","txHash":"{tx}","validUntil":7,"#,
+                r#""payment":{{"payer":"bob","payee":"alice","amount":"5","currency":"USD"}},"#,
+                r#""state":"Registered","createdAtMs":1,"stateSinceMs":1,"dueAtMs":3,"#,
+                r#""checks":0,"resends":0,"commitmentUnverified":true}}"#
+            ),
+            tx = hex("04", 32),
+        );
+        round_trip::<StoredEvent, (Event, Commitment)>(&json, |(event, commitment)| {
+            assert_eq!(*commitment, Commitment::Unverified);
+            assert_eq!(event.state, State::Registered);
+        });
+        // Written before the field existed: the rules it was accepted by.
+        let old = json.replace(r#","commitmentUnverified":true"#, "");
+        let (_, commitment) = <(Event, Commitment)>::from(
+            serde_json::from_str::<StoredEvent>(&old).expect("decodes"),
+        );
+        assert_eq!(commitment, Commitment::Verified);
+    }
+
+    #[test]
     fn transition_records_decode_and_encode_unchanged() {
         let registered =
             r#"{"seq":1,"eventId":"e1","atMs":10,"from":null,"to":"Registered","reason":null}"#;
@@ -665,6 +726,14 @@ mod tests {
             assert_eq!(t.reason, Some(Reason::Expired));
             let evidence = t.evidence.as_ref().expect("evidence");
             assert_eq!((evidence.block_hash, evidence.outcome), (None, None));
+        });
+        let not_committed = concat!(
+            r#"{"seq":4,"eventId":"e5","atMs":12,"from":"Registered","to":"Cancelled","#,
+            r#""reason":"notCommitted","evidence":{"blockNumber":9,"confirmedBy":["a"],"nodesAsked":1}}"#
+        );
+        round_trip::<StoredTransition, Transition>(not_committed, |t| {
+            assert_eq!(t.reason, Some(Reason::NotCommitted));
+            assert_eq!(t.to, State::Cancelled);
         });
         let receipted = r#"{"seq":3,"eventId":"e1","atMs":14,"from":"PendingAccount","to":"Completed","reason":"receipt","paymentReference":"p1"}"#;
         round_trip::<StoredTransition, Transition>(receipted, |t| {

@@ -3,20 +3,23 @@
 use jsonrpsee::rpc_params;
 use lockstep_api::event::PaymentReceipt;
 use lockstep_offchain::rpc::{
-    BAD_CURSOR, BAD_RECEIPT_SIGNATURE, ID_CONFLICT, INVALID_FIELD, NOT_AWAITING_RECEIPT, NOT_FOUND,
-    RECEIPT_CONFLICT, TX_CONFLICT, UNKNOWN_LEASE,
+    BAD_CURSOR, BAD_RECEIPT_SIGNATURE, ID_CONFLICT, INVALID_FIELD, NOT_AWAITING_RECEIPT,
+    NOT_COMMITTED, NOT_FOUND, RECEIPT_CONFLICT, TX_CONFLICT, UNKNOWN_LEASE,
 };
 use lockstep_runtime::Keypair;
 use serde_json::{json, Value};
 
-use crate::harness::{bridge_key, hex, payment, DevNode, EventSystem};
+use crate::harness::{bridge_key, hex, payment, DevNode, EventSystem, VALID_UNTIL};
 
-/// Sends raw bytes as an HTTP POST body; returns the whole response.
+/// Sends raw bytes as an HTTP POST body, with the operator's credential;
+/// returns the whole response.
 async fn raw_post(addr: std::net::SocketAddr, body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let token = lockstep_offchain::test_utils::DevCredential::Operator.token();
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        token.expose_secret(),
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -40,7 +43,7 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
     let bob = Keypair::dev("bob").public();
 
     // One event completed through the real flow, one left Registered.
-    let paid = node.transfer("alice", 0, 1_000_000, bob, 5);
+    let paid = node.settling("alice", 0, VALID_UNTIL, bob, 5, ("paid", 1));
     events.register("paid", &paid, 1).await.unwrap();
     node.submit(&paid).await;
     events.await_state("paid", "PendingAccount").await;
@@ -49,7 +52,7 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
         .call("event_postReceipt", rpc_params![receipt.clone()])
         .await
         .unwrap();
-    let waiting = node.transfer("ferdie", 0, 1_000_000, bob, 5);
+    let waiting = node.settling("ferdie", 0, VALID_UNTIL, bob, 5, ("waiting", 2));
     events.register("waiting", &waiting, 2).await.unwrap();
 
     let before = events.stats().await;
@@ -122,14 +125,29 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
         INVALID_FIELD,
     );
 
-    // Idempotency conflicts.
+    // A signed transfer that commits to another event or payment: refused
+    // before the store is asked.
     let mut changed = ok("waiting");
     changed["payment"]["amount"] = json!("999");
-    expect(register(changed).await, ID_CONFLICT);
-    expect(register(ok("same-tx-other-id")).await, TX_CONFLICT);
+    let message = expect(register(changed.clone()).await, NOT_COMMITTED);
+    assert!(message.contains("does not commit"), "{message}");
+    expect(register(ok("same-tx-other-id")).await, NOT_COMMITTED);
+
+    // Idempotency conflicts (by hash, which the store judges).
+    let by_hash_of = |body: &Value| {
+        json!({
+            "id": body["id"], "txHash": waiting.hash(), "validUntil": VALID_UNTIL,
+            "payment": body["payment"]
+        })
+    };
+    expect(register(by_hash_of(&changed)).await, ID_CONFLICT);
+    expect(
+        register(by_hash_of(&ok("same-tx-other-id"))).await,
+        TX_CONFLICT,
+    );
     // By hash and expiry instead of the tx itself: the same registration.
     let by_hash = json!({
-        "id": "waiting", "txHash": waiting.hash(), "validUntil": 1_000_000, "payment": payment(2)
+        "id": "waiting", "txHash": waiting.hash(), "validUntil": VALID_UNTIL, "payment": payment(2)
     });
     assert_eq!(register(by_hash).await.unwrap()["state"], "Registered");
 
@@ -274,4 +292,24 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
 
     events.stop().await;
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_specifications_examples_get_the_specifications_answers() {
+    let node = DevNode::start().await;
+    let events = EventSystem::start(vec![node.url()], "1/1").await;
+    let addr = events.addr;
+    // A reader may call `event_stats`; the envelopes are checked once the
+    // caller is admitted.
+    let token = lockstep_offchain::test_utils::DevCredential::Reader.token();
+    let header = format!("Bearer {}", token.expose_secret());
+    tokio::task::spawn_blocking(move || {
+        lockstep_service::jsonrpc_spec::assert_server_follows_the_specification(
+            addr,
+            "event_stats",
+            &[("Authorization", &header)],
+        )
+    })
+    .await
+    .unwrap();
 }

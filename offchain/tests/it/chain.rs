@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use crate::harness::{
     answer, bridge_key, evidence, hex, message, payment, proxy, register_request, scrape,
-    Behaviour, DevNode, EventSystem,
+    Behaviour, DevNode, EventSystem, VALID_UNTIL,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +21,8 @@ async fn succeeded_transfer_is_pending_then_completed_by_receipt() {
     let (_p2, proxy2) = proxy(node.addr, Behaviour::Honest).await;
     let events = EventSystem::start(vec![node.url(), proxy1, proxy2], "2/3").await;
 
-    let tx = node.transfer("alice", 0, 1_000_000, Keypair::dev("bob").public(), 500);
+    let bob = Keypair::dev("bob").public();
+    let tx = node.settling("alice", 0, VALID_UNTIL, bob, 500, ("pay-1", 1));
     let registered = events.register("pay-1", &tx, 1).await.unwrap();
     assert_eq!(registered.state, State::Registered);
     assert_eq!(registered.tx_hash, tx.hash());
@@ -52,6 +53,9 @@ async fn succeeded_transfer_is_pending_then_completed_by_receipt() {
     assert_eq!(leased.event_id, "pay-1");
     assert_eq!(leased.payment.amount, "101");
     assert_eq!(leased.attempt, 1);
+    // Signed by this event system's key, and by no other.
+    assert_eq!(leased.verify(&events.instruction_key()), Ok(()));
+    assert!(leased.verify(&Keypair::dev("forger").public()).is_err());
     let mut again = None;
     let mut changed = events.service().metrics.changed();
     for _ in 0..1000 {
@@ -69,6 +73,7 @@ async fn succeeded_transfer_is_pending_then_completed_by_receipt() {
     let redelivered = message(&again.messages[0]);
     assert_eq!(redelivered.event_id, "pay-1");
     assert_eq!(redelivered.attempt, 2);
+    assert_eq!(redelivered.verify(&events.instruction_key()), Ok(()));
     let stale = answer(events.http.ack(first.lease_id.clone(), None).await).unwrap_err();
     assert_eq!(stale.code(), lockstep_offchain::rpc::LEASE_EXPIRED);
     let acked = events.http.ack(again.lease_id.clone(), None).await.unwrap();
@@ -122,18 +127,20 @@ async fn failed_and_expired_transfers_are_cancelled() {
     let events = EventSystem::start(vec![node.url()], "2/3").await;
 
     // More than charlie holds: included, with a failed outcome.
-    let broke = node.transfer(
+    let bob = Keypair::dev("bob").public();
+    let broke = node.settling(
         "charlie",
         0,
-        1_000_000,
-        Keypair::dev("bob").public(),
+        VALID_UNTIL,
+        bob,
         DEV_ENDOWMENT + 1,
+        ("too-much", 1),
     );
     events.register("too-much", &broke, 1).await.unwrap();
     // Registered and never submitted: expires once the chain passes
     // valid_until.
     let valid_until = node.head().await + 3;
-    let never = node.transfer("dave", 0, valid_until, Keypair::dev("bob").public(), 5);
+    let never = node.settling("dave", 0, valid_until, bob, 5, ("never-sent", 2));
     events.register("never-sent", &never, 2).await.unwrap();
     node.submit(&broke).await;
 
@@ -177,7 +184,10 @@ async fn batch_methods_register_and_receipt_many_answering_each_item() {
     let events = EventSystem::start(vec![node.url()], "1/1").await;
     let bob = Keypair::dev("bob").public();
     let txs: Vec<_> = (0..4)
-        .map(|nonce| node.transfer("alice", nonce, 1_000_000, bob, 10))
+        .map(|i| {
+            let id = format!("b-{i}");
+            node.settling("alice", i, VALID_UNTIL, bob, 10, (&id, i as usize))
+        })
         .collect();
     let mut requests: Vec<RegisterRequest> = txs
         .iter()
@@ -187,7 +197,7 @@ async fn batch_methods_register_and_receipt_many_answering_each_item() {
     // A bad field, and a known id with another payload: refused alone.
     let mut bad_currency = payment(9);
     bad_currency.currency = "euro".into();
-    let stray = node.transfer("bob", 0, 1_000_000, bob, 1);
+    let stray = node.settling("bob", 0, VALID_UNTIL, bob, 1, ("b-0", 0));
     requests.push(RegisterRequest {
         id: "b-bad".into(),
         tx: Some(hex(&stray)),

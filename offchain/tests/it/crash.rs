@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jsonrpsee::core::client::Error as ClientError;
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::ws_client::WsClientBuilder;
+use jsonrpsee::http_client::HttpClient;
+use lockstep_api::client::{BearerToken, ClientOptions};
 use lockstep_api::event::PaymentReceipt;
 use lockstep_api::lifecycle::State;
 use lockstep_api::node::{AuthorApiClient, TxState};
@@ -21,7 +21,9 @@ use lockstep_runtime::genesis::DEV_ENDOWMENT;
 use lockstep_runtime::{Keypair, Outcome, SignedTx};
 use lockstep_service::test_utils::{free_port, TestProcess};
 
-use crate::harness::{bridge_key, evidence, hex, message, register_request, DevNode, PATIENCE};
+use crate::harness::{
+    bridge_key, evidence, hex, message, register_request, DevNode, PATIENCE, VALID_UNTIL,
+};
 
 const SIGNERS: [&str; 6] = ["alice", "bob", "charlie", "dave", "eve", "ferdie"];
 const PER_SIGNER: usize = 50;
@@ -47,12 +49,32 @@ impl Rng {
     }
 }
 
+/// The key the event system binary signs instructions with.
+fn event_system_key() -> Keypair {
+    Keypair::dev("crash-event-system")
+}
+
+/// The test credential with every role.
+fn operator_token() -> BearerToken {
+    lockstep_offchain::test_utils::DevCredential::Operator.token()
+}
+
 /// The event system binary on `base`, logging each generation to
 /// `base/run.log`, `base/run.1.log`, ….
 fn event_process(base: &Path, node_url: &str, port: u16) -> TestProcess {
+    let key_file = base.join("event-system-key.json");
+    if !key_file.exists() {
+        lockstep_service::keyfile::write(&key_file, &event_system_key()).expect("key file");
+    }
+    let credentials = base.join("credentials");
+    lockstep_offchain::test_utils::write_dev_credentials(&credentials).expect("credentials");
     TestProcess::new("run", env!("CARGO_BIN_EXE_lockstep-offchain"), base)
         .args(["run", "--nodes", node_url, "--quorum", "1/1", "--base-path"])
         .arg(base)
+        .arg("--credentials")
+        .arg(&credentials)
+        .arg("--key-file")
+        .arg(&key_file)
         .args(["--rpc-port", &port.to_string()])
         .args(["--bridge-key", &bridge_key().public().to_string()])
         .args([
@@ -124,6 +146,9 @@ async fn bridge(
             continue; // crashed consumer: the lease lapses
         }
         for delivery in messages {
+            // Signed with the key file it was started with, every time.
+            let signed = message(delivery).verify(&event_system_key().public());
+            assert_eq!(signed, Ok(()), "{delivery:?}");
             let id = message(delivery).event_id.clone();
             // Exactly once in effect: a re-delivered instruction finds the
             // payment made and only re-sends the receipt.
@@ -152,10 +177,8 @@ async fn kill_9_at_random_points_loses_nothing() {
     let base: PathBuf = dir.path().to_path_buf();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let client = HttpClientBuilder::default()
-        .request_timeout(Duration::from_secs(5))
-        .build(&url)
-        .unwrap();
+    let options = ClientOptions::new(Duration::from_secs(5)).with_token(Some(operator_token()));
+    let client = lockstep_api::client::http_with(&url, &options).unwrap();
     let mut process = event_process(&base, &node.url(), port);
     start(&mut process);
 
@@ -174,8 +197,9 @@ async fn kill_9_at_random_points_loses_nothing() {
             (0..PER_SIGNER)
                 .map(|k| {
                     let amount = if k % 10 == 9 { DEV_ENDOWMENT * 2 } else { 1 };
-                    let tx = node.transfer(signer, k as u64, 1_000_000, to, amount);
-                    (format!("crash-{s}-{k}"), tx, true)
+                    let id = format!("crash-{s}-{k}");
+                    let tx = node.settling(signer, k as u64, VALID_UNTIL, to, amount, (&id, k));
+                    (id, tx, true)
                 })
                 .collect(),
         );
@@ -183,8 +207,10 @@ async fn kill_9_at_random_points_loses_nothing() {
     plans.push(
         (0..UNSUBMITTED)
             .map(|k| {
-                let tx = node.transfer("heidi", k as u64, valid_until_unsubmitted, bob, 1);
-                (format!("crash-unsent-{k}"), tx, false)
+                let id = format!("crash-unsent-{k}");
+                let tx =
+                    node.settling("heidi", k as u64, valid_until_unsubmitted, bob, 1, (&id, k));
+                (id, tx, false)
             })
             .collect(),
     );
@@ -297,10 +323,12 @@ async fn kill_9_at_random_points_loses_nothing() {
     }
     // The global feed is gap-free and holds exactly the histories.
     assert_eq!(stats.last_seq, history_len);
-    let ws = WsClientBuilder::default()
-        .build(format!("ws://127.0.0.1:{port}"))
-        .await
-        .unwrap();
+    let ws = lockstep_api::client::ws_with(
+        &format!("ws://127.0.0.1:{port}"),
+        &ClientOptions::new(Duration::from_secs(60)).with_token(Some(operator_token())),
+    )
+    .await
+    .unwrap();
     let mut feed = ws.subscribe_transitions(Some(1)).await.unwrap();
     let mut per_event: BTreeMap<String, u64> = BTreeMap::new();
     for expected_seq in 1..=history_len {

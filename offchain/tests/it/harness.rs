@@ -12,17 +12,24 @@ use jsonrpsee::server::{Server, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::RpcModule;
 use lockstep_api::bus::{BusMessage, Delivery};
-use lockstep_api::event::{Event, Evidence, PaymentInstruction, RegisterRequest};
+use lockstep_api::event::{
+    settlement_commitment, Event, Evidence, PaymentInstruction, RegisterRequest,
+};
 use lockstep_api::node::{methods as node_methods, TxApiClient, TxState, TxStatusView};
 use lockstep_api::offchain::{EventApiClient, Stats};
+use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{Hash, Keypair, Outcome, SignedTx};
+use lockstep_runtime::{AccountId, Call, Hash, Keypair, Outcome, SignedTx};
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
 /// Generous bound on any awaited condition, so a bug fails the test rather
 /// than hanging it. Not a timing assertion.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// What these tests' transfers are valid until: the chain's whole validity
+/// window as seen from genesis, longer than any test runs.
+pub const VALID_UNTIL: u64 = lockstep_runtime::DEFAULT_MAX_VALIDITY_BLOCKS;
 
 pub fn bridge_key() -> Keypair {
     Keypair::dev("bridge")
@@ -66,6 +73,27 @@ impl DevNode {
 
     pub async fn stop(self) {
         self.0.stop().await;
+    }
+
+    /// A transfer like `transfer` that settles event `id` paying
+    /// [`payment`]`(i)`: its reference commits to both, as a settling
+    /// transfer's must ([`register_request`] registers it).
+    pub fn settling(
+        &self,
+        from: &str,
+        nonce: u64,
+        valid_until: u64,
+        to: AccountId,
+        amount: u128,
+        (id, i): (&str, usize),
+    ) -> SignedTx {
+        let call = Call::Transfer {
+            asset: DEV_ASSET,
+            to,
+            amount,
+            reference: Some(settlement_commitment(id, &payment(i))),
+        };
+        SignedTx::sign(&Keypair::dev(from), &self.context, nonce, valid_until, call)
     }
 }
 

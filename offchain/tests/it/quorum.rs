@@ -8,7 +8,7 @@ use lockstep_api::node::TxState;
 use lockstep_runtime::genesis::DEV_ENDOWMENT;
 use lockstep_runtime::{Keypair, Outcome};
 
-use crate::harness::{down_node, evidence, proxy, Behaviour, DevNode, EventSystem};
+use crate::harness::{down_node, evidence, proxy, Behaviour, DevNode, EventSystem, VALID_UNTIL};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_liar_of_three_cannot_sway_the_quorum() {
@@ -17,14 +17,9 @@ async fn one_liar_of_three_cannot_sway_the_quorum() {
     let (_h, honest) = proxy(node.addr, Behaviour::Honest).await;
     let events = EventSystem::start(vec![node.url(), liar.clone(), honest.clone()], "2/3").await;
 
-    let good = node.transfer("alice", 0, 1_000_000, Keypair::dev("bob").public(), 7);
-    let bad = node.transfer(
-        "eve",
-        0,
-        1_000_000,
-        Keypair::dev("bob").public(),
-        DEV_ENDOWMENT + 1,
-    );
+    let bob = Keypair::dev("bob").public();
+    let good = node.settling("alice", 0, VALID_UNTIL, bob, 7, ("good", 1));
+    let bad = node.settling("eve", 0, VALID_UNTIL, bob, DEV_ENDOWMENT + 1, ("bad", 2));
     events.register("good", &good, 1).await.unwrap();
     events.register("bad", &bad, 2).await.unwrap();
     node.submit(&good).await;
@@ -69,7 +64,8 @@ async fn one_node_down_of_three_and_the_watcher_fails_over() {
     let down = down_node().await;
     let events = EventSystem::start(vec![down, node.url(), honest.clone()], "2/3").await;
 
-    let tx = node.transfer("alice", 0, 1_000_000, Keypair::dev("bob").public(), 7);
+    let bob = Keypair::dev("bob").public();
+    let tx = node.settling("alice", 0, VALID_UNTIL, bob, 7, ("with-one-down", 1));
     events.register("with-one-down", &tx, 1).await.unwrap();
     node.submit(&tx).await;
     let pending = events
@@ -96,7 +92,8 @@ async fn too_few_honest_answers_move_nothing() {
     let down = down_node().await;
     let events = EventSystem::start(vec![node.url(), liar, down], "2/3").await;
 
-    let tx = node.transfer("alice", 0, 1_000_000, Keypair::dev("bob").public(), 7);
+    let bob = Keypair::dev("bob").public();
+    let tx = node.settling("alice", 0, VALID_UNTIL, bob, 7, ("contested", 1));
     events.register("contested", &tx, 1).await.unwrap();
     node.submit(&tx).await;
     // The honest node and the liar disagree on the block; the third is
