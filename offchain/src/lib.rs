@@ -118,6 +118,13 @@ pub struct Config {
     /// How fast one credential may register events (`event_register` and
     /// each item of `event_registerBatch`).
     pub register_rate: RateLimit,
+    /// The chain spec's `maxValidityBlocks`: a registration whose
+    /// `validUntil` is further than twice this past the last finalized
+    /// height the watcher saw is refused (2005), so that every event is
+    /// final within a known time (the pools refuse such a transfer anyway).
+    /// Twice, so that a watcher a little behind the chain does not refuse
+    /// a client's honest window.
+    pub max_validity_blocks: u64,
     /// The event system's own key: it signs every payment instruction
     /// that leaves the outbox, and the bridge pays nothing else. A fresh
     /// random key unless set (`lockstep-offchain run` reads `--key-file`);
@@ -158,6 +165,7 @@ impl Config {
             bridge_key,
             auth: Auth::InsecureNoAuth,
             register_rate: DEFAULT_REGISTER_RATE,
+            max_validity_blocks: lockstep_runtime::DEFAULT_MAX_VALIDITY_BLOCKS,
             instruction_key: Keypair::generate(),
             scan_interval: Duration::from_secs(5),
             grace: Duration::from_secs(30),
@@ -294,7 +302,8 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     .with_caller_limits(
         Some(Arc::new(RateLimiter::new(config.register_rate))),
         refusals.clone(),
-    );
+    )
+    .with_validity_bound(config.max_validity_blocks, metrics.clone());
     let (rpc, rpc_addr) = rpc::start(
         config.rpc_addr,
         rpc::module(handler),

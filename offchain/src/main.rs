@@ -135,6 +135,11 @@ struct RunArgs {
     /// Events one credential may register at once, beyond its rate.
     #[arg(long, default_value_t = DEFAULT_REGISTER_RATE.burst)]
     register_burst: u32,
+    /// The chain spec's maxValidityBlocks (`system_properties` on a node
+    /// tells it): registrations valid for more than twice this past the
+    /// chain's head are refused.
+    #[arg(long, default_value_t = lockstep_runtime::DEFAULT_MAX_VALIDITY_BLOCKS)]
+    max_validity_blocks: u64,
     /// The event system's key file (from `lockstep-offchain key generate`;
     /// mode 0600): it signs every payment instruction, and the bridge is
     /// given its public key as --event-system-key.
@@ -206,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
         per_second: args.register_rate,
         burst: args.register_burst,
     };
+    config.max_validity_blocks = args.max_validity_blocks;
     // Watched before the start, so that a SIGHUP sent once the address
     // line is out reloads rather than kills.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

@@ -28,6 +28,7 @@ use lockstep_service::rpc_server::RpcLimits;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::{BusError, MessageBus};
+use crate::metrics::Metrics;
 use crate::store::{EventStore, ListQuery, StoreError, StoreResult};
 
 fn check_batch_len(len: usize) -> RpcResult<()> {
@@ -95,6 +96,9 @@ pub struct EventRpc {
     overdue_after: Duration,
     registrar: mpsc::Sender<RegisterJob>,
     callers: CallerLimits,
+    /// The chain's validity window and where the watcher is; none: no
+    /// bound (tests of the RPC alone).
+    validity: Option<(u64, Arc<Metrics>)>,
 }
 
 /// What bounds each caller's registrations: its payer scope (on its
@@ -177,6 +181,7 @@ impl EventRpc {
             bridge_key,
             overdue_after,
             callers: CallerLimits::default(),
+            validity: None,
         }
     }
 
@@ -188,6 +193,14 @@ impl EventRpc {
         refusals: Refusals,
     ) -> EventRpc {
         self.callers = CallerLimits { rate, refusals };
+        self
+    }
+
+    /// Refuses registrations valid for more than twice `max_validity`
+    /// blocks past the last height the watcher saw (in `metrics`; 0 before
+    /// its first block).
+    pub fn with_validity_bound(mut self, max_validity: u64, metrics: Arc<Metrics>) -> EventRpc {
+        self.validity = Some((max_validity, metrics));
         self
     }
 
@@ -254,6 +267,23 @@ impl EventRpc {
         request: RegisterRequest,
     ) -> RpcResult<oneshot::Receiver<StoreResult<(Event, bool)>>> {
         let (registration, commitment) = request.check().map_err(register_refusal)?;
+        if let Some((max, metrics)) = &self.validity {
+            let head = metrics
+                .watcher_height
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let slack = max.saturating_mul(2);
+            if !lockstep_runtime::within_validity_window(registration.valid_until, head, slack) {
+                return Err(error(
+                    VALIDITY_TOO_LONG,
+                    format!(
+                        "validUntil #{} is more than {slack} blocks past the chain's head #{head} \
+                         as this event system last saw it (the chain accepts at most {max}): \
+                         such a transfer would keep its event open for as long",
+                        registration.valid_until
+                    ),
+                ));
+            }
+        }
         let (reply, answer) = oneshot::channel();
         self.registrar
             .send(RegisterJob {

@@ -4,7 +4,7 @@ use jsonrpsee::rpc_params;
 use lockstep_api::event::PaymentReceipt;
 use lockstep_offchain::rpc::{
     BAD_CURSOR, BAD_RECEIPT_SIGNATURE, ID_CONFLICT, INVALID_FIELD, NOT_AWAITING_RECEIPT,
-    NOT_COMMITTED, NOT_FOUND, RECEIPT_CONFLICT, TX_CONFLICT, UNKNOWN_LEASE,
+    NOT_COMMITTED, NOT_FOUND, RECEIPT_CONFLICT, TX_CONFLICT, UNKNOWN_LEASE, VALIDITY_TOO_LONG,
 };
 use lockstep_runtime::Keypair;
 use serde_json::{json, Value};
@@ -132,6 +132,15 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
     let message = expect(register(changed.clone()).await, NOT_COMMITTED);
     assert!(message.contains("does not commit"), "{message}");
     expect(register(ok("same-tx-other-id")).await, NOT_COMMITTED);
+
+    // A window of decades would keep its event Registered for as long:
+    // refused, by hash as with `tx`.
+    let decades = json!({
+        "id": "decades", "txHash": waiting.hash(), "validUntil": 1_000_000_000u64,
+        "payment": payment(2)
+    });
+    let message = expect(register(decades).await, VALIDITY_TOO_LONG);
+    assert!(message.contains("past the chain's head"), "{message}");
 
     // Idempotency conflicts (by hash, which the store judges).
     let by_hash_of = |body: &Value| {
