@@ -43,6 +43,7 @@ use lockstep_runtime::{Hash, Keypair};
 use parity_scale_codec::Encode;
 use serde_json::{json, Value};
 
+use super::{metric, paid_events, scrape};
 use crate::harness::{binary, exclusive, free_port};
 use crate::system::{create_token, events_client, head, Deal, Settlement, System, CURRENCY};
 
@@ -191,39 +192,6 @@ async fn stored_events(system: &System) -> BTreeMap<String, State> {
         .collect()
 }
 
-/// The ledger's payments, by event id (`lockstep-bridge ledger payments`).
-fn ledger_payments(ledger: &Path) -> Vec<String> {
-    let output = Command::new(binary("lockstep-bridge"))
-        .args(["ledger", "--ledger"])
-        .arg(ledger)
-        .args(["payments", "--json"])
-        .output()
-        .expect("run lockstep-bridge ledger payments");
-    assert!(output.status.success());
-    let rows: Vec<Value> = serde_json::from_slice(&output.stdout).expect("payments as JSON");
-    rows.iter()
-        .map(|row| row["eventId"].as_str().expect("an event id").to_owned())
-        .collect()
-}
-
-/// `GET /metrics` on a loopback port.
-fn scrape(port: u16) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("send");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-}
-
-/// A counter's value in a Prometheus exposition (0 when absent).
-fn counter(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_credential_or_an_unknown_one_gets_401_on_every_method() {
     let _one_at_a_time = exclusive().await;
@@ -276,11 +244,12 @@ async fn no_credential_or_an_unknown_one_gets_401_on_every_method() {
     // Nothing was registered; every refusal was counted.
     let stored = stored_events(&system).await;
     assert!(stored.is_empty(), "{stored:?}");
-    let text = scrape(metrics_port);
-    let counted = counter(
+    let text = scrape(metrics_port).expect("metrics port");
+    let counted = metric(
         &text,
         "lockstep_offchain_auth_refusals_total{reason=\"unauthenticated\"}",
-    );
+    )
+    .unwrap_or(0);
     assert!(counted >= refused, "{counted} of {refused} counted: {text}");
 }
 
@@ -542,7 +511,7 @@ async fn bus_and_receipts_need_the_bridge_role() {
     assert_eq!(event.state, State::PendingAccount, "{event:?}");
     assert!(event.receipt.is_none(), "{event:?}");
     assert_eq!(system.stats().await.map(|s| s.bus_depth), Some(1));
-    assert!(ledger_payments(&system.ledger).is_empty());
+    assert!(paid_events(&system.ledger).is_empty());
 
     // The control: the real bridge, with its role, pays it once.
     system.bridge.spawn();
@@ -555,7 +524,7 @@ async fn bus_and_receipts_need_the_bridge_role() {
                 .is_ok_and(|e| e.state == State::Completed)
         })
         .await;
-    assert_eq!(ledger_payments(&system.ledger), ["owed"]);
+    assert_eq!(paid_events(&system.ledger), ["owed"]);
     let event = system
         .events_rpc()
         .get("owed".into())
@@ -647,7 +616,7 @@ async fn a_payer_outside_a_submitters_scope_is_refused() {
     );
     let unknown = refusal(system.events_rpc().get("scope-real".into()).await);
     assert_eq!(unknown.code(), NOT_FOUND);
-    assert!(ledger_payments(&system.ledger).is_empty());
+    assert!(paid_events(&system.ledger).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

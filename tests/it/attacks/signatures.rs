@@ -10,7 +10,6 @@
 //! bridge given the forger's key (so the key is all that kept it unpaid),
 //! and the real system still settles its own events.
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -21,47 +20,11 @@ use lockstep_api::offchain::EventApiClient;
 use lockstep_service::test_utils::TestProcess;
 use serde_json::Value;
 
+use super::{metric, paid_events, scrape};
 use crate::harness::{binary, exclusive, free_port, DEADLINE};
 use crate::system::{
     bridge_run_args, generate_event_system_key, head, seed_ledger, Deal, Settlement, System,
 };
-
-/// `GET /metrics` on a loopback port; none while nothing answers there.
-fn scrape(port: u16) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
-/// A counter's value in a Prometheus exposition.
-fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-}
-
-/// The event ids of a ledger's payments (`lockstep-bridge ledger payments`).
-fn paid_events(ledger: &Path) -> Vec<String> {
-    let output = Command::new(binary("lockstep-bridge"))
-        .args(["ledger", "--ledger"])
-        .arg(ledger)
-        .args(["payments", "--json"])
-        .output()
-        .expect("run lockstep-bridge ledger payments");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_slice(&output.stdout).expect("payments as JSON");
-    rows.iter()
-        .map(|row| row["eventId"].as_str().expect("an event id").to_owned())
-        .collect()
-}
 
 /// A new bridge key file; its public key.
 fn generate_bridge_key(file: &Path) -> String {
