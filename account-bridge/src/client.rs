@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jsonrpsee::http_client::HttpClient;
 use lockstep_api::bus::Pulled;
-use lockstep_api::client::{self, BearerToken, ClientOptions, Error as RpcError};
+use lockstep_api::client::{self, BearerToken, ClientOptions, Error as RpcError, TrustedCas};
 use lockstep_api::event::PaymentReceipt;
 use lockstep_api::lifecycle::State;
 use lockstep_api::offchain::{error, BusApiClient, EventApiClient, ItemError, MAX_BATCH_ITEMS};
@@ -75,11 +75,13 @@ pub struct EventSystemClient {
 }
 
 impl EventSystemClient {
-    /// A client for `url` (`http://host:port`), presenting `token`.
+    /// A client for `url` (`http://host:port`, or `https://` verified
+    /// against `cas`, the system's roots when `None`), presenting `token`.
     pub fn new(
         url: &str,
         timeout: Duration,
         token: Option<BearerToken>,
+        cas: Option<TrustedCas>,
     ) -> Result<EventSystemClient, ClientError> {
         if !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(ClientError::Url {
@@ -87,7 +89,7 @@ impl EventSystemClient {
                 reason: "must start with http:// or https://".into(),
             });
         }
-        let options = ClientOptions::new(timeout).with_token(token);
+        let options = ClientOptions::new(timeout).with_token(token).with_cas(cas);
         let http = client::http_with(url, &options).map_err(|e| ClientError::Url {
             url: url.to_owned(),
             reason: e.reason,

@@ -92,11 +92,15 @@ pub use lockstep_service::now_ms;
 /// Everything the bridge needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The event system's JSON-RPC URL (`http://host:port`).
+    /// The event system's JSON-RPC URL (`http://host:port`, or
+    /// `https://` for one with TLS).
     pub event_system: String,
     /// The bearer token presented to the event system (a credential with
     /// the bridge role; `--token` or `--token-file`).
     pub token: Option<lockstep_api::client::BearerToken>,
+    /// The CAs an `https://` event system's certificate is verified
+    /// against (`--ca-file`); the system's roots when `None`.
+    pub cas: Option<lockstep_api::client::TrustedCas>,
     /// The event system's public key: only instructions it signed are
     /// paid.
     pub event_system_key: AccountId,
@@ -129,6 +133,7 @@ impl Config {
         Config {
             event_system: event_system.into(),
             token: None,
+            cas: None,
             event_system_key,
             concurrency: 4,
             batch: 500,
@@ -200,6 +205,7 @@ pub async fn start(
         &config.event_system,
         config.call_timeout,
         config.token.clone(),
+        config.cas.clone(),
     )?;
     let metrics = Arc::new(BridgeMetrics::default());
     let (metrics_task, metrics_addr) = match config.metrics_addr {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lockstep_api::client::TokenArg;
+use lockstep_api::client::{TokenArg, TrustedCas};
 use lockstep_bridge::ledger::{
     parse_amount, Durability, LedgerError, PaymentLedger, PaymentStatus, SqliteLedger,
 };
@@ -48,9 +48,16 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The event system's JSON-RPC URL (http://host:port).
+    /// The event system's JSON-RPC URL (http://host:port, or https:// for
+    /// an event system with TLS).
     #[arg(long)]
     event_system: String,
+    /// A PEM file of CA certificates: an https:// event system's
+    /// certificate is verified against these alone instead of the system's
+    /// roots (e.g. a testnet's own CA). The name in the URL must be one
+    /// the certificate names.
+    #[arg(long, env = "LOCKSTEP_BRIDGE_CA_FILE", value_name = "PEM")]
+    ca_file: Option<PathBuf>,
     /// The bearer token of a credential with the bridge role (from
     /// `lockstep-offchain token create --role bridge`). Prefer the
     /// environment variable or --token-file: a command line is visible to
@@ -220,6 +227,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         (None, None) => None,
     };
+    config.cas = args
+        .ca_file
+        .as_deref()
+        .map(TrustedCas::from_pem_file)
+        .transpose()
+        .context("--ca-file (or LOCKSTEP_BRIDGE_CA_FILE)")?;
     config.concurrency = args.concurrency;
     config.batch = args.batch;
     config.lease = args.lease;

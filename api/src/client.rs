@@ -1,7 +1,7 @@
 //! Connecting to a Lockstep service: one place that builds the HTTP and
 //! WebSocket clients every caller uses (timeouts, size limits, the bearer
-//! token; TLS goes here too), JSON-RPC batches of one method, and errors as
-//! a person reads them.
+//! token, the CAs trusted for TLS), JSON-RPC batches of one method, and
+//! errors as a person reads them.
 //!
 //! The typed calls are the generated client traits of each interface
 //! ([`crate::node`], [`crate::offchain`]): bring the trait into scope and
@@ -18,7 +18,18 @@
 //! A token typed on a command line or read from the environment is a
 //! [`TokenArg`] until checked, because clap repeats a rejected value in its
 //! error message.
+//!
+//! ## TLS
+//!
+//! An `https://` or `wss://` URL is verified against the system's roots,
+//! or, with [`ClientOptions::with_ca_file`] (`--ca-file` on every command
+//! line), against the CA certificates of that PEM file alone: a testnet or
+//! an operator's own CA needs nothing installed system-wide. The name in
+//! the URL must be one the server's certificate names (`localhost`, or an
+//! IP address the certificate lists).
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::core::client::{ClientT, Error as ClientError};
@@ -161,8 +172,80 @@ impl std::fmt::Debug for TokenArg {
     }
 }
 
-/// How to connect: what every client built here shares. Later transport
-/// options (a CA file for TLS) join these.
+/// The certificate authorities a client trusts for `https://` and
+/// `wss://`, instead of the system's roots.
+#[derive(Clone)]
+pub struct TrustedCas {
+    roots: Arc<rustls::RootCertStore>,
+    file: String,
+}
+
+impl std::fmt::Debug for TrustedCas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TrustedCas({} from {})", self.roots.len(), self.file)
+    }
+}
+
+/// Largest CA file read.
+const MAX_CA_FILE: u64 = 1024 * 1024;
+
+/// A CA file that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("CA file {path}: {reason}")]
+pub struct BadCaFile {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl TrustedCas {
+    /// Every certificate of a PEM file, each a trusted CA.
+    pub fn from_pem_file(path: &Path) -> Result<TrustedCas, BadCaFile> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        use std::io::Read;
+        let file = path.display().to_string();
+        let bad = |reason: String| BadCaFile {
+            path: file.clone(),
+            reason,
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut bytes))
+            .map_err(|e| bad(e.to_string()))?;
+        if bytes.len() as u64 > MAX_CA_FILE {
+            return Err(bad(format!("larger than {MAX_CA_FILE} bytes")));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&bytes) {
+            let cert = cert.map_err(|e| bad(format!("not PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no -----BEGIN CERTIFICATE----- section".into()));
+        }
+        Ok(TrustedCas {
+            roots: Arc::new(roots),
+            file,
+        })
+    }
+
+    /// A rustls client set-up that trusts these CAs alone (ring provider).
+    fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(self.roots.clone())
+        .with_no_client_auth())
+    }
+}
+
+/// How to connect: what every client built here shares.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Timeout of one call (a batch is one call); for a WebSocket, of the
@@ -171,14 +254,18 @@ pub struct ClientOptions {
     /// The bearer token sent with every request, if any (the event system
     /// requires one; the node takes none).
     pub token: Option<BearerToken>,
+    /// The CAs trusted for `https://` and `wss://`; the system's roots when
+    /// `None`.
+    pub cas: Option<TrustedCas>,
 }
 
 impl ClientOptions {
-    /// No token, this timeout.
+    /// No token, the system's roots, this timeout.
     pub fn new(timeout: Duration) -> ClientOptions {
         ClientOptions {
             timeout,
             token: None,
+            cas: None,
         }
     }
 
@@ -186,6 +273,19 @@ impl ClientOptions {
     pub fn with_token(mut self, token: Option<BearerToken>) -> ClientOptions {
         self.token = token;
         self
+    }
+
+    /// The same options trusting `cas` (or the system's roots, for `None`).
+    pub fn with_cas(mut self, cas: Option<TrustedCas>) -> ClientOptions {
+        self.cas = cas;
+        self
+    }
+
+    /// The same options trusting the CAs of a PEM file (`--ca-file`), when
+    /// one is given.
+    pub fn with_ca_file(self, path: Option<&Path>) -> Result<ClientOptions, BadCaFile> {
+        let cas = path.map(TrustedCas::from_pem_file).transpose()?;
+        Ok(self.with_cas(cas))
     }
 
     fn headers(&self) -> Result<HeaderMap, BadToken> {
@@ -211,12 +311,14 @@ pub fn http_with(url: &str, options: &ClientOptions) -> Result<HttpClient, BadUr
     };
     let (http_url, _) = endpoint_urls(url)?;
     let headers = options.headers().map_err(|e| bad(e.to_string()))?;
-    HttpClientBuilder::default()
+    let mut builder = HttpClientBuilder::default()
         .request_timeout(options.timeout)
         .max_response_size(MAX_RESPONSE)
-        .set_headers(headers)
-        .build(&http_url)
-        .map_err(|e| bad(e.to_string()))
+        .set_headers(headers);
+    if let Some(cas) = &options.cas {
+        builder = builder.with_custom_cert_store(cas.client_config().map_err(bad)?);
+    }
+    builder.build(&http_url).map_err(|e| bad(e.to_string()))
 }
 
 /// A WebSocket client for the service at `url` (for subscriptions).
@@ -230,14 +332,16 @@ pub async fn ws_with(url: &str, options: &ClientOptions) -> Result<WsClient, Cli
     let headers = options
         .headers()
         .map_err(|e| ClientError::Custom(e.to_string()))?;
-    WsClientBuilder::default()
+    let mut builder = WsClientBuilder::default()
         .request_timeout(options.timeout)
         .connection_timeout(options.timeout)
         .max_response_size(MAX_RESPONSE)
         .max_buffer_capacity_per_subscription(SUBSCRIPTION_BUFFER)
-        .set_headers(headers)
-        .build(&ws_url)
-        .await
+        .set_headers(headers);
+    if let Some(cas) = &options.cas {
+        builder = builder.with_custom_cert_store(cas.client_config().map_err(ClientError::Custom)?);
+    }
+    builder.build(&ws_url).await
 }
 
 /// Whether a transport failure is the server refusing the credential
@@ -270,10 +374,28 @@ pub fn describe(error: &ClientError) -> String {
             "no valid credential: the service wants a bearer token it has on record \
              (none was given, or it is unknown or revoked) (HTTP 401, code {UNAUTHENTICATED})"
         ),
-        ClientError::Transport(e) => format!("cannot reach it: {e}"),
+        ClientError::Transport(e) => format!("cannot reach it: {}", with_causes(e.as_ref())),
         ClientError::RequestTimeout => "no answer in time".into(),
         other => other.to_string(),
     }
+}
+
+/// An error and what caused it, outermost first, each cause once: an
+/// HTTP client's own message is only "client error (Connect)", and the
+/// reason (a refused connection, a certificate that no trusted CA signed)
+/// is further down.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let message = e.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// The event system's code for a missing or unknown credential

@@ -20,9 +20,11 @@
 //! - [`bus`]: the message a bus carries to the account bridge;
 //! - [`quorum`]: the quorum rule the confirmer and the audit share;
 //! - [`client`]: building clients (one place for timeouts, limits, the
-//!   bearer token and, later, TLS), batches, and readable errors.
+//!   bearer token and the CAs trusted for TLS), batches, and readable
+//!   errors.
 //!
-//! This crate depends only on the runtime, serde and jsonrpsee: linking it
+//! This crate depends only on the runtime, serde, jsonrpsee and the rustls
+//! its clients already use: linking it
 //! brings in no storage engine and no networking stack.
 
 pub mod bus;

@@ -81,7 +81,7 @@ pub const MAX_CURSOR: usize = 2 * (9 + 128);
 /// | 2051 | the credential's role may not call this method; `data`: `{"required": [roles]}` |
 /// | 2052 | the payer is outside the submitter credential's scope |
 /// | 2053 | the credential registers faster than its rate allows; retry later |
-/// | 2054 | the credential holds as many Registered events as it may |
+/// | 2054 | the credential holds as many Registered events as it may (`--max-registered-per-credential`); `data`: `{"bound", "registered"}` ([`TooManyPending`]) |
 /// | 2060 | a message is not signed by the event system's key (bridge side) |
 pub mod error {
     use super::*;
@@ -136,6 +136,17 @@ pub mod error {
     pub struct NotAwaitingReceipt {
         /// The event's state.
         pub state: State,
+    }
+
+    /// `data` of [`TOO_MANY_PENDING`]: the credential's bound and how many
+    /// of its events are Registered now, so that a client can wait for
+    /// some of them to be confirmed or cancelled before it registers more.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct TooManyPending {
+        /// Most events the credential may hold in Registered.
+        pub bound: u64,
+        /// How many it holds.
+        pub registered: u64,
     }
 
     /// An error object with a code and a message.
@@ -294,9 +305,12 @@ impl<T> From<RpcResult<T>> for ItemResult<T> {
 #[rpc(server, client, namespace = "event")]
 pub trait EventApi {
     /// Registers an event (idempotent on `id`). Role: submitter, whose
-    /// scope must hold the payer ([`error::PAYER_NOT_ALLOWED`]) and whose
-    /// rate must allow it ([`error::RATE_LIMITED`]); the server reads the
-    /// caller from `ext`.
+    /// scope must hold the payer ([`error::PAYER_NOT_ALLOWED`]), whose
+    /// rate must allow it ([`error::RATE_LIMITED`]) and which may not hold
+    /// more events in Registered than its bound
+    /// ([`error::TOO_MANY_PENDING`]; registering an event it registered
+    /// already is answered as before); the server reads the caller from
+    /// `ext`.
     #[method(name = "register", with_extensions)]
     async fn register(&self, request: RegisterRequest) -> RpcResult<Event>;
 

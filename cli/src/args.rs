@@ -18,12 +18,14 @@ use lockstep_runtime::{AssetId, Balance};
 /// (`alice`, `bob`, `charlie`, `dave`, ...; public test keys, dev chains only).
 ///
 /// Exit codes: 0 success; 1 error (unreachable service, refused request,
-/// audit violation); 2 bad usage; 3 the transfer failed on chain, expired,
-/// or its event was cancelled.
+/// audit violation); 2 bad usage (including a malformed token or an
+/// unusable CA file); 3 the transfer failed on chain, expired, or its event
+/// was cancelled.
 #[derive(Debug, Parser)]
 #[command(name = "lockstep", version)]
 pub struct Cli {
-    /// A node's JSON-RPC URL (http:// or ws://; the same port serves both).
+    /// A node's JSON-RPC URL (http:// or ws://, https:// or wss:// for a
+    /// node with TLS; the same port serves both).
     #[arg(
         long,
         global = true,
@@ -58,6 +60,12 @@ pub struct Cli {
     /// users of the machine.
     #[arg(long, global = true, env = "LOCKSTEP_TOKEN", hide_env_values = true)]
     pub token: Option<TokenArg>,
+    /// A PEM file of CA certificates: https:// and wss:// URLs (of the
+    /// nodes and of the event system) are verified against these alone
+    /// instead of the system's roots, e.g. a testnet's own CA. The name in
+    /// the URL must be one the server's certificate names.
+    #[arg(long, global = true, env = "LOCKSTEP_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// Print JSON instead of text (one document, or one per line for
     /// streams).
     #[arg(long, global = true)]
@@ -326,7 +334,9 @@ pub fn parse_url(text: &str) -> Result<String, String> {
     let rest = ["http://", "https://", "ws://", "wss://"]
         .iter()
         .find_map(|scheme| text.strip_prefix(scheme))
-        .ok_or_else(|| format!("{text:?} is not a URL: expected http://host:port (or ws://)"))?;
+        .ok_or_else(|| {
+            format!("{text:?} is not a URL: expected http://host:port (or https://, ws://, wss://)")
+        })?;
     let host = rest.split(['/', '?']).next().unwrap_or("");
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(format!("{text:?} has no host"));
@@ -408,6 +418,8 @@ mod tests {
     fn urls_and_states() {
         assert!(parse_url("http://127.0.0.1:9944").is_ok());
         assert!(parse_url("ws://node:1").is_ok());
+        assert!(parse_url("https://localhost:9944").is_ok());
+        assert!(parse_url("wss://localhost:9944").is_ok());
         assert!(parse_url("127.0.0.1:9944").is_err());
         assert!(parse_url("http://").is_err());
         assert_eq!(parse_state("pendingaccount"), Ok(State::PendingAccount));

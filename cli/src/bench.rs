@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use lockstep_api::client::{describe_refusal, Subscription};
+use lockstep_api::client::{describe_refusal, ClientOptions, Subscription};
 use lockstep_api::event::{settlement_commitment, PaymentInstruction, RegisterRequest};
 use lockstep_api::lifecycle::State;
 use lockstep_api::node::{self, ChainApiClient, TxApiClient, TxState};
@@ -44,7 +44,7 @@ use crate::chain::NodeClient;
 use crate::event::{EventsClient, EventsEndpoint};
 use crate::key::keypair;
 use crate::output::Progress;
-use crate::rpc::{http, ws, At};
+use crate::rpc::At;
 
 /// Funding transfers per JSON-RPC batch.
 const FUNDING_BATCH: usize = 200;
@@ -87,6 +87,7 @@ fn add(a: &AtomicU64, n: u64) {
 /// `lockstep bench`.
 pub async fn run(
     nodes: &[String],
+    node_options: &ClientOptions,
     endpoint: &EventsEndpoint,
     json_mode: bool,
     args: BenchArgs,
@@ -118,7 +119,7 @@ pub async fn run(
 
     let node_clients = nodes
         .iter()
-        .map(|url| NodeClient::new(url))
+        .map(|url| NodeClient::new(url, node_options))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let first = &node_clients[0];
     let events = EventsClient::new(endpoint)?;
@@ -486,7 +487,7 @@ async fn follow_chain(
     let mut next = from + 1;
     loop {
         let heads = async {
-            let client = ws(&node.url).await?;
+            let client = node.ws().await?;
             let heads: Subscription<Header> = client
                 .subscribe_finalized_heads()
                 .await
@@ -576,10 +577,9 @@ async fn fund(
             SignedTx::sign(funder, context, nonce + i as u64, valid_until, call)
         })
         .collect();
-    let client = http(&node.url)?;
     for chunk in txs.chunks(FUNDING_BATCH) {
         let hexes: Vec<String> = chunk.iter().map(|tx| to_hex(&tx.encode())).collect();
-        let answers = node::submit_extrinsics(&client, &hexes)
+        let answers = node::submit_extrinsics(&node.http, &hexes)
             .await
             .at("funding transfers", &node.url)?;
         if let Some(Err(e)) = answers.into_iter().find(|a| a.is_err()) {
@@ -593,7 +593,7 @@ async fn fund(
         return Ok(());
     };
     let mut progress = Progress::always();
-    let ws = ws(&node.url).await?;
+    let ws = node.ws().await?;
     let mut heads: Subscription<Header> = ws
         .subscribe_finalized_heads()
         .await

@@ -3,6 +3,8 @@
 
 use anyhow::{bail, Context};
 use jsonrpsee::http_client::HttpClient;
+use jsonrpsee::ws_client::WsClient;
+use lockstep_api::client::ClientOptions;
 use lockstep_api::node::{ChainApiClient, StateApiClient, TxStatusView};
 use lockstep_runtime::{AccountId, BlockNumber, Hash, Header, Nonce, SigningContext};
 use serde_json::json;
@@ -10,7 +12,7 @@ use serde_json::json;
 use crate::args::ChainCommand;
 use crate::key::account;
 use crate::output::print;
-use crate::rpc::{http, At};
+use crate::rpc::{http, ws, At};
 
 /// One node, by URL.
 #[derive(Debug, Clone)]
@@ -19,23 +21,23 @@ pub struct NodeClient {
     pub url: String,
     /// Its HTTP client.
     pub http: HttpClient,
+    /// How its clients connect (timeout, trusted CAs; never a token).
+    options: ClientOptions,
 }
 
 impl NodeClient {
-    /// A client (nothing connected yet).
-    pub fn new(url: &str) -> anyhow::Result<NodeClient> {
+    /// A client with `options` (nothing connected yet).
+    pub fn new(url: &str, options: &ClientOptions) -> anyhow::Result<NodeClient> {
         Ok(NodeClient {
             url: url.to_owned(),
-            http: http(url)?,
+            http: http(url, options)?,
+            options: options.clone(),
         })
     }
 
-    /// A client whose calls time out after `timeout`.
-    pub fn with_timeout(url: &str, timeout: std::time::Duration) -> anyhow::Result<NodeClient> {
-        Ok(NodeClient {
-            url: url.to_owned(),
-            http: lockstep_api::client::http(url, timeout)?,
-        })
+    /// A WebSocket to the node, with the same options (for subscriptions).
+    pub async fn ws(&self) -> anyhow::Result<WsClient> {
+        ws(&self.url, &self.options).await
     }
 
     /// Where each transfer is (`None` for a call the node refused), in
@@ -84,8 +86,13 @@ impl NodeClient {
 }
 
 /// `lockstep chain ...`.
-pub async fn run(rpc: &str, json_mode: bool, command: ChainCommand) -> anyhow::Result<()> {
-    let node = NodeClient::new(rpc)?;
+pub async fn run(
+    rpc: &str,
+    options: &ClientOptions,
+    json_mode: bool,
+    command: ChainCommand,
+) -> anyhow::Result<()> {
+    let node = NodeClient::new(rpc, options)?;
     let client = &node.http;
     match command {
         ChainCommand::Head => {

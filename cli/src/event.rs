@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::ws_client::WsClient;
-use lockstep_api::client::{BearerToken, Subscription};
+use lockstep_api::client::{ClientOptions, Subscription};
 use lockstep_api::event::{Event, RegisterRequest, Transition};
 use lockstep_api::lifecycle::State;
 use lockstep_api::offchain::{EventApiClient, ListParams, Page, Stats, MAX_PAGE};
@@ -13,18 +13,19 @@ use serde_json::json;
 
 use crate::args::EventCommand;
 use crate::output::print;
-use crate::rpc::{http_as, ws_as, At};
+use crate::rpc::{http, ws, At};
 use crate::EXIT_CANCELLED;
 
-/// Where the event system is, and the token to present to it
-/// (`--events`, `--token`).
+/// Where the event system is, and how to connect to it (`--events`;
+/// `--token`, `--ca-file`).
 #[derive(Debug, Clone)]
 pub struct EventsEndpoint {
     /// Its URL.
     pub url: String,
-    /// The bearer token, if any (the event system refuses calls without one
-    /// unless it runs with --insecure-no-auth).
-    pub token: Option<BearerToken>,
+    /// The clients' options: the bearer token, if any (the event system
+    /// refuses calls without one unless it runs with --insecure-no-auth),
+    /// and the CAs trusted for https:// and wss://.
+    pub options: ClientOptions,
 }
 
 /// The event system, over HTTP (and WebSocket for subscriptions).
@@ -34,7 +35,7 @@ pub struct EventsClient {
     pub url: String,
     /// The HTTP client.
     pub http: HttpClient,
-    token: Option<BearerToken>,
+    options: ClientOptions,
 }
 
 impl EventsClient {
@@ -42,8 +43,8 @@ impl EventsClient {
     pub fn new(endpoint: &EventsEndpoint) -> anyhow::Result<EventsClient> {
         Ok(EventsClient {
             url: endpoint.url.clone(),
-            http: http_as(&endpoint.url, endpoint.token.clone())?,
-            token: endpoint.token.clone(),
+            http: http(&endpoint.url, &endpoint.options)?,
+            options: endpoint.options.clone(),
         })
     }
 
@@ -105,7 +106,7 @@ impl EventsClient {
         &self,
         from_seq: Option<u64>,
     ) -> anyhow::Result<(WsClient, Subscription<Transition>)> {
-        let client = ws_as(&self.url, self.token.clone()).await?;
+        let client = ws(&self.url, &self.options).await?;
         let subscription = client
             .subscribe_transitions(from_seq)
             .await

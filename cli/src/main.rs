@@ -6,8 +6,8 @@
 //! `--json` for scripts.
 //!
 //! Exit codes: 0 success; 1 error (or audit violations); 2 bad usage
-//! (clap); 3 the transfer failed on chain, expired, or its event was
-//! cancelled.
+//! (clap, or a malformed token or unusable CA file); 3 the transfer failed
+//! on chain, expired, or its event was cancelled.
 //!
 //! ## Layout
 //!
@@ -78,17 +78,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
+    // Keys never connect, so a CA file is read only by commands that do.
+    let connects = !matches!(cli.command, Command::Key(_));
+    let ca_file = cli.ca_file.as_deref().filter(|_| connects);
+    let options = match rpc::options(ca_file) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("error: --ca-file (or LOCKSTEP_CA_FILE): {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
     let events = EventsEndpoint {
         url: cli.events.clone(),
-        token,
+        options: options.clone().with_token(token),
     };
+    // The nodes are never sent the event system's token.
+    let node_options = &options;
     match cli.command {
         Command::Key(command) => key::run(cli.json, command)?,
-        Command::Chain(command) => chain::run(&cli.rpc, cli.json, command).await?,
+        Command::Chain(command) => chain::run(&cli.rpc, node_options, cli.json, command).await?,
         Command::Event(command) => return event::run(&events, cli.json, command).await,
-        Command::Transfer(args) => return transfer::run(&nodes, &events, cli.json, args).await,
-        Command::Audit(args) => return audit::run(&nodes, &events, cli.json, args).await,
-        Command::Bench(args) => return bench::run(&nodes, &events, cli.json, args).await,
+        Command::Transfer(args) => {
+            return transfer::run(&nodes, node_options, &events, cli.json, args).await
+        }
+        Command::Audit(args) => {
+            return audit::run(&nodes, node_options, &events, cli.json, args).await
+        }
+        Command::Bench(args) => {
+            return bench::run(&nodes, node_options, &events, cli.json, args).await
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

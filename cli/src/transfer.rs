@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use lockstep_api::client::Subscription;
+use lockstep_api::client::{ClientOptions, Subscription};
 use lockstep_api::event::{settlement_commitment, Event, RegisterRequest};
 use lockstep_api::node::error::ALREADY_KNOWN;
 use lockstep_api::node::{AuthorApiClient, ChainApiClient, TxApiClient, TxState};
@@ -28,7 +28,7 @@ use crate::chain::NodeClient;
 use crate::event::{describe_event, final_code, EventsClient, EventsEndpoint};
 use crate::key::{account, keypair};
 use crate::output::{print, Progress};
-use crate::rpc::{describe, is_refusal, refusal_code, ws, At};
+use crate::rpc::{describe, is_refusal, refusal_code, At};
 use crate::EXIT_CANCELLED;
 
 /// What signing needs from a node.
@@ -41,6 +41,7 @@ struct ChainFacts {
 /// `lockstep transfer`.
 pub async fn run(
     nodes: &[String],
+    node_options: &ClientOptions,
     endpoint: &EventsEndpoint,
     json_mode: bool,
     args: TransferArgs,
@@ -49,7 +50,7 @@ pub async fn run(
     let to = account(&args.to)?;
     let clients = nodes
         .iter()
-        .map(|url| NodeClient::new(url))
+        .map(|url| NodeClient::new(url, node_options))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let events = match &args.pay {
         Some(_) => Some(EventsClient::new(endpoint)?),
@@ -320,7 +321,7 @@ async fn follow_tx(
     valid_until: BlockNumber,
 ) -> anyhow::Result<ExitCode> {
     let mut progress = Progress::on_terminal();
-    let client = ws(&node.url).await?;
+    let client = node.ws().await?;
     let mut heads: Subscription<Header> = client
         .subscribe_finalized_heads()
         .await

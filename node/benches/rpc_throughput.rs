@@ -72,8 +72,10 @@ fn start_validator(args: &[String], base: &Path) -> (Child, SocketAddr) {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr: SocketAddr = loop {
         let line = lines.next().expect("node exited").unwrap();
-        if let Some(rest) = line.split("JSON-RPC on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        if let Some(rest) = line.split("JSON-RPC on ").nth(1) {
+            let url = rest.split_whitespace().next().unwrap();
+            let addr = url.split_once("://").map_or(url, |(_, addr)| addr);
+            break addr.parse().unwrap();
         }
     };
     std::thread::spawn(move || for _ in lines {});

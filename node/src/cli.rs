@@ -17,6 +17,7 @@ use crate::network::{self, NetworkConfig};
 use crate::pool::PoolConfig;
 use crate::service::{self, NodeConfig};
 use lockstep_service::logging::LogFormat;
+use lockstep_service::tls::TlsArgs;
 
 /// A Lockstep validator node: RocksDB storage, Tendermint consensus with
 /// instant finality, and Substrate-style JSON-RPC over HTTP and WebSocket.
@@ -46,7 +47,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node of the chain in a chain spec file.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Generate or inspect key files.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -92,6 +93,8 @@ struct NodeArgs {
     /// batch counts); calls over it get error 1019. Off unless given.
     #[arg(long, value_name = "CALLS_PER_MINUTE")]
     rpc_rate_limit: Option<std::num::NonZeroU32>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Prometheus metrics port (on the RPC host); off unless given.
     #[arg(long, visible_alias = "metrics-port")]
     prometheus_port: Option<u16>,
@@ -211,9 +214,11 @@ fn read_spec(path: &Path) -> anyhow::Result<ChainSpec> {
 }
 
 impl NodeArgs {
-    fn config(&self, spec: ChainSpec, base_path: PathBuf) -> NodeConfig {
+    /// The node's configuration; fails when the TLS files are unusable.
+    fn config(&self, spec: ChainSpec, base_path: PathBuf) -> anyhow::Result<NodeConfig> {
         let mut config = NodeConfig::new(spec, base_path);
         config.rpc_addr = SocketAddr::new(self.rpc_host, self.rpc_port);
+        config.rpc_tls = self.tls.load().context("cannot serve JSON-RPC over TLS")?;
         config.rpc.max_connections = self.rpc_max_connections;
         config.rpc.max_subscriptions_per_connection = self.rpc_max_subscriptions;
         config.rpc.rate_limit = self.rpc_rate_limit.map(|calls_per_minute| {
@@ -246,7 +251,7 @@ impl NodeArgs {
         if let Some(ms) = self.block_time_ms {
             config.block_time = Duration::from_millis(ms.max(1));
         }
-        config
+        Ok(config)
     }
 
     fn network(&self, base_path: &Path) -> NetworkConfig {
@@ -379,7 +384,7 @@ fn run_dev(args: &NodeArgs) -> anyhow::Result<()> {
             (dir.path().to_path_buf(), Some(dir))
         }
     };
-    let mut config = args.config(dev_spec(), base_path);
+    let mut config = args.config(dev_spec(), base_path)?;
     config.validator_key = Some(Keypair::dev("alice"));
     run(config)
 }
@@ -392,7 +397,7 @@ fn run_spec(args: &RunArgs) -> anyhow::Result<()> {
         .base_path
         .clone()
         .context("--base-path is required with `run` (the chain's data lives there)")?;
-    let mut config = args.node.config(spec, base_path.clone());
+    let mut config = args.node.config(spec, base_path.clone())?;
     config.network = Some(args.node.network(&base_path));
     if let Some(key) = &args.key {
         config.validator_key = Some(keyfile::read(key)?);

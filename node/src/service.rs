@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use jsonrpsee::server::ServerHandle;
 use lockstep_runtime::{BlockLimits, ChainSpec, Keypair, SpecError};
+use lockstep_service::tls::{server_urls, ServerTls};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -38,6 +39,9 @@ pub struct NodeConfig {
     pub rpc_addr: SocketAddr,
     /// RPC limits.
     pub rpc: RpcConfig,
+    /// TLS on the RPC port (`--tls-cert`/`--tls-key`): `https://` and
+    /// `wss://` instead of `http://` and `ws://`; none by default.
+    pub rpc_tls: Option<ServerTls>,
     /// Prometheus endpoint address, if any.
     pub prometheus_addr: Option<SocketAddr>,
     /// Pool bounds.
@@ -62,6 +66,7 @@ impl NodeConfig {
             validator_key: None,
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 9944)),
             rpc: rpc::DEFAULT_RPC_LIMITS,
+            rpc_tls: None,
             prometheus_addr: None,
             pool: PoolConfig::default(),
             limits: BlockLimits::default(),
@@ -158,18 +163,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let network_info = Arc::new(NetworkInfo::default());
     let module = rpc::module(chain.clone(), network_info.clone());
+    let tls = config.rpc_tls.is_some();
     let (rpc, rpc_addr) = rpc::start(
         config.rpc_addr,
         config.rpc,
         module,
         metrics.rpc_times.clone(),
+        config.rpc_tls.clone(),
     )
     .await
     .map_err(|source| NodeError::Bind {
         addr: config.rpc_addr,
         source,
     })?;
-    tracing::info!(target: "lockstep::node", "JSON-RPC on http://{rpc_addr} and ws://{rpc_addr}");
+    let (http_url, ws_url) = server_urls(rpc_addr, tls);
+    tracing::info!(target: "lockstep::node", "JSON-RPC on {http_url} and {ws_url}");
 
     let (metrics_task, prometheus_addr) = match config.prometheus_addr {
         Some(addr) => {

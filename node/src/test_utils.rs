@@ -8,6 +8,10 @@
 //! [`lockstep_api::node`] client traits on [`DevNode::http`] and
 //! [`DevNode::ws`].
 //!
+//! [`DevNode::start_tls`] serves `https://` and `wss://` instead, with a
+//! certificate of the test's own CA
+//! (`lockstep_service::test_utils::TestCa`), and its clients trust that CA.
+//!
 //! Behind the cargo feature `test-utils`; never in a release binary.
 
 use std::net::SocketAddr;
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::ws_client::WsClient;
-use lockstep_api::client;
+use lockstep_api::client::{self, ClientOptions, TrustedCas};
 use lockstep_api::node::{
     AuthorApiClient, ChainApiClient, StateApiClient, TxApiClient, TxState, TxStatusView,
 };
@@ -24,6 +28,7 @@ use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{
     AccountId, Call, ChainSpec, Hash, Header, Keypair, SignedTx, SigningContext,
 };
+use lockstep_service::tls::{server_urls, ServerTls};
 use parity_scale_codec::Encode;
 
 use crate::service::{self, NodeConfig, RunningNode};
@@ -52,6 +57,10 @@ pub struct DevNode {
     pub context: SigningContext,
     /// Its JSON-RPC address.
     pub addr: SocketAddr,
+    /// What its clients were built with: the CAs they trust when it
+    /// serves TLS.
+    pub client_options: ClientOptions,
+    tls: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -65,21 +74,61 @@ impl DevNode {
     /// [`DEV_BLOCK_TIME`], the database in a fresh temporary directory;
     /// then `configure` may change any of that. Panics if it does not
     /// start.
+    ///
+    /// A `configure` that sets [`NodeConfig::rpc_tls`] needs
+    /// [`DevNode::start_tls`] instead, whose clients trust the server's CA.
     pub async fn start_with(spec: ChainSpec, configure: impl FnOnce(&mut NodeConfig)) -> DevNode {
+        DevNode::launch(spec, None, configure).await
+    }
+
+    /// [`DevNode::start_with`], serving `https://` and `wss://` with `tls`;
+    /// [`DevNode::http`] and [`DevNode::ws`] trust `cas` alone. With
+    /// `lockstep_service::test_utils::TestCa`:
+    /// `DevNode::start_tls(spec, ca.server_tls(), ca.trusted_cas(), |_| {})`.
+    pub async fn start_tls(
+        spec: ChainSpec,
+        tls: ServerTls,
+        cas: TrustedCas,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> DevNode {
+        DevNode::launch(spec, Some((tls, cas)), |config| {
+            configure(config);
+            assert!(
+                config.rpc_tls.is_some(),
+                "DevNode::start_tls: `configure` removed the TLS set-up"
+            );
+        })
+        .await
+    }
+
+    async fn launch(
+        spec: ChainSpec,
+        tls: Option<(ServerTls, TrustedCas)>,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> DevNode {
         let dir = tempfile::tempdir().expect("a temporary directory for the dev node");
         let mut config = NodeConfig::new(spec, dir.path().to_path_buf());
         config.rpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.validator_key = Some(Keypair::dev("alice"));
         config.block_time = DEV_BLOCK_TIME;
+        let (server_tls, cas) = tls.unzip();
+        config.rpc_tls = server_tls;
         configure(&mut config);
+        let tls = config.rpc_tls.is_some();
+        assert!(
+            !tls || cas.is_some(),
+            "a dev node with NodeConfig::rpc_tls is started with DevNode::start_tls, \
+             whose clients trust its CA"
+        );
         let node = service::start_single(config)
             .await
             .unwrap_or_else(|e| panic!("the dev node did not start: {e}"));
         let addr = node.rpc_addr;
-        let url = format!("http://{addr}");
-        let http = client::http(&url, client::DEFAULT_TIMEOUT)
+        let client_options = ClientOptions::new(client::DEFAULT_TIMEOUT).with_cas(cas);
+        let (url, _) = server_urls(addr, tls);
+        let http = client::http_with(&url, &client_options)
             .unwrap_or_else(|e| panic!("a client of the dev node: {e}"));
-        let ws = client::ws(&url, client::DEFAULT_TIMEOUT)
+        let ws = client::ws_with(&url, &client_options)
             .await
             .unwrap_or_else(|e| panic!("a WebSocket client of the dev node: {e}"));
         let context = *node.chain.signing_context();
@@ -89,13 +138,21 @@ impl DevNode {
             ws,
             context,
             addr,
+            client_options,
+            tls,
             _dir: dir,
         }
     }
 
-    /// Its JSON-RPC URL (`http://`; the same port serves `ws://`).
+    /// Its JSON-RPC URL: `http://127.0.0.1:<port>` (the same port serves
+    /// `ws://`), or `https://` (and `wss://`) when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        server_urls(self.addr, self.tls).0
+    }
+
+    /// Its WebSocket URL: `ws://127.0.0.1:<port>`, or `wss://` with TLS.
+    pub fn ws_url(&self) -> String {
+        server_urls(self.addr, self.tls).1
     }
 
     /// The node itself (its chain, its bound addresses).

@@ -9,7 +9,8 @@
 //!
 //! ## Tasks
 //!
-//! - the JSON-RPC server ([`rpc`]), HTTP and WebSocket on one port: the
+//! - the JSON-RPC server ([`rpc`]), HTTP and WebSocket on one port
+//!   (`https://` and `wss://` with [`Config::tls`]): the
 //!   event API, receipts, and the bus (`bus_pull`/`bus_ack`), each method
 //!   open only to the roles the API's table names, for callers with a
 //!   token from the credentials file ([`Auth`], `lockstep_service::auth`);
@@ -57,10 +58,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::server::ServerHandle;
+use lockstep_api::client::{ClientOptions, TrustedCas};
 use lockstep_runtime::{AccountId, Keypair};
 use lockstep_service::auth::{
     AuthError, Credentials, Gate, Guard, RateLimit, RateLimiter, Refusals,
 };
+use lockstep_service::tls::{server_urls, ServerTls};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -95,6 +98,16 @@ pub const DEFAULT_REGISTER_RATE: RateLimit = RateLimit {
     burst: 20_000,
 };
 
+/// The default bound on the events one credential may hold in Registered
+/// at once. Above what the open-loop `lockstep bench` holds at the
+/// default rate (its burst of 20,000, plus what it registers during the
+/// seconds by which confirmation lags behind), and small enough
+/// that one credential's events that never finalize (registered and never
+/// submitted, or with a nonce that never comes) cost the reconciler at most
+/// 50,000 re-checks per `--recheck-cap`, under 1,000 a second at its
+/// default, however long the flood goes on.
+pub const DEFAULT_MAX_REGISTERED_PER_CREDENTIAL: u64 = 50_000;
+
 /// Everything the event system needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -106,6 +119,12 @@ pub struct Config {
     pub base_path: PathBuf,
     /// RPC listen address (port 0 picks one).
     pub rpc_addr: SocketAddr,
+    /// TLS on the RPC port (`--tls-cert`/`--tls-key`): `https://` and
+    /// `wss://` instead of `http://` and `ws://`; none by default.
+    pub tls: Option<ServerTls>,
+    /// The CAs trusted for `https://` and `wss://` node URLs (`--ca-file`);
+    /// the system's roots when `None`.
+    pub node_cas: Option<TrustedCas>,
     /// Prometheus endpoint, if any.
     pub prometheus_addr: Option<SocketAddr>,
     /// The account bridge's public key: receipts must be signed by it.
@@ -118,6 +137,12 @@ pub struct Config {
     /// How fast one credential may register events (`event_register` and
     /// each item of `event_registerBatch`).
     pub register_rate: RateLimit,
+    /// How many events one credential may hold in Registered at once
+    /// (at least 1): a registration beyond it is refused (2054) until some
+    /// of its events are confirmed or cancelled. The count is rebuilt from
+    /// the store at start, so a restart does not reset it. The anonymous
+    /// caller of [`Auth::InsecureNoAuth`] has no bound, as it has no rate.
+    pub max_registered_per_credential: u64,
     /// The chain spec's `maxValidityBlocks`: a registration whose
     /// `validUntil` is further than twice this past the last finalized
     /// height the watcher saw is refused (2005), so that every event is
@@ -161,10 +186,13 @@ impl Config {
             quorum: Quorum::default(),
             base_path,
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 9955)),
+            tls: None,
+            node_cas: None,
             prometheus_addr: None,
             bridge_key,
             auth: Auth::InsecureNoAuth,
             register_rate: DEFAULT_REGISTER_RATE,
+            max_registered_per_credential: DEFAULT_MAX_REGISTERED_PER_CREDENTIAL,
             max_validity_blocks: lockstep_runtime::DEFAULT_MAX_VALIDITY_BLOCKS,
             instruction_key: Keypair::generate(),
             scan_interval: Duration::from_secs(5),
@@ -212,6 +240,10 @@ pub enum ServiceError {
     /// A registration rate of zero.
     #[error("the registration rate and burst must be at least 1")]
     ZeroRate,
+    /// A bound of zero Registered events per credential: no credential
+    /// could register anything, and it is not "unbounded" either.
+    #[error("--max-registered-per-credential must be at least 1")]
+    ZeroRegisteredBound,
 }
 
 /// A started event system.
@@ -243,10 +275,11 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     if config.nodes.is_empty() {
         return Err(ServiceError::NoNodes);
     }
+    let node_options = ClientOptions::new(config.call_timeout).with_cas(config.node_cas.clone());
     let nodes = config
         .nodes
         .iter()
-        .map(|url| Node::new(url, config.call_timeout))
+        .map(|url| Node::new(url, &node_options))
         .collect::<Result<Vec<_>, _>>()?;
     // Credentials before anything is opened: a bad file stops the start.
     let credentials = match &config.auth {
@@ -265,6 +298,9 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     };
     if config.register_rate.per_second == 0 || config.register_rate.burst == 0 {
         return Err(ServiceError::ZeroRate);
+    }
+    if config.max_registered_per_credential == 0 {
+        return Err(ServiceError::ZeroRegisteredBound);
     }
     let refusals = Refusals::default();
     let gate = match &credentials {
@@ -303,19 +339,23 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         Some(Arc::new(RateLimiter::new(config.register_rate))),
         refusals.clone(),
     )
+    .with_registered_bound(config.max_registered_per_credential)
     .with_validity_bound(config.max_validity_blocks, metrics.clone());
+    let tls = config.tls.is_some();
     let (rpc, rpc_addr) = rpc::start(
         config.rpc_addr,
         rpc::module(handler),
         metrics.rpc_times.clone(),
         guard,
+        config.tls.clone(),
     )
     .await
     .map_err(|source| ServiceError::Bind {
         addr: config.rpc_addr,
         source,
     })?;
-    tracing::info!(target: "lockstep::offchain", "JSON-RPC on http://{rpc_addr} and ws://{rpc_addr}");
+    let (http_url, ws_url) = server_urls(rpc_addr, tls);
+    tracing::info!(target: "lockstep::offchain", "JSON-RPC on {http_url} and {ws_url}");
 
     let (metrics_task, prometheus_addr) = match config.prometheus_addr {
         Some(addr) => {

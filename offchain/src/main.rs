@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lockstep_api::client::TrustedCas;
 use lockstep_api::offchain::Role;
 use lockstep_offchain::confirmer::Quorum;
-use lockstep_offchain::{Auth, Config, DEFAULT_REGISTER_RATE};
+use lockstep_offchain::{
+    Auth, Config, DEFAULT_MAX_REGISTERED_PER_CREDENTIAL, DEFAULT_REGISTER_RATE,
+};
 use lockstep_runtime::{AccountId, Keypair};
 use lockstep_service::auth::{self, PayerScope, RateLimit, Roles};
 use lockstep_service::logging::LogFormat;
+use lockstep_service::tls::TlsArgs;
 use lockstep_service::{keyfile, parse_duration};
 
 /// Lockstep's off-chain event system.
@@ -26,7 +30,7 @@ struct Cli {
 enum Command {
     /// Runs the event system until SIGINT or SIGTERM; SIGHUP reloads the
     /// credentials file.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Callers' credentials: bearer tokens, each with its roles, stored
     /// hashed in a credentials file.
     Token {
@@ -98,10 +102,15 @@ enum TokenCommand {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Node JSON-RPC URLs, comma-separated (http://host:port); the watcher
-    /// follows the first that works, the quorum asks them all.
+    /// Node JSON-RPC URLs, comma-separated (http://host:port, or
+    /// https://host:port for a node that serves TLS); the watcher follows
+    /// the first that works, the quorum asks them all.
     #[arg(long, value_delimiter = ',', required = true)]
     nodes: Vec<String>,
+    /// CA certificates trusted for https:// and wss:// node URLs, instead
+    /// of the system's roots.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
     /// Share of the nodes that must agree before an event moves (more than
     /// 1/2, at most 1).
     #[arg(long, default_value = "2/3")]
@@ -116,6 +125,8 @@ struct RunArgs {
     /// `--rpc-host`; `--listen` is the older spelling).
     #[arg(long, visible_alias = "listen", default_value = "127.0.0.1")]
     rpc_host: std::net::IpAddr,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// The account bridge's public key (0x-hex): receipts must be signed by it.
     #[arg(long)]
     bridge_key: AccountId,
@@ -135,6 +146,15 @@ struct RunArgs {
     /// Events one credential may register at once, beyond its rate.
     #[arg(long, default_value_t = DEFAULT_REGISTER_RATE.burst)]
     register_burst: u32,
+    /// Events one credential may hold in Registered at once (at least 1;
+    /// there is no "unbounded"): beyond it, its registrations are refused
+    /// (2054) until some of its events are confirmed or cancelled. The
+    /// default is above what the open-loop `lockstep bench` holds at the
+    /// default rate, and keeps one credential's events that never finalize
+    /// under 1,000 reconciler re-checks a second. Not applied with
+    /// --insecure-no-auth, whose anonymous caller has no rate either.
+    #[arg(long, default_value_t = DEFAULT_MAX_REGISTERED_PER_CREDENTIAL)]
+    max_registered_per_credential: u64,
     /// The chain spec's maxValidityBlocks (`system_properties` on a node
     /// tells it): registrations valid for more than twice this past the
     /// chain's head are refused.
@@ -181,14 +201,22 @@ struct RunArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = match Cli::parse().command {
-        Command::Run(args) => args,
+        Command::Run(args) => *args,
         Command::Key { command } => return key(command),
         Command::Token { command } => return token(command),
     };
     lockstep_service::logging::init(args.log_format, "info");
     let instruction_key = keyfile::read(&args.key_file).context("reading the event system key")?;
+    let tls = args.tls.load().context("cannot serve JSON-RPC over TLS")?;
+    let node_cas = args
+        .ca_file
+        .as_deref()
+        .map(TrustedCas::from_pem_file)
+        .transpose()?;
     let mut config = Config::new(args.nodes, args.base_path, args.bridge_key);
     config.instruction_key = instruction_key;
+    config.tls = tls;
+    config.node_cas = node_cas;
     config.quorum = args.quorum;
     config.rpc_addr = SocketAddr::new(args.rpc_host, args.rpc_port);
     config.prometheus_addr = args
@@ -211,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
         per_second: args.register_rate,
         burst: args.register_burst,
     };
+    config.max_registered_per_credential = args.max_registered_per_credential;
     config.max_validity_blocks = args.max_validity_blocks;
     // Watched before the start, so that a SIGHUP sent once the address
     // line is out reloads rather than kills.

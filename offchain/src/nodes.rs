@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use jsonrpsee::http_client::HttpClient;
-use lockstep_api::client;
+use jsonrpsee::ws_client::WsClient;
+use lockstep_api::client::{self, ClientOptions};
 use lockstep_api::node::{self, BlockView, ChainApiClient, TxStatusView};
 use lockstep_runtime::{BlockNumber, Hash, Header};
 
@@ -28,24 +29,38 @@ pub enum NodeError {
 /// One configured node.
 #[derive(Debug, Clone)]
 pub struct Node {
-    /// The URL as configured (`http://host:port`); names the node in
-    /// evidence.
+    /// The URL as configured (`http://host:port`, or `https://` for a
+    /// node that serves TLS); names the node in evidence.
     pub url: String,
-    /// The WebSocket URL of the same endpoint.
+    /// The WebSocket URL of the same endpoint (`ws://` or `wss://`).
     pub ws_url: String,
     http: HttpClient,
+    options: ClientOptions,
 }
 
 impl Node {
-    /// A client for `url` (`http://` or `ws://`; both protocols share the
-    /// node's port). Nothing is connected yet.
-    pub fn new(url: &str, timeout: Duration) -> Result<Node, NodeError> {
+    /// A client for `url` (`http://`, `https://`, `ws://` or `wss://`; both
+    /// protocols share the node's port), with `options`' timeout and
+    /// trusted CAs. Nothing is connected yet.
+    pub fn new(url: &str, options: &ClientOptions) -> Result<Node, NodeError> {
         let (_, ws_url) = client::endpoint_urls(url)?;
         Ok(Node {
             url: url.to_owned(),
             ws_url,
-            http: client::http(url, timeout)?,
+            http: client::http_with(url, options)?,
+            options: options.clone(),
         })
+    }
+
+    /// A WebSocket client of the node (for subscriptions), trusting the
+    /// same CAs as its HTTP client, with `timeout` for the connection and
+    /// each call.
+    pub async fn ws(&self, timeout: Duration) -> Result<WsClient, client::Error> {
+        let options = ClientOptions {
+            timeout,
+            ..self.options.clone()
+        };
+        client::ws_with(&self.ws_url, &options).await
     }
 
     fn call_error(&self, error: client::Error) -> NodeError {

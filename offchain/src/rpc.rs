@@ -11,8 +11,7 @@ use lockstep_api::bus::{
     MAX_PULL, MIN_LEASE_MS,
 };
 use lockstep_api::event::{
-    check_event_id, Commitment, Event, PaymentReceipt, ReceiptError, RegisterError,
-    RegisterRequest, Registration, Transition,
+    check_event_id, Event, PaymentReceipt, ReceiptError, RegisterError, RegisterRequest, Transition,
 };
 use lockstep_api::lifecycle::State;
 pub use lockstep_api::offchain::error::*;
@@ -29,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::{BusError, MessageBus};
 use crate::metrics::Metrics;
-use crate::store::{EventStore, ListQuery, StoreError, StoreResult};
+use crate::store::{EventStore, ListQuery, Registrant, StoreError, StoreResult, Submission};
 
 fn check_batch_len(len: usize) -> RpcResult<()> {
     if len > MAX_BATCH_ITEMS {
@@ -61,6 +60,13 @@ impl From<StoreError> for ErrorObjectOwned {
             StoreError::LeaseExpired(_) => LEASE_EXPIRED,
             StoreError::NotInLease { .. } => NOT_IN_LEASE,
             StoreError::BadCursor => BAD_CURSOR,
+            StoreError::TooManyRegistered { held, bound, .. } => {
+                let data = TooManyPending {
+                    bound: *bound,
+                    registered: *held,
+                };
+                return error_with(TOO_MANY_PENDING, e.to_string(), data);
+            }
             StoreError::Db(_) | StoreError::Corrupt(_) => {
                 tracing::error!(target: "lockstep::offchain", "store error: {e}");
                 return error(INTERNAL, "internal error: the event store failed");
@@ -102,20 +108,23 @@ pub struct EventRpc {
 }
 
 /// What bounds each caller's registrations: its payer scope (on its
-/// credential) and its rate.
+/// credential), its rate, and how many of its events may be Registered at
+/// once.
 #[derive(Debug, Clone, Default)]
 struct CallerLimits {
     /// Registrations per credential; none: unlimited.
     rate: Option<Arc<RateLimiter>>,
+    /// Events one credential may hold in Registered; none: unlimited.
+    max_registered: Option<u64>,
     refusals: Refusals,
 }
 
 /// One registration waiting for the group commit.
 #[derive(Debug)]
 struct RegisterJob {
-    registration: Registration,
-    /// What the request proved of the transfer's commitment to the event.
-    commitment: Commitment,
+    /// The event, what the request proved of its commitment, and who
+    /// registers it.
+    submission: Submission,
     reply: oneshot::Sender<StoreResult<(Event, bool)>>,
 }
 
@@ -139,13 +148,11 @@ fn spawn_registrar(store: Arc<EventStore>, grace: Duration) -> mpsc::Sender<Regi
                     Err(_) => break,
                 }
             }
-            let registrations: Vec<(Registration, Commitment)> = group
-                .iter()
-                .map(|job| (job.registration.clone(), job.commitment))
-                .collect();
+            let submissions: Vec<Submission> =
+                group.iter().map(|job| job.submission.clone()).collect();
             let now = now_ms();
             let recheck = now.saturating_add(grace.as_millis() as u64);
-            match store.register_checked(&registrations, now, recheck) {
+            match store.register_checked(&submissions, now, recheck) {
                 Ok(results) => {
                     for (job, result) in group.into_iter().zip(results) {
                         let _ = job.reply.send(result);
@@ -192,7 +199,19 @@ impl EventRpc {
         rate: Option<Arc<RateLimiter>>,
         refusals: Refusals,
     ) -> EventRpc {
-        self.callers = CallerLimits { rate, refusals };
+        self.callers.rate = rate;
+        self.callers.refusals = refusals;
+        self
+    }
+
+    /// Refuses a registration ([`TOO_MANY_PENDING`]) by a credential that
+    /// holds `max` events in Registered already (counted in the refusals as
+    /// [`Refusal::TooManyPending`]). The bound is checked after the rate,
+    /// in the write that would add the event, so a registration it refuses
+    /// has taken its share of the rate. The anonymous caller of a server
+    /// without credentials has no bound, as it has no rate.
+    pub fn with_registered_bound(mut self, max: u64) -> EventRpc {
+        self.callers.max_registered = Some(max);
         self
     }
 
@@ -234,6 +253,15 @@ impl EventRpc {
         ))
     }
 
+    /// Who registers for the store: a credential with its bound, or no one
+    /// (the anonymous caller, which no limit applies to).
+    fn registrant(&self, caller: &Caller) -> Option<Registrant> {
+        caller.is_limited().then(|| Registrant {
+            name: caller.name().to_owned(),
+            max_registered: self.callers.max_registered.unwrap_or(u64::MAX),
+        })
+    }
+
     /// How many of `wanted` registrations the caller's rate allows now.
     fn take_registrations(&self, caller: &Caller, wanted: usize) -> usize {
         let granted = match &self.callers.rate {
@@ -260,10 +288,13 @@ fn rate_limited(caller: &Caller) -> ErrorObjectOwned {
 }
 
 impl EventRpc {
-    /// Checks a registration and queues it for the writer; the receiver
-    /// answers once it is durable.
+    /// Checks a registration by `caller` and queues it for the writer; the
+    /// receiver answers once it is durable (or refused by the store: its
+    /// bound on the caller's Registered events is checked there, in the
+    /// write that would add one).
     async fn enqueue_registration(
         &self,
+        caller: &Caller,
         request: RegisterRequest,
     ) -> RpcResult<oneshot::Receiver<StoreResult<(Event, bool)>>> {
         let (registration, commitment) = request.check().map_err(register_refusal)?;
@@ -287,8 +318,11 @@ impl EventRpc {
         let (reply, answer) = oneshot::channel();
         self.registrar
             .send(RegisterJob {
-                registration,
-                commitment,
+                submission: Submission {
+                    registration,
+                    commitment,
+                    registrant: self.registrant(caller),
+                },
                 reply,
             })
             .await
@@ -318,9 +352,17 @@ fn registrar_stopped() -> ErrorObjectOwned {
     error(INTERNAL, "internal error: the registration writer stopped")
 }
 
-/// The registration writer's answer.
-async fn registered(answer: oneshot::Receiver<StoreResult<(Event, bool)>>) -> RpcResult<Event> {
-    let (event, created) = answer.await.map_err(|_| registrar_stopped())??;
+/// The registration writer's answer; a refusal for the caller's bound is
+/// counted in `refusals`.
+async fn registered(
+    answer: oneshot::Receiver<StoreResult<(Event, bool)>>,
+    refusals: &Refusals,
+) -> RpcResult<Event> {
+    let answer = answer.await.map_err(|_| registrar_stopped())?;
+    if let Err(StoreError::TooManyRegistered { .. }) = &answer {
+        refusals.count(Refusal::TooManyPending);
+    }
+    let (event, created) = answer?;
     if created {
         tracing::debug!(target: "lockstep::offchain", "registered {:?} for tx {}", event.id, event.tx_hash);
     }
@@ -352,8 +394,8 @@ impl EventApiServer for EventRpc {
         if self.take_registrations(&caller, 1) == 0 {
             return Err(rate_limited(&caller));
         }
-        let answer = self.enqueue_registration(request).await?;
-        registered(answer).await
+        let answer = self.enqueue_registration(&caller, request).await?;
+        registered(answer, &self.callers.refusals).await
     }
 
     async fn register_batch(
@@ -381,7 +423,7 @@ impl EventApiServer for EventRpc {
                 Ok(()) if granted == 0 => Err(rate_limited(&caller)),
                 Ok(()) => {
                     granted -= 1;
-                    self.enqueue_registration(request).await
+                    self.enqueue_registration(&caller, request).await
                 }
             };
             answers.push(answer);
@@ -389,7 +431,7 @@ impl EventApiServer for EventRpc {
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
             let result = match answer {
-                Ok(answer) => registered(answer).await,
+                Ok(answer) => registered(answer, &self.callers.refusals).await,
                 Err(e) => Err(e),
             };
             results.push(result.into());
@@ -610,13 +652,14 @@ pub const RPC_LIMITS: RpcLimits = RpcLimits {
 
 /// Starts the server on `addr`, admitting callers and checking each call's
 /// role with `guard` (the API's [`ACCESS`](lockstep_api::offchain::ACCESS)
-/// table), timing every call into `times`; returns its handle and the bound
-/// address.
+/// table), timing every call into `times`, over TLS when `tls` is given;
+/// returns its handle and the bound address.
 pub async fn start(
     addr: SocketAddr,
     module: RpcModule<()>,
     times: RpcTimes,
     guard: Guard,
+    tls: Option<lockstep_service::tls::ServerTls>,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
-    lockstep_service::rpc_server::start_guarded(addr, RPC_LIMITS, module, times, guard).await
+    lockstep_service::rpc_server::start_guarded(addr, RPC_LIMITS, module, times, guard, tls).await
 }

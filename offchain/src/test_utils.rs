@@ -12,6 +12,10 @@
 //! operator with all three, which the default clients use), so a test can
 //! call as any role and see each refused where it should be.
 //!
+//! [`EventSystem::start_tls`] serves `https://` and `wss://` instead, with a
+//! certificate of the test's own CA
+//! (`lockstep_service::test_utils::TestCa`), and its clients trust that CA.
+//!
 //! Behind the cargo feature `test-utils`; never in a release binary.
 
 use std::net::SocketAddr;
@@ -20,11 +24,12 @@ use std::time::Duration;
 
 use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::ws_client::WsClient;
-use lockstep_api::client::{self, BearerToken, ClientOptions};
+use lockstep_api::client::{self, BearerToken, ClientOptions, TrustedCas};
 use lockstep_api::event::{Event, Transition};
 use lockstep_api::offchain::{EventApiClient, Role, Stats};
 use lockstep_runtime::{AccountId, Hash};
 use lockstep_service::auth::{Roles, TokenHash};
+use lockstep_service::tls::{server_urls, ServerTls};
 
 use crate::metrics::Metrics;
 use crate::{Auth, Config, RunningService};
@@ -153,6 +158,9 @@ pub struct EventSystem {
     pub ws: WsClient,
     /// Its JSON-RPC address.
     pub addr: SocketAddr,
+    /// The CAs its clients trust when it serves TLS.
+    cas: Option<TrustedCas>,
+    tls: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -165,21 +173,66 @@ impl EventSystem {
 
     /// [`fast_config`], in a fresh temporary directory, then changed by
     /// `configure`. Panics if it does not start.
+    ///
+    /// A `configure` that sets [`Config::tls`] needs
+    /// [`EventSystem::start_tls`] instead, whose clients trust the server's
+    /// CA.
     pub async fn start_with(
         nodes: Vec<String>,
         bridge_key: AccountId,
         configure: impl FnOnce(&mut Config),
     ) -> EventSystem {
+        EventSystem::launch(nodes, bridge_key, None, configure).await
+    }
+
+    /// [`EventSystem::start_with`], serving `https://` and `wss://` with
+    /// `tls`; its clients ([`EventSystem::http`], [`EventSystem::ws`],
+    /// [`EventSystem::http_as`]) trust `cas` alone. `cas` is not what the
+    /// event system trusts for its nodes: that is [`Config::node_cas`],
+    /// for `configure` to set. With `lockstep_service::test_utils::TestCa`:
+    /// `EventSystem::start_tls(nodes, key, ca.server_tls(), ca.trusted_cas(), |_| {})`.
+    pub async fn start_tls(
+        nodes: Vec<String>,
+        bridge_key: AccountId,
+        tls: ServerTls,
+        cas: TrustedCas,
+        configure: impl FnOnce(&mut Config),
+    ) -> EventSystem {
+        EventSystem::launch(nodes, bridge_key, Some((tls, cas)), |config| {
+            configure(config);
+            assert!(
+                config.tls.is_some(),
+                "EventSystem::start_tls: `configure` removed the TLS set-up"
+            );
+        })
+        .await
+    }
+
+    async fn launch(
+        nodes: Vec<String>,
+        bridge_key: AccountId,
+        tls: Option<(ServerTls, TrustedCas)>,
+        configure: impl FnOnce(&mut Config),
+    ) -> EventSystem {
         let dir = tempfile::tempdir().expect("a temporary directory for the event system");
         let mut config = fast_config(nodes, dir.path(), bridge_key);
+        let (server_tls, cas) = tls.unzip();
+        config.tls = server_tls;
         configure(&mut config);
+        let tls = config.tls.is_some();
+        assert!(
+            !tls || cas.is_some(),
+            "an event system with Config::tls is started with EventSystem::start_tls, \
+             whose clients trust its CA"
+        );
         let service = crate::start(config)
             .await
             .unwrap_or_else(|e| panic!("the event system did not start: {e}"));
         let addr = service.rpc_addr;
-        let url = format!("http://{addr}");
+        let (url, _) = server_urls(addr, tls);
         let options = ClientOptions::new(client::DEFAULT_TIMEOUT)
-            .with_token(Some(DevCredential::Operator.token()));
+            .with_token(Some(DevCredential::Operator.token()))
+            .with_cas(cas.clone());
         let http = client::http_with(&url, &options)
             .unwrap_or_else(|e| panic!("a client of the event system: {e}"));
         let ws = client::ws_with(&url, &options)
@@ -190,18 +243,24 @@ impl EventSystem {
             http,
             ws,
             addr,
+            cas,
+            tls,
             _dir: dir,
         }
     }
 
-    /// Its JSON-RPC URL (`http://`; the same port serves `ws://`).
+    /// Its JSON-RPC URL: `http://127.0.0.1:<port>` (the same port serves
+    /// `ws://`), or `https://` (and `wss://`) when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        server_urls(self.addr, self.tls).0
     }
 
-    /// An HTTP client that presents `token` (none: no credential).
+    /// An HTTP client that presents `token` (none: no credential), trusting
+    /// the event system's CA when it serves TLS.
     pub fn http_as(&self, token: Option<BearerToken>) -> HttpClient {
-        let options = ClientOptions::new(client::DEFAULT_TIMEOUT).with_token(token);
+        let options = ClientOptions::new(client::DEFAULT_TIMEOUT)
+            .with_token(token)
+            .with_cas(self.cas.clone());
         client::http_with(&self.url(), &options)
             .unwrap_or_else(|e| panic!("a client of the event system: {e}"))
     }

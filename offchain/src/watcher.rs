@@ -89,7 +89,8 @@ impl ChainWatcher {
         node: &Node,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), String> {
-        let ws = client::ws(&node.ws_url, self.retry.max(Duration::from_secs(5)))
+        let ws = node
+            .ws(self.retry.max(Duration::from_secs(5)))
             .await
             .map_err(|e| client::describe(&e))?;
         let mut heads: Subscription<Header> = ws

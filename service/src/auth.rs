@@ -56,15 +56,17 @@
 //!    caller's credential if the file was reloaded since the connection was
 //!    authenticated, so that a revoked token's open WebSocket is refused
 //!    from its next call on.
-//! 3. What depends on the call's parameters (the payer scope, the
-//!    registration rate of a [`RateLimiter`]) is checked by the method
+//! 3. What depends on the call's parameters or on the state (the payer
+//!    scope, the registration rate of a [`RateLimiter`], how many events
+//!    the credential may hold in Registered) is checked by the method
 //!    itself, with the caller from [`caller`].
 //!
 //! Every refusal is counted by reason in [`Refusals`].
 //!
 //! [`Gate::Open`] (`--insecure-no-auth`) lets every caller in as an
-//! anonymous caller with every role, any payer and no rate limit; it is
-//! for development on a loopback address.
+//! anonymous caller with every role, any payer, no rate limit and no
+//! bound on its Registered events; it is for development on a loopback
+//! address.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -843,6 +845,8 @@ pub enum Refusal {
     PayerNotAllowed,
     /// The credential registers faster than allowed.
     RateLimited,
+    /// The credential holds as many Registered events as it may.
+    TooManyPending,
 }
 
 impl Refusal {
@@ -852,6 +856,7 @@ impl Refusal {
             Refusal::Forbidden => "forbidden",
             Refusal::PayerNotAllowed => "payer_not_allowed",
             Refusal::RateLimited => "rate_limited",
+            Refusal::TooManyPending => "too_many_pending",
         }
     }
 }
@@ -895,7 +900,7 @@ impl Refusals {
     pub fn register(&self, registry: &mut Registry, name: &str) {
         registry.register(
             name,
-            "Calls refused for want of a credential, a role, a payer scope or rate",
+            "Calls refused for want of a credential, a role, a payer scope, rate or room for more Registered events",
             self.counts.clone(),
         );
     }

@@ -14,6 +14,7 @@
 //! - [`auth`]: credentials and roles: the credentials file (token hashes,
 //!   roles, payer scopes), the HTTP and RPC middlewares that admit a
 //!   caller and check each call, per-credential rate limits;
+//! - [`tls`]: `--tls-cert`/`--tls-key`, rustls server set-ups;
 //! - [`logging`]: `RUST_LOG` filters and `--log-format text|json`;
 //! - [`shutdown_signal`]: the first SIGINT or SIGTERM;
 //! - [`backoff`] and [`parse_duration`]: retry delays and duration flags;
@@ -22,8 +23,9 @@
 //! - `test_utils` (cargo feature `test-utils`): `TestProcess`, how every
 //!   multi-process test spawns a binary, waits for its address line,
 //!   kills or stops it, restarts it, and prints its log when a test fails;
-//!   and `jsonrpc_spec`, the JSON-RPC specification's examples held
-//!   against a running server.
+//!   `TestCa`, a CA and a server certificate for the TLS tests; and
+//!   `jsonrpc_spec`, the JSON-RPC specification's examples held against a
+//!   running server.
 //!
 //! Each binary's `main.rs` wires these; nothing here knows a service's
 //! own logic.
@@ -41,6 +43,7 @@ pub mod rpc_rate_limit;
 pub mod rpc_server;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -3,14 +3,18 @@
 //! (each call of a batch counts), and a call over the rate is answered at
 //! once with a stable error code instead of being served.
 //!
-//! jsonrpsee builds the middleware stack once per connection, so the
-//! limiter made in [`RateLimit::wrap`] belongs to one connection: a caller
-//! that floods its own connection slows nobody else's. The bucket is
+//! [`crate::rpc_server`] makes one [`ConnectionLimiter`] for each accepted
+//! TCP connection ([`RateLimit::connection`]) and every request on it, HTTP
+//! or WebSocket, draws from it: a caller that floods its own connection
+//! slows nobody else's. The bucket is
 //! `governor`'s GCRA: a connection may burst up to the per-minute figure,
 //! then gets one call per 1/rate minute.
 //!
-//! Opening many connections to multiply the rate is bounded by the server's
-//! connection limit (`RpcLimits::max_connections`).
+//! Opening many connections at once to multiply the rate is bounded by the
+//! server's connection limit (`RpcLimits::max_connections`); a caller that
+//! opens one connection after another gets a fresh bucket each time, as
+//! with Substrate's limit (a bound per address belongs in front of the
+//! node, in a proxy).
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -34,11 +38,9 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// The middleware for one connection
-    /// (`RpcServiceBuilder::new().layer_fn(move |s| limit.wrap(s))`).
-    pub fn wrap<S>(&self, service: S) -> RateLimited<S> {
-        RateLimited {
-            service,
+    /// A new connection's limiter, with a full bucket.
+    pub fn connection(&self) -> ConnectionLimiter {
+        ConnectionLimiter {
             limiter: Arc::new(RateLimiter::direct(Quota::per_minute(
                 self.calls_per_minute,
             ))),
@@ -55,6 +57,26 @@ impl RateLimit {
             ),
             None::<()>,
         )
+    }
+}
+
+/// One connection's bucket; every middleware it [wraps](Self::wrap)
+/// draws from it.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimiter {
+    limiter: Arc<DefaultDirectRateLimiter>,
+    limit: RateLimit,
+}
+
+impl ConnectionLimiter {
+    /// The middleware of one request (HTTP) or of the whole connection
+    /// (WebSocket), drawing from this connection's bucket.
+    pub fn wrap<S>(&self, service: S) -> RateLimited<S> {
+        RateLimited {
+            service,
+            limiter: self.limiter.clone(),
+            limit: self.limit,
+        }
     }
 }
 

@@ -1,22 +1,42 @@
 //! Starting a JSON-RPC server (HTTP and WebSocket on one port, jsonrpsee)
 //! the same way in every service: bounded requests, responses, connections,
-//! subscriptions and batches, every call timed into [`RpcTimes`], and, with
-//! a [`Guard`] ([`start_guarded`]), every caller authenticated and every
-//! call authorized ([`crate::auth`]).
+//! subscriptions and batches, every call timed into [`RpcTimes`], with a
+//! [`Guard`] ([`start_guarded`]) every caller authenticated and every call
+//! authorized ([`crate::auth`]), and with a [`ServerTls`] every connection
+//! TLS (`https://`, `wss://`; [`crate::tls`]).
+//!
+//! The accept loop is this module's own, not jsonrpsee's, for two reasons:
+//! TLS, and a per-connection rate limit that holds for HTTP too. jsonrpsee
+//! builds the RPC middleware again for every HTTP request, so a limiter
+//! made there would be one request's; here the limiter is made once per
+//! accepted TCP connection and shared by every request on it. At most
+//! `max_connections` connections are open at once (one over is closed
+//! when accepted), a TLS handshake has [`crate::tls::HANDSHAKE_TIMEOUT`],
+//! and a connection that sends no request is closed by jsonrpsee after its
+//! first-request timeout.
 //!
 //! The HTTP middleware runs on each HTTP request and WebSocket upgrade,
 //! before its body is read; the RPC middleware on each call, outermost
-//! first: timing, then the role check, then the method.
+//! first: timing, the rate limit, then the role check, then the method.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{
+    serve_with_graceful_shutdown, stop_channel, BatchRequestConfig, HttpBody, HttpRequest, Methods,
+    Server, ServerConfig, ServerHandle,
+};
 use jsonrpsee::RpcModule;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::auth::{AuthLayer, Authorize, Guard};
 use crate::rpc_metrics::RpcTimes;
+use crate::tls::{ServerTls, HANDSHAKE_TIMEOUT};
 
+const LOG_TARGET: &str = "lockstep::rpc";
 /// Limits of a JSON-RPC server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RpcLimits {
@@ -36,15 +56,16 @@ pub struct RpcLimits {
 }
 
 /// Starts `module` on `addr`, open to every caller, timing every call into
-/// `times`; returns the server's handle and the bound address (port 0
-/// picks one).
+/// `times`, over TLS when `tls` is given; returns the server's handle and
+/// the bound address (port 0 picks one).
 pub async fn start(
     addr: SocketAddr,
     limits: RpcLimits,
     module: RpcModule<()>,
     times: RpcTimes,
+    tls: Option<ServerTls>,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
-    serve(addr, limits, module, times, None).await
+    serve(addr, limits, module, times, None, tls).await
 }
 
 /// [`start`], with callers admitted and calls checked by `guard`.
@@ -54,8 +75,9 @@ pub async fn start_guarded(
     module: RpcModule<()>,
     times: RpcTimes,
     guard: Guard,
+    tls: Option<ServerTls>,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
-    serve(addr, limits, module, times, Some(guard)).await
+    serve(addr, limits, module, times, Some(guard), tls).await
 }
 
 async fn serve(
@@ -64,6 +86,7 @@ async fn serve(
     module: RpcModule<()>,
     times: RpcTimes,
     guard: Option<Guard>,
+    tls: Option<ServerTls>,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
     let config = ServerConfig::builder()
         .max_request_body_size(limits.max_request_bytes)
@@ -72,11 +95,11 @@ async fn serve(
         .max_subscriptions_per_connection(limits.max_subscriptions_per_connection)
         .set_batch_request_config(BatchRequestConfig::Limit(limits.max_batch_len))
         .build();
-    let methods: Vec<String> = module.method_names().map(str::to_owned).collect();
+    let names: Vec<String> = module.method_names().map(str::to_owned).collect();
     if let Some(guard) = &guard {
-        guard.serve(methods.iter().cloned());
+        guard.serve(names.iter().cloned());
     }
-    times.serve(methods);
+    times.serve(names);
     // Without a guard both auth layers pass everything through, so that
     // every server is one type.
     // A stranger is refused before any body is read; only then are the
@@ -86,20 +109,117 @@ async fn serve(
         .layer(crate::jsonrpc_envelope::EnvelopeLayer::new(
             limits.max_request_bytes,
         ));
-    let rate_limit = limits.rate_limit;
-    let rpc = RpcServiceBuilder::new()
-        .layer_fn(move |service| times.wrap(service))
-        // Per connection: jsonrpsee builds this stack for each one.
-        .option_layer(
-            rate_limit.map(|limit| tower::layer::layer_fn(move |service| limit.wrap(service))),
-        )
-        .layer_fn(move |service| Authorize::new(guard.clone(), service));
-    let server = Server::builder()
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let builder = Server::builder()
         .set_config(config)
         .set_http_middleware(http)
-        .set_rpc_middleware(rpc)
-        .build(addr)
-        .await?;
-    let bound = server.local_addr()?;
-    Ok((server.start(module), bound))
+        .to_service_builder();
+    let (stop, handle) = stop_channel();
+    let methods: Methods = module.into();
+    let acceptor = tls.map(|tls| tls.acceptor());
+    let open = Arc::new(Semaphore::new(limits.max_connections as usize));
+    tokio::spawn(async move {
+        let mut errors = 0u32;
+        loop {
+            let (socket, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => {
+                        errors = 0;
+                        accepted
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, say: pause instead of
+                        // spinning on the same error.
+                        let pause = crate::backoff(Duration::from_millis(10), Duration::from_secs(1), errors);
+                        errors = errors.saturating_add(1);
+                        tracing::warn!(target: LOG_TARGET, "RPC on {bound}: accept failed ({e}); retrying in {pause:?}");
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                },
+                () = stop.clone().shutdown() => break,
+            };
+            let Ok(permit) = open.clone().try_acquire_owned() else {
+                tracing::debug!(target: LOG_TARGET, "RPC on {bound}: {peer} refused, {} connections open", limits.max_connections);
+                continue;
+            };
+            // This connection's middleware: its own rate limiter, shared by
+            // every request and call made on it.
+            let limiter = limits.rate_limit.map(|limit| limit.connection());
+            let rpc =
+                RpcServiceBuilder::new()
+                    .layer_fn({
+                        let times = times.clone();
+                        move |service| times.wrap(service)
+                    })
+                    .option_layer(limiter.map(|limiter| {
+                        tower::layer::layer_fn(move |service| limiter.wrap(service))
+                    }))
+                    .layer_fn({
+                        let guard = guard.clone();
+                        move |service| Authorize::new(guard.clone(), service)
+                    });
+            let service = WithHttpBody(
+                builder
+                    .clone()
+                    .set_rpc_middleware(rpc)
+                    .build(methods.clone(), stop.clone()),
+            );
+            let stopped = stop.clone().shutdown();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = socket.set_nodelay(true);
+                let served = match acceptor {
+                    None => serve_with_graceful_shutdown(socket, service, stopped).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await
+                        {
+                            Ok(Ok(stream)) => {
+                                serve_with_graceful_shutdown(stream, service, stopped).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(target: LOG_TARGET, "RPC on {bound}: TLS handshake with {peer} failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(target: LOG_TARGET, "RPC on {bound}: no TLS handshake from {peer} in {HANDSHAKE_TIMEOUT:?}");
+                                return;
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = served {
+                    tracing::debug!(target: LOG_TARGET, "RPC on {bound}: connection from {peer} ended: {e}");
+                }
+            });
+        }
+    });
+    Ok((handle, bound))
+}
+
+/// jsonrpsee's service over the body type its HTTP middleware is written
+/// for: hyper hands each connection's requests over with its own body.
+#[derive(Clone)]
+struct WithHttpBody<S>(S);
+
+impl<S> tower::Service<http::Request<hyper::body::Incoming>> for WithHttpBody<S>
+where
+    S: tower::Service<HttpRequest>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        self.0.call(request.map(HttpBody::new))
+    }
 }

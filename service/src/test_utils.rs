@@ -21,6 +21,10 @@
 //! fails, the end of every run's log is printed as the process is dropped
 //! (or at [`TestProcess::finish`], for owners whose log directory goes
 //! before they do).
+//!
+//! [`TestCa`] makes a CA and a server certificate for `localhost` and
+//! `127.0.0.1` as PEM files, for tests of the servers' TLS and of the
+//! clients' `--ca-file`.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -29,6 +33,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+mod test_ca;
+
+pub use self::test_ca::TestCa;
 
 /// How long a wait takes at most unless [`TestProcess::timeout`] says
 /// otherwise. Generous: a deadline turns a hang into a failure, it is not a

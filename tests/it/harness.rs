@@ -8,6 +8,10 @@
 //! [`TestProcess`]: every process is killed when the testnet is dropped; a
 //! failing test prints the tail of each node's log.
 //!
+//! [`Testnet::start_tls`] starts the same testnet serving JSON-RPC over TLS
+//! only (`--tls-cert`/`--tls-key`), with a [`TestCa`] it makes in its
+//! directory: its URLs are `https://`, its clients trust that CA.
+//!
 //! Waits poll JSON-RPC with a bounded deadline: the processes are separate,
 //! so there is no in-process event to await, and a deadline turns a hang
 //! into a failure with logs.
@@ -18,13 +22,14 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use jsonrpsee::http_client::HttpClient;
+use lockstep_api::client::ClientOptions;
 use lockstep_api::node::{AuthorApiClient, ChainApiClient, TxApiClient, TxState, TxStatusView};
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, ChainSpec, Hash, Header, Keypair, SignedTx, SigningContext};
 pub use lockstep_service::test_utils::free_port;
-use lockstep_service::test_utils::TestProcess;
+use lockstep_service::test_utils::{TestCa, TestProcess};
 use parity_scale_codec::Encode;
 
 /// How long any wait may take before the test fails. Generous: CI machines
@@ -119,6 +124,12 @@ where
     }
 }
 
+/// The options of a test's clients: a 10 s timeout, trusting `tls`'s CA
+/// when there is one.
+pub fn client_options(tls: Option<&TestCa>) -> ClientOptions {
+    ClientOptions::new(Duration::from_secs(10)).with_cas(tls.map(TestCa::trusted_cas))
+}
+
 /// One node process and how to restart it.
 pub struct NodeProcess {
     /// The process, logging to `node-<i>.log` (`node-<i>.<run>.log` after
@@ -144,14 +155,31 @@ pub struct Testnet {
     pub nodes: Vec<NodeProcess>,
     /// What transactions sign over.
     pub context: SigningContext,
+    /// The CA whose certificate every node serves JSON-RPC with, when the
+    /// testnet runs with TLS ([`Testnet::start_tls`]).
+    pub tls: Option<TestCa>,
 }
 
 impl Testnet {
     /// Starts `validators` validators and `full_nodes` full nodes, and
     /// waits until every node has finalized block 1.
     pub async fn start(validators: usize, full_nodes: usize) -> Testnet {
+        Testnet::launch(validators, full_nodes, false).await
+    }
+
+    /// [`Testnet::start`] with TLS on every node's JSON-RPC port: a new
+    /// [`TestCa`] in the testnet's directory (`tls/`), its server
+    /// certificate on every node, `https://` URLs and clients that trust
+    /// the CA.
+    pub async fn start_tls(validators: usize, full_nodes: usize) -> Testnet {
+        Testnet::launch(validators, full_nodes, true).await
+    }
+
+    async fn launch(validators: usize, full_nodes: usize, tls: bool) -> Testnet {
         let binary = node_binary();
         let dir = tempfile::tempdir().expect("temporary directory");
+        let tls = tls.then(|| TestCa::new(&dir.path().join("tls")));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let status = Command::new(&binary)
             .args([
                 "build-spec",
@@ -178,10 +206,11 @@ impl Testnet {
         let nodes = (0..count)
             .map(|i| {
                 let (rpc_port, p2p_port) = ports[i];
-                let rpc = HttpClientBuilder::default()
-                    .request_timeout(Duration::from_secs(10))
-                    .build(format!("http://127.0.0.1:{rpc_port}"))
-                    .expect("rpc client");
+                let rpc = lockstep_api::client::http_with(
+                    &format!("{scheme}://127.0.0.1:{rpc_port}"),
+                    &client_options(tls.as_ref()),
+                )
+                .expect("rpc client");
                 let base_path = dir.path().join(format!("node-{i}"));
                 let key = (i < validators).then(|| dir.path().join(format!("validator-{i}.json")));
                 let bootnodes: Vec<String> = (0..count).filter(|&j| j != i).map(p2p_addr).collect();
@@ -206,6 +235,9 @@ impl Testnet {
                 if let Some(key) = &key {
                     process = process.arg("--key").arg(key);
                 }
+                if let Some(ca) = &tls {
+                    process = process.args(ca.server_args());
+                }
                 NodeProcess {
                     process,
                     base_path,
@@ -221,6 +253,7 @@ impl Testnet {
             spec,
             nodes,
             context,
+            tls,
         };
         for i in 0..net.nodes.len() {
             net.spawn(i);
@@ -240,9 +273,10 @@ impl Testnet {
         &self.spec_path
     }
 
-    /// Node `i`'s JSON-RPC URL.
+    /// Node `i`'s JSON-RPC URL (`https://` with TLS).
     pub fn rpc_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].rpc_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.nodes[i].rpc_port)
     }
 
     /// The multiaddr of node `i`.

@@ -13,3 +13,4 @@ mod garbage;
 mod harness;
 mod resync;
 mod system;
+mod tls;

@@ -9,6 +9,12 @@
 //! ([`Tokens`]); the bridge gets its token from the environment, the
 //! clients here present the submitter's, the audit the reader's.
 //!
+//! [`System::start_tls`] runs every JSON-RPC endpoint over TLS, as issue 13
+//! has it: the validators and the event system serve `https://` with the
+//! certificate of the testnet's [`TestCa`](lockstep_service::test_utils::TestCa),
+//! and every client (the event system's node client, the bridge, the
+//! clients here, the CLI) trusts that CA alone (`--ca-file`).
+//!
 //! [`Settlement`] is the transaction system's side of the protocol: it signs
 //! a transfer, registers its event, and only then submits it to a node,
 //! retrying through process failures the way a real client must (the event
@@ -35,7 +41,7 @@ use lockstep_service::test_utils::TestProcess;
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
-use crate::harness::{binary, free_port, poll_until, Testnet, DEADLINE};
+use crate::harness::{binary, client_options, free_port, poll_until, Testnet, DEADLINE};
 
 /// Money each dev account starts with in the ledger: 1,000,000.00 USD in
 /// cents.
@@ -162,8 +168,29 @@ impl System {
     /// [`System::start`], with `events_args` added to the event system's
     /// command line.
     pub async fn start_with(validators: usize, events_args: &[&str]) -> System {
-        let net = Testnet::start(validators, 0).await;
+        System::launch(validators, events_args, false).await
+    }
+
+    /// [`System::start`] with TLS on every JSON-RPC endpoint (see the
+    /// [module docs](self)): the CA is `net.tls`.
+    pub async fn start_tls(validators: usize) -> System {
+        System::launch(validators, &[], true).await
+    }
+
+    async fn launch(validators: usize, events_args: &[&str], tls: bool) -> System {
+        let net = if tls {
+            Testnet::start_tls(validators, 0).await
+        } else {
+            Testnet::start(validators, 0).await
+        };
         let dir = net.dir().to_path_buf();
+        // The event system serves TLS with the nodes' certificate (it names
+        // 127.0.0.1 too) and checks the nodes' against the CA; the bridge
+        // checks the event system's.
+        let (server_tls, client_tls): (Vec<OsString>, Vec<OsString>) = match &net.tls {
+            Some(ca) => (ca.server_args().into(), ca.client_args().into()),
+            None => (Vec::new(), Vec::new()),
+        };
 
         let bridge_key = dir.join("bridge-key.json");
         let generated = run_json(
@@ -193,7 +220,8 @@ impl System {
         let event_system_key = generate_event_system_key(&events_key);
 
         let events_port = free_port();
-        let events_url = format!("http://127.0.0.1:{events_port}");
+        let scheme = if net.tls.is_some() { "https" } else { "http" };
+        let events_url = format!("{scheme}://127.0.0.1:{events_port}");
         let nodes: Vec<String> = (0..validators).map(|i| net.rpc_url(i)).collect();
         let events = service(
             "events",
@@ -228,6 +256,8 @@ impl System {
                 credentials.clone().into(),
             ])
             .into_iter()
+            .chain(server_tls)
+            .chain(client_tls.iter().cloned())
             .chain(events_args.iter().map(OsString::from))
             .collect(),
             &dir,
@@ -235,13 +265,20 @@ impl System {
         let bridge = service(
             "bridge",
             binary("lockstep-bridge"),
-            bridge_run_args(&events_url, &ledger, &bridge_key, &event_system_key),
+            bridge_run_args(&events_url, &ledger, &bridge_key, &event_system_key)
+                .into_iter()
+                .chain(client_tls)
+                .collect(),
             &dir,
         )
         // From the environment, as an operator would pass it (a command
         // line is visible to every user of the machine).
         .env("LOCKSTEP_BRIDGE_TOKEN", tokens.bridge.expose_secret());
-        let events_rpc = events_client(&events_url, Some(&tokens.submitter));
+        let events_rpc = lockstep_api::client::http_with(
+            &events_url,
+            &client_options(net.tls.as_ref()).with_token(Some(tokens.submitter.clone())),
+        )
+        .expect("event system client");
         let mut system = System {
             net,
             events,
@@ -338,15 +375,28 @@ impl System {
         self.bridge.print_tail();
     }
 
+    /// A `lockstep` command pointed at this system: every node
+    /// (`--nodes`), the event system (`--events`), `token` in
+    /// `LOCKSTEP_TOKEN` and, with TLS, the test CA (`--ca-file`).
+    pub fn lockstep(&self, token: &BearerToken) -> Command {
+        let mut command = Command::new(binary("lockstep"));
+        command
+            .env("LOCKSTEP_TOKEN", token.expose_secret())
+            .args(["--nodes", &self.node_urls()])
+            .args(["--events", &self.events_url]);
+        if let Some(ca) = &self.net.tls {
+            command.args(ca.client_args());
+        }
+        command
+    }
+
     /// Runs `lockstep audit` over the chain (every node), the event store
     /// and the ledger, requiring every event to be final. Returns its exit
     /// code and its JSON report.
     pub fn audit(&self) -> (i32, Value) {
-        let output = Command::new(binary("lockstep"))
-            .env("LOCKSTEP_TOKEN", self.tokens.reader.expose_secret())
+        let output = self
+            .lockstep(&self.tokens.reader)
             .arg("--json")
-            .args(["--nodes", &self.node_urls()])
-            .args(["--events", &self.events_url])
             .arg("audit")
             .arg("--ledger")
             .arg(&self.ledger)

@@ -74,6 +74,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use lockstep_api::client::ClientOptions;
 use lockstep_api::lifecycle::State;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -122,14 +123,19 @@ impl Findings {
 /// `lockstep audit`.
 pub async fn run(
     nodes: &[String],
+    node_options: &ClientOptions,
     endpoint: &EventsEndpoint,
     json_mode: bool,
     args: AuditArgs,
 ) -> anyhow::Result<ExitCode> {
     let events = EventsClient::new(endpoint)?;
+    let quorum_options = ClientOptions {
+        timeout: NODE_TIMEOUT,
+        ..node_options.clone()
+    };
     let chain_nodes = nodes
         .iter()
-        .map(|url| NodeClient::with_timeout(url, NODE_TIMEOUT))
+        .map(|url| NodeClient::new(url, &quorum_options))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let threshold = args.quorum.threshold(chain_nodes.len()).max(1);
     let concurrency = args.concurrency as usize;
@@ -176,7 +182,7 @@ pub async fn run(
     }
 
     progress.update("asking the nodes");
-    let chain = supply::chain_info(nodes, &args).await?;
+    let chain = supply::chain_info(nodes, node_options, &args).await?;
     if let Some(spec) = chain.as_ref().and_then(|c| c.spec()) {
         let (validators, quorum) = (spec.validators, spec.validator_quorum);
         if let Some(note) = quorum_note(chain_nodes.len(), threshold, validators, quorum) {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{anyhow, bail, Context};
 use futures::{stream, StreamExt, TryStreamExt};
-use lockstep_api::client::describe_refusal;
+use lockstep_api::client::{describe_refusal, ClientOptions};
 use lockstep_api::node::error::HISTORICAL_STATE;
 use lockstep_api::node::{self, ChainApiClient, TxState};
 use lockstep_runtime::primitives::from_hex;
@@ -59,11 +59,13 @@ impl ChainInfo {
     }
 }
 
-/// The first node of `nodes` that answers (None: none did) and the chain's
-/// spec: `--chain-spec`, which must be this chain's (an error otherwise),
-/// or the dev chain's own when the chain is the dev chain.
+/// The first node of `nodes` (connected with `options`) that answers
+/// (None: none did) and the chain's spec: `--chain-spec`, which must be
+/// this chain's (an error otherwise), or the dev chain's own when the
+/// chain is the dev chain.
 pub(super) async fn chain_info(
     nodes: &[String],
+    options: &ClientOptions,
     args: &AuditArgs,
 ) -> anyhow::Result<Option<ChainInfo>> {
     // One node that answers: supply is a property of the finalized state,
@@ -71,7 +73,7 @@ pub(super) async fn chain_info(
     // transfer by transfer.
     let mut node = None;
     for url in nodes {
-        let client = NodeClient::new(url)?;
+        let client = NodeClient::new(url, options)?;
         if let Ok(genesis) = client.genesis_hash().await {
             node = Some((client, genesis));
             break;

@@ -5,7 +5,8 @@
 //! their wire types; [`RpcHandler`] implements them over a [`Chain`]. Every parameter is checked before use and every
 //! refusal carries a stable code from [`error`]. Request size, response size,
 //! connections, subscriptions per connection and batch length are bounded
-//! ([`RpcConfig`]).
+//! ([`RpcConfig`]). With a [`ServerTls`] (`--tls-cert`/`--tls-key`) the
+//! port serves `https://` and `wss://` instead.
 
 pub mod error;
 
@@ -29,6 +30,7 @@ use lockstep_runtime::{
 };
 use lockstep_service::rpc_metrics::RpcTimes;
 use lockstep_service::rpc_server::RpcLimits;
+use lockstep_service::tls::ServerTls;
 use parity_scale_codec::Encode;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -394,13 +396,14 @@ pub fn module(chain: Arc<Chain>, network: Arc<NetworkInfo>) -> RpcModule<()> {
     })
 }
 
-/// Starts the server on `addr`, timing every call into `times`; returns
-/// its handle and the bound address.
+/// Starts the server on `addr`, timing every call into `times`, over TLS
+/// when `tls` is given; returns its handle and the bound address.
 pub async fn start(
     addr: SocketAddr,
     config: RpcConfig,
     module: RpcModule<()>,
     times: RpcTimes,
+    tls: Option<ServerTls>,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
-    lockstep_service::rpc_server::start(addr, config, module, times).await
+    lockstep_service::rpc_server::start(addr, config, module, times, tls).await
 }

@@ -59,12 +59,17 @@ impl NodeProcess {
     }
 }
 
-/// The address the current run serves JSON-RPC on, from its log.
+/// The address the current run serves JSON-RPC on, from its log
+/// (`JSON-RPC on http://<addr> and ws://<addr>`, or https:// and wss://).
 fn rpc_addr(process: &mut TestProcess) -> SocketAddr {
-    let rest = process.wait_for_log("JSON-RPC on http://");
-    let addr = rest.split_whitespace().next().unwrap_or_default();
+    let rest = process.wait_for_log("JSON-RPC on ");
+    let url = rest.split_whitespace().next().unwrap_or_default();
+    let addr = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
     addr.parse()
-        .unwrap_or_else(|e| panic!("not an address in the node's log: {addr:?}: {e}"))
+        .unwrap_or_else(|e| panic!("not an address in the node's log: {url:?}: {e}"))
 }
 
 fn client(addr: SocketAddr) -> HttpClient {

@@ -7,4 +7,5 @@ mod bad_input;
 mod cli;
 mod crash;
 mod harness;
+mod tls;
 mod transfers;

@@ -3,8 +3,9 @@
 //! the reconciler's schedule, and the append-only history and feed.
 //!
 //! Every write here stages the event record, its `by_state` and `due` index
-//! entries, its transition (feed and history) and the per-state counters
-//! into one batch; entering PendingAccount also stages the outbox entry
+//! entries, its transition (feed and history), the per-state counters and
+//! its registrant's count of Registered events (`holdings.rs`) into
+//! one batch; entering PendingAccount also stages the outbox entry
 //! ([`EventStore::stage_outbox`]) and a receipt removes it, so an
 //! instruction exists exactly while its event awaits payment.
 
@@ -18,7 +19,7 @@ use lockstep_api::lifecycle::{next_state, IllegalMove, Reason, State};
 use lockstep_runtime::Hash;
 use rocksdb::{Direction, IteratorMode};
 
-use super::records::{StoredEvent, StoredTransition};
+use super::records::{Provenance, StoredEvent, StoredTransition};
 use super::{decode, encode, timed_key, EventStore, Pending, StoreError, StoreResult};
 use super::{CF_BY_STATE, CF_BY_TX, CF_DUE, CF_EVENTS, CF_HISTORY, CF_TRANSITIONS};
 
@@ -33,38 +34,65 @@ pub struct Move {
     pub evidence: Option<Evidence>,
 }
 
+/// One registration for [`EventStore::register_checked`].
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The event to register.
+    pub registration: Registration,
+    /// What its request proved of the transfer's commitment to the event.
+    pub commitment: Commitment,
+    /// The credential registering it, with its bound; none: the event is
+    /// no one's (registered without credentials, or by the store's own
+    /// callers) and no bound applies.
+    pub registrant: Option<Registrant>,
+}
+
+/// The credential that registers an event, and how many events it may hold
+/// in Registered at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registrant {
+    /// The credential's name, recorded with the event.
+    pub name: String,
+    /// Most events it may hold in Registered: a registration beyond it is
+    /// refused ([`StoreError::TooManyRegistered`]).
+    pub max_registered: u64,
+}
+
 /// `history` keys: event id ‖ 0x00 ‖ seq (BE).
 fn history_key(id: &str, seq: u64) -> Vec<u8> {
     [id.as_bytes(), &[0], &seq.to_be_bytes()].concat()
 }
 
 impl EventStore {
-    /// Stages the event record, with what is known of its commitment.
+    /// Stages the event record, with its provenance.
     fn stage_event(
         &self,
         pending: &mut Pending,
         event: &Event,
-        commitment: Commitment,
+        provenance: &Provenance,
     ) -> StoreResult<()> {
         pending.batch.put_cf(
             self.cf(CF_EVENTS)?,
             event.id.as_str(),
-            encode(&StoredEvent::new(event, commitment)),
+            encode(&StoredEvent::new(event, provenance)),
         );
         Ok(())
     }
 
     /// Appends a transition to the feed and the event's history, and moves
-    /// the per-state counters.
+    /// the per-state counters and the count of the credential that
+    /// registered the event (`registered_by`).
     fn append_transition(
         &self,
         pending: &mut Pending,
+        registered_by: Option<&str>,
         mut transition: Transition,
     ) -> StoreResult<Transition> {
         transition.seq = pending.counters.next_seq;
         pending.counters.next_seq += 1;
         pending.transitions += 1;
         self.stage_counts(pending, transition.from, transition.to)?;
+        pending.move_holding(registered_by, transition.from, transition.to);
         pending.batch.put_cf(
             self.cf(CF_TRANSITIONS)?,
             transition.seq.to_be_bytes(),
@@ -102,25 +130,33 @@ impl EventStore {
         now_ms: u64,
         recheck_at_ms: u64,
     ) -> StoreResult<Vec<StoreResult<(Event, bool)>>> {
-        let unverified: Vec<(Registration, Commitment)> = registrations
+        let unverified: Vec<Submission> = registrations
             .iter()
-            .map(|r| (r.clone(), Commitment::Unverified))
+            .map(|r| Submission {
+                registration: r.clone(),
+                commitment: Commitment::Unverified,
+                registrant: None,
+            })
             .collect();
         self.register_checked(&unverified, now_ms, recheck_at_ms)
     }
 
     /// Registers many events in **one** write batch (group commit: one
     /// fsync for all), each with what its registration proved of its
-    /// commitment. Each is checked on its own, against the store and
-    /// against the others of the group; a refused one is reported in its
-    /// slot and contributes nothing. The outer error is a store failure, in
-    /// which case nothing was written. Idempotency compares the payload
-    /// only: the same event registered again by hash, or with its signed
-    /// transfer, is the same event (and keeps what was first recorded of
-    /// its commitment).
+    /// commitment and the credential registering it. Each is checked on its
+    /// own, against the store and against the others of the group; a
+    /// refused one is reported in its slot and contributes nothing. The
+    /// outer error is a store failure, in which case nothing was written.
+    /// Idempotency compares the payload only: the same event registered
+    /// again by hash, or with its signed transfer, is the same event (and
+    /// keeps what was first recorded of its commitment and registrant), and
+    /// is answered even when its registrant is at its bound, which it does
+    /// not count against twice. A new event whose registrant already holds
+    /// `max_registered` Registered events (this group's included) is
+    /// refused with [`StoreError::TooManyRegistered`].
     pub fn register_checked(
         &self,
-        registrations: &[(Registration, Commitment)],
+        submissions: &[Submission],
         now_ms: u64,
         recheck_at_ms: u64,
     ) -> StoreResult<Vec<StoreResult<(Event, bool)>>> {
@@ -128,8 +164,13 @@ impl EventStore {
         let mut pending = self.begin(&guard);
         let mut staged: HashMap<String, Event> = HashMap::new();
         let mut staged_tx: HashMap<Hash, String> = HashMap::new();
-        let mut results = Vec::with_capacity(registrations.len());
-        for (registration, commitment) in registrations {
+        let mut results = Vec::with_capacity(submissions.len());
+        for Submission {
+            registration,
+            commitment,
+            registrant,
+        } in submissions
+        {
             let existing = match staged.get(&registration.id) {
                 Some(event) => Some(event.clone()),
                 None => self.get(&registration.id)?,
@@ -153,6 +194,17 @@ impl EventStore {
                 }));
                 continue;
             }
+            if let Some(registrant) = registrant {
+                let held = pending.held(&guard, &registrant.name);
+                if held >= registrant.max_registered {
+                    results.push(Err(StoreError::TooManyRegistered {
+                        credential: registrant.name.clone(),
+                        held,
+                        bound: registrant.max_registered,
+                    }));
+                    continue;
+                }
+            }
             let event = Event {
                 id: registration.id.clone(),
                 tx_hash: registration.tx_hash,
@@ -169,7 +221,11 @@ impl EventStore {
                 payment_failure: None,
             };
             let id = event.id.as_str();
-            self.stage_event(&mut pending, &event, *commitment)?;
+            let provenance = Provenance {
+                commitment: *commitment,
+                registered_by: registrant.as_ref().map(|r| r.name.clone()),
+            };
+            self.stage_event(&mut pending, &event, &provenance)?;
             pending
                 .batch
                 .put_cf(self.cf(CF_BY_TX)?, event.tx_hash.as_bytes(), id);
@@ -185,6 +241,7 @@ impl EventStore {
             );
             self.append_transition(
                 &mut pending,
+                provenance.registered_by.as_deref(),
                 Transition {
                     seq: 0,
                     event_id: event.id.clone(),
@@ -214,6 +271,14 @@ impl EventStore {
     /// An event by id, with what is known of its transfer's commitment to
     /// it (the confirmer's question before it lets a payment out).
     pub fn get_with_commitment(&self, id: &str) -> StoreResult<Option<(Event, Commitment)>> {
+        Ok(self
+            .get_with_provenance(id)?
+            .map(|(event, provenance)| (event, provenance.commitment)))
+    }
+
+    /// An event by id, with its provenance: what is known of its
+    /// commitment, and the credential that registered it.
+    pub fn get_with_provenance(&self, id: &str) -> StoreResult<Option<(Event, Provenance)>> {
         match self.db.get_cf(self.cf(CF_EVENTS)?, id)? {
             Some(bytes) => Ok(Some(decode::<StoredEvent>("event", &bytes)?.into())),
             None => Ok(None),
@@ -225,10 +290,10 @@ impl EventStore {
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))
     }
 
-    /// [`EventStore::get_with_commitment`] of an event that must exist: what
-    /// a writer re-stages, so that a rewrite keeps the commitment as it was.
-    fn must_get_with_commitment(&self, id: &str) -> StoreResult<(Event, Commitment)> {
-        self.get_with_commitment(id)?
+    /// [`EventStore::get_with_provenance`] of an event that must exist: what
+    /// a writer re-stages, so that a rewrite keeps the provenance as it was.
+    fn must_get_with_provenance(&self, id: &str) -> StoreResult<(Event, Provenance)> {
+        self.get_with_provenance(id)?
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))
     }
 
@@ -319,7 +384,7 @@ impl EventStore {
         let mut staged = HashSet::new();
         let mut results = Vec::with_capacity(moves.len());
         for one in moves {
-            let Some((event, commitment)) = self.get_with_commitment(&one.id)? else {
+            let Some((event, provenance)) = self.get_with_provenance(&one.id)? else {
                 results.push(Err(StoreError::NotFound(one.id.clone())));
                 continue;
             };
@@ -337,7 +402,7 @@ impl EventStore {
             }
             results.push(self.stage_transition(
                 &mut pending,
-                (event, commitment),
+                (event, provenance),
                 one.reason,
                 one.evidence.clone(),
                 now_ms,
@@ -360,7 +425,7 @@ impl EventStore {
     fn stage_transition(
         &self,
         pending: &mut Pending,
-        (mut event, commitment): (Event, Commitment),
+        (mut event, mut provenance): (Event, Provenance),
         reason: Reason,
         evidence: Option<Evidence>,
         now_ms: u64,
@@ -397,14 +462,13 @@ impl EventStore {
             };
             self.stage_outbox(pending, &message, now_ms)?;
         }
-        let commitment = if reason == Reason::Succeeded {
-            Commitment::Verified
-        } else {
-            commitment
-        };
-        self.stage_event(pending, &event, commitment)?;
+        if reason == Reason::Succeeded {
+            provenance.commitment = Commitment::Verified;
+        }
+        self.stage_event(pending, &event, &provenance)?;
         self.append_transition(
             pending,
+            provenance.registered_by.as_deref(),
             Transition {
                 seq: 0,
                 event_id: id,
@@ -494,7 +558,7 @@ impl EventStore {
     ) -> StoreResult<Vec<StoreResult<(Event, bool)>>> {
         let mut guard = self.lock();
         let mut pending = self.begin(&guard);
-        let mut staged: HashMap<String, (Event, Commitment)> = HashMap::new();
+        let mut staged: HashMap<String, (Event, Provenance)> = HashMap::new();
         let mut results = Vec::with_capacity(receipts.len());
         let mut wrote = false;
         for receipt in receipts {
@@ -524,14 +588,14 @@ impl EventStore {
     fn stage_receipt(
         &self,
         pending: &mut Pending,
-        staged: &mut HashMap<String, (Event, Commitment)>,
+        staged: &mut HashMap<String, (Event, Provenance)>,
         receipt: &PaymentReceipt,
         now_ms: u64,
     ) -> StoreResult<(Event, bool)> {
         let id = receipt.event_id.as_str();
-        let (mut event, commitment) = match staged.get(id) {
+        let (mut event, provenance) = match staged.get(id) {
             Some(record) => record.clone(),
-            None => self.must_get_with_commitment(id)?,
+            None => self.must_get_with_provenance(id)?,
         };
         if receipt.is_failure() {
             if event.state != State::PendingAccount {
@@ -551,8 +615,8 @@ impl EventStore {
                 at_ms: now_ms,
                 reports,
             });
-            self.stage_event(pending, &event, commitment)?;
-            staged.insert(id.to_owned(), (event.clone(), commitment));
+            self.stage_event(pending, &event, &provenance)?;
+            staged.insert(id.to_owned(), (event.clone(), provenance));
             return Ok((event, true));
         }
         if let Some(existing) = &event.receipt {
@@ -585,9 +649,10 @@ impl EventStore {
         event.due_at_ms = None;
         event.receipt = Some(receipt.clone());
         event.payment_failure = None;
-        self.stage_event(pending, &event, commitment)?;
+        self.stage_event(pending, &event, &provenance)?;
         self.append_transition(
             pending,
+            provenance.registered_by.as_deref(),
             Transition {
                 seq: 0,
                 event_id: id.to_owned(),
@@ -599,7 +664,7 @@ impl EventStore {
                 payment_reference: Some(receipt.payment_reference.clone()),
             },
         )?;
-        staged.insert(id.to_owned(), (event.clone(), commitment));
+        staged.insert(id.to_owned(), (event.clone(), provenance));
         Ok((event, true))
     }
 
@@ -608,14 +673,14 @@ impl EventStore {
     /// event has moved on meanwhile.
     pub fn reschedule(&self, id: &str, state: State, due_ms: u64) -> StoreResult<()> {
         let mut guard = self.lock();
-        let (mut event, commitment) = self.must_get_with_commitment(id)?;
+        let (mut event, provenance) = self.must_get_with_provenance(id)?;
         if event.state != state {
             return Ok(());
         }
         let mut pending = self.begin(&guard);
         self.stage_due(&mut pending, &mut event, due_ms)?;
         event.checks = event.checks.saturating_add(1);
-        self.stage_event(&mut pending, &event, commitment)?;
+        self.stage_event(&mut pending, &event, &provenance)?;
         self.commit(&mut guard, pending)
     }
 
@@ -634,7 +699,7 @@ impl EventStore {
         next_due: impl Fn(u32) -> u64,
     ) -> StoreResult<bool> {
         let mut guard = self.lock();
-        let (mut event, commitment) = self.must_get_with_commitment(id)?;
+        let (mut event, provenance) = self.must_get_with_provenance(id)?;
         if event.state != State::PendingAccount {
             return Ok(false);
         }
@@ -648,7 +713,7 @@ impl EventStore {
         let mut pending = self.begin(&guard);
         let due_ms = next_due(event.resends);
         self.stage_due(&mut pending, &mut event, due_ms)?;
-        self.stage_event(&mut pending, &event, commitment)?;
+        self.stage_event(&mut pending, &event, &provenance)?;
         self.commit(&mut guard, pending)?;
         Ok(counted)
     }
@@ -866,7 +931,7 @@ mod tests {
             .register(&registration("e1", 1), 10, 20)
             .expect("register");
         store
-            .register_checked(&[(registration("e2", 2), Commitment::Verified)], 10, 20)
+            .register_checked(&[verified(registration("e2", 2))], 10, 20)
             .expect("register")
             .pop()
             .expect("one result")
@@ -877,7 +942,7 @@ mod tests {
         // The same event again, now with its (verified) transfer: the same
         // event, and what was recorded first stays.
         let again = store
-            .register_checked(&[(registration("e1", 1), Commitment::Verified)], 11, 21)
+            .register_checked(&[verified(registration("e1", 1))], 11, 21)
             .expect("register")
             .pop()
             .expect("one result")
@@ -948,7 +1013,7 @@ mod tests {
         // transfer is the same bytes.
         let (_dir, fresh) = open();
         fresh
-            .register_checked(&[(registration("e1", 1), Commitment::Verified)], 10, 20)
+            .register_checked(&[verified(registration("e1", 1))], 10, 20)
             .expect("register")
             .pop()
             .expect("one result")

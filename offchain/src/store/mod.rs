@@ -26,7 +26,11 @@
 //!   entry is written in the batch that moves it there and deleted in the
 //!   batch that records its receipt;
 //! - writers are serialised by one mutex (read-check-write must not
-//!   interleave); readers read the database directly.
+//!   interleave); readers read the database directly;
+//! - the writer's in-memory counts of Registered events per registering
+//!   credential (`holdings.rs`) change with the batch that changes what they
+//!   count, once it is written, and are rebuilt from the `by_state` index
+//!   at open.
 //!
 //! Event ids never contain 0x00 ([`lockstep_api::event::check_event_id`]), which
 //! keeps the `history` keys unambiguous.
@@ -43,14 +47,17 @@
 //! - `events.rs`: registration, moves, receipts, history and the feed;
 //! - `queue.rs`: the outbox and the embedded bus queue with its leases;
 //! - `queries.rs`: `event_list`, stats, and the reconciler's due list;
-//! - `meta.rs`: the per-state counters and the watcher's height.
+//! - `meta.rs`: the per-state counters and the watcher's height;
+//! - `holdings.rs`: how many events each credential holds in Registered.
 
 mod events;
+mod holdings;
 mod meta;
 mod queries;
 mod queue;
 pub mod records;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -63,11 +70,12 @@ pub use lockstep_api::bus::MAX_PULL;
 use lockstep_api::lifecycle::{IllegalMove, State};
 pub use lockstep_api::offchain::{Page, Stats, MAX_PAGE};
 
-pub use events::Move;
+pub use events::{Move, Registrant, Submission};
 pub use queries::ListQuery;
 pub use queue::{PendingInstruction, Requeue};
-pub use records::{Lease, OutboxEntry, StoredEvent, StoredTransition};
+pub use records::{Lease, OutboxEntry, Provenance, StoredEvent, StoredTransition};
 
+use holdings::HoldingChanges;
 use meta::Counters;
 
 const CF_EVENTS: &str = "events";
@@ -160,6 +168,19 @@ pub enum StoreError {
     /// A list cursor that this store did not hand out.
     #[error("invalid cursor")]
     BadCursor,
+    /// The registering credential already holds as many events in
+    /// Registered as it may.
+    #[error(
+        "credential {credential:?} holds {held} events in Registered, the most one credential may hold is {bound}: it may register more as its events are confirmed or cancelled"
+    )]
+    TooManyRegistered {
+        /// The credential's name.
+        credential: String,
+        /// How many it holds.
+        held: u64,
+        /// How many it may hold.
+        bound: u64,
+    },
 }
 
 /// The store's `Result`.
@@ -211,14 +232,25 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> StoreResult
 pub struct EventStore {
     db: DB,
     sync: bool,
-    writer: Mutex<Counters>,
+    writer: Mutex<Writer>,
     feed: watch::Sender<u64>,
+}
+
+/// What the writer keeps in memory between batches, under its mutex.
+#[derive(Debug)]
+struct Writer {
+    /// The counters every batch commits.
+    counters: Counters,
+    /// Events in Registered per registering credential (`holdings.rs`).
+    registered_by: HashMap<String, u64>,
 }
 
 /// A batch under construction, with the counters it will commit.
 struct Pending {
     batch: WriteBatch,
     counters: Counters,
+    /// Changes of [`Writer::registered_by`], applied once written.
+    holdings: HoldingChanges,
     transitions: u64,
 }
 
@@ -237,12 +269,19 @@ impl EventStore {
         let mut store = EventStore {
             db,
             sync,
-            writer: Mutex::new(Counters::EMPTY),
+            writer: Mutex::new(Writer {
+                counters: Counters::EMPTY,
+                registered_by: HashMap::new(),
+            }),
             feed: watch::channel(0).0,
         };
         let counters = store.load_counters()?;
+        let registered_by = store.load_holdings()?;
         store.feed = watch::channel(counters.next_seq - 1).0;
-        store.writer = Mutex::new(counters);
+        store.writer = Mutex::new(Writer {
+            counters,
+            registered_by,
+        });
         Ok(store)
     }
 
@@ -252,16 +291,17 @@ impl EventStore {
             .ok_or_else(|| StoreError::Corrupt(format!("missing column family {name}")))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
         // A panic while holding the lock cannot leave a half-written batch
         // (batches are written whole), so a poisoned lock is still usable.
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn begin(&self, counters: &Counters) -> Pending {
+    fn begin(&self, writer: &Writer) -> Pending {
         Pending {
             batch: WriteBatch::default(),
-            counters: *counters,
+            counters: writer.counters,
+            holdings: HoldingChanges::default(),
             transitions: 0,
         }
     }
@@ -272,11 +312,12 @@ impl EventStore {
         options
     }
 
-    fn commit(&self, guard: &mut Counters, pending: Pending) -> StoreResult<()> {
+    fn commit(&self, writer: &mut Writer, pending: Pending) -> StoreResult<()> {
         self.db.write_opt(pending.batch, &self.write_options())?;
-        *guard = pending.counters;
+        writer.counters = pending.counters;
+        pending.holdings.apply(&mut writer.registered_by);
         if pending.transitions > 0 {
-            self.feed.send_replace(guard.next_seq - 1);
+            self.feed.send_replace(writer.counters.next_seq - 1);
         }
         Ok(())
     }
@@ -305,6 +346,27 @@ pub(crate) mod test_utils {
                 amount: "100".into(),
                 currency: "EUR".into(),
             },
+        }
+    }
+
+    /// A registration whose signed transfer was checked, by no credential.
+    pub(crate) fn verified(registration: Registration) -> Submission {
+        Submission {
+            registration,
+            commitment: lockstep_api::event::Commitment::Verified,
+            registrant: None,
+        }
+    }
+
+    /// A registration by hash, by credential `name` holding at most `max`.
+    pub(crate) fn by(registration: Registration, name: &str, max: u64) -> Submission {
+        Submission {
+            registration,
+            commitment: lockstep_api::event::Commitment::Unverified,
+            registrant: Some(Registrant {
+                name: name.into(),
+                max_registered: max,
+            }),
         }
     }
 

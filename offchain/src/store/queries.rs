@@ -133,7 +133,7 @@ impl EventStore {
     pub fn stats(&self, now_ms: u64, overdue_after_ms: u64) -> StoreResult<Stats> {
         let (counts, next_seq) = {
             let guard = self.lock();
-            (guard.counts, guard.next_seq)
+            (guard.counters.counts, guard.counters.next_seq)
         };
         let by_state = self.cf(CF_BY_STATE)?;
         let oldest = |state: State| -> StoreResult<Option<u64>> {

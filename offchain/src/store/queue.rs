@@ -163,7 +163,7 @@ impl EventStore {
         let max = max.min(MAX_PULL);
         let mut guard = self.lock();
         let deadline = now_ms.saturating_add(lease_ms);
-        let lease_id = format!("lease-{}", guard.next_lease);
+        let lease_id = format!("lease-{}", guard.counters.next_lease);
         let mut pending = self.begin(&guard);
         let ready = self.cf(CF_READY)?;
         let outbox = self.cf(CF_OUTBOX)?;

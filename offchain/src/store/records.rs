@@ -352,17 +352,51 @@ pub struct StoredEvent {
     /// Absent when false, so such records keep their bytes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub commitment_unverified: bool,
+    /// The name of the credential that registered the event: while the
+    /// event is Registered it counts against that credential's bound
+    /// (`--max-registered-per-credential`). Absent for an event registered
+    /// without a credential (`--insecure-no-auth`, or the store's own
+    /// callers) and for records written before it was recorded: such an
+    /// event counts against no one. Absent when none, so such records keep
+    /// their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_by: Option<String>,
+}
+
+/// What the store keeps of an event beside its wire form: what its
+/// registration proved of the transfer's commitment, and who registered it.
+/// Every rewrite of a record carries it over unchanged (but for the
+/// commitment, which the confirmer's check may verify).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// What is known of the transfer's commitment to the event.
+    pub commitment: Commitment,
+    /// The registering credential's name, if it had one.
+    pub registered_by: Option<String>,
 }
 
 impl From<&(Event, Commitment)> for StoredEvent {
+    /// The record of an event registered without a credential.
     fn from((event, commitment): &(Event, Commitment)) -> Self {
-        StoredEvent::new(event, *commitment)
+        StoredEvent::new(
+            event,
+            &Provenance {
+                commitment: *commitment,
+                registered_by: None,
+            },
+        )
+    }
+}
+
+impl From<&(Event, Provenance)> for StoredEvent {
+    fn from((event, provenance): &(Event, Provenance)) -> Self {
+        StoredEvent::new(event, provenance)
     }
 }
 
 impl StoredEvent {
-    /// The record of `e`, with what is known of its commitment.
-    pub fn new(e: &Event, commitment: Commitment) -> StoredEvent {
+    /// The record of `e`, with its provenance.
+    pub fn new(e: &Event, provenance: &Provenance) -> StoredEvent {
         let Event {
             id,
             tx_hash,
@@ -392,19 +426,34 @@ impl StoredEvent {
             evidence: evidence.as_ref().map(Into::into),
             receipt: receipt.as_ref().map(Into::into),
             payment_failure: payment_failure.as_ref().map(Into::into),
-            commitment_unverified: commitment == Commitment::Unverified,
+            commitment_unverified: provenance.commitment == Commitment::Unverified,
+            registered_by: provenance.registered_by.clone(),
         }
     }
 }
 
 impl From<StoredEvent> for (Event, Commitment) {
     fn from(e: StoredEvent) -> Self {
+        let (event, provenance): (Event, Provenance) = e.into();
+        (event, provenance.commitment)
+    }
+}
+
+impl From<StoredEvent> for (Event, Provenance) {
+    fn from(mut e: StoredEvent) -> Self {
         let commitment = if e.commitment_unverified {
             Commitment::Unverified
         } else {
             Commitment::Verified
         };
-        (e.into(), commitment)
+        let registered_by = e.registered_by.take();
+        (
+            e.into(),
+            Provenance {
+                commitment,
+                registered_by,
+            },
+        )
     }
 }
 
@@ -706,6 +755,30 @@ mod tests {
             serde_json::from_str::<StoredEvent>(&old).expect("decodes"),
         );
         assert_eq!(commitment, Commitment::Verified);
+    }
+
+    #[test]
+    fn the_registering_credential_is_kept_and_old_records_have_none() {
+        let json = format!(
+            concat!(
+                r#"{{"id":"e6","txHash":"{tx}","validUntil":7,"#,
+                r#""payment":{{"payer":"bob","payee":"alice","amount":"5","currency":"USD"}},"#,
+                r#""state":"Registered","createdAtMs":1,"stateSinceMs":1,"dueAtMs":3,"#,
+                r#""checks":0,"resends":0,"commitmentUnverified":true,"registeredBy":"bank-a"}}"#
+            ),
+            tx = hex("06", 32),
+        );
+        round_trip::<StoredEvent, (Event, Provenance)>(&json, |(event, provenance)| {
+            assert_eq!(event.id, "e6");
+            assert_eq!(provenance.commitment, Commitment::Unverified);
+            assert_eq!(provenance.registered_by.as_deref(), Some("bank-a"));
+        });
+        // Written before the field existed: registered by no one, and
+        // written back byte for byte.
+        let old = json.replace(r#","registeredBy":"bank-a""#, "");
+        round_trip::<StoredEvent, (Event, Provenance)>(&old, |(_, provenance)| {
+            assert_eq!(provenance.registered_by, None);
+        });
     }
 
     #[test]

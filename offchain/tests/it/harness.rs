@@ -71,6 +71,21 @@ impl DevNode {
         DevNode(lockstep_node::test_utils::DevNode::start_with(spec, |_| {}).await)
     }
 
+    /// [`Self::start`], serving https:// and wss:// with `ca`'s server
+    /// certificate.
+    pub async fn start_tls(ca: &lockstep_service::test_utils::TestCa) -> DevNode {
+        let spec = lockstep_node::test_utils::dev_spec("lockstep-offchain-test");
+        DevNode(
+            lockstep_node::test_utils::DevNode::start_tls(
+                spec,
+                ca.server_tls(),
+                ca.trusted_cas(),
+                |_| {},
+            )
+            .await,
+        )
+    }
+
     pub async fn stop(self) {
         self.0.stop().await;
     }

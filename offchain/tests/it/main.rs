@@ -10,3 +10,5 @@ mod chain;
 mod crash;
 mod harness;
 mod quorum;
+mod registered_bound;
+mod tls;

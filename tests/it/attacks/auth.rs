@@ -15,7 +15,10 @@
 //! - without the bridge role, nothing can be pulled, acknowledged or
 //!   receipted, not even with a receipt the real bridge key signed;
 //! - a submitter cannot order a payment from a payer outside its scope;
-//! - one credential's flood does not hold back another's registrations;
+//! - one credential's flood does not hold back another's registrations:
+//!   beyond its rate (2053) or its bound of Registered events (2054) it is
+//!   refused, across a kill -9 too, and what was refused is never paid,
+//!   even once its transfer finalizes;
 //! - after all of it, no token appears in any process's log.
 //!
 //! Each test checks that nothing was registered, paid or acknowledged
@@ -35,7 +38,8 @@ use lockstep_api::client::{is_unauthenticated, BearerToken, ClientOptions};
 use lockstep_api::event::{PaymentInstruction, PaymentReceipt, RegisterRequest};
 use lockstep_api::lifecycle::State;
 use lockstep_api::offchain::error::{
-    FORBIDDEN, NOT_FOUND, PAYER_NOT_ALLOWED, RATE_LIMITED, UNAUTHENTICATED,
+    TooManyPending, FORBIDDEN, NOT_FOUND, PAYER_NOT_ALLOWED, RATE_LIMITED, TOO_MANY_PENDING,
+    UNAUTHENTICATED,
 };
 use lockstep_api::offchain::{Access, EventApiClient, ItemResult, RequiredRoles, Role, ACCESS};
 use lockstep_runtime::primitives::to_hex;
@@ -622,10 +626,26 @@ async fn a_payer_outside_a_submitters_scope_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_one_credential_leaves_anothers_registrations_alone() {
     let _one_at_a_time = exclusive().await;
-    // 20 at once, then 1 a second, per credential.
-    let mut system =
-        System::start_with(1, &["--register-rate", "1", "--register-burst", "20"]).await;
-    let valid_until = head(&system).await + 200;
+    // Per credential: 40 at once, then 1 a second, and at most 25 events in
+    // Registered at a time.
+    let metrics_port = free_port();
+    let mut system = System::start_with(
+        1,
+        &[
+            "--register-rate",
+            "1",
+            "--register-burst",
+            "40",
+            "--max-registered-per-credential",
+            "25",
+            "--prometheus-port",
+            &metrics_port.to_string(),
+        ],
+    )
+    .await;
+    // Long enough that none of the flood's events (transfers that never
+    // come) is final before the test ends: they stay Registered.
+    let valid_until = head(&system).await + 2000;
     let calm = create_token(&system.credentials, "calm", "submitter", None);
     reload(&mut system, 4);
 
@@ -644,24 +664,33 @@ async fn a_flood_from_one_credential_leaves_anothers_registrations_alone() {
         .collect();
     assert_eq!(
         codes,
-        [vec![None; 20], vec![Some(RATE_LIMITED); 30]].concat(),
-        "the burst, then refusals"
+        [
+            vec![None; 25],
+            vec![Some(TOO_MANY_PENDING); 15],
+            vec![Some(RATE_LIMITED); 10]
+        ]
+        .concat(),
+        "the bound within the burst, then the rate"
     );
-    // The flood goes on while the calm credential registers.
-    let started = std::time::Instant::now();
+    // The flood goes on while the calm credential registers, and has a
+    // transfer of its own settled.
     let flood = {
         let flooder = flooder.clone();
         tokio::spawn(async move {
-            let mut limited = 0;
+            let (mut limited, mut bounded) = (0, 0);
+            let mut count = |code: Option<i32>| match code {
+                Some(RATE_LIMITED) => limited += 1,
+                Some(TOO_MANY_PENDING) => bounded += 1,
+                other => panic!("a flood registration answered {other:?}"),
+            };
             for round in 0..20 {
                 let batch = (0..50)
                     .map(|i| registration(&format!("flood-{round}-{i}"), "bob", valid_until))
                     .collect();
                 let items = flooder.register_batch(batch).await.expect("a flood batch");
-                limited += items
-                    .iter()
-                    .filter(|item| item.error.as_ref().is_some_and(|e| e.code == RATE_LIMITED))
-                    .count();
+                for item in items {
+                    count(item.error.map(|e| e.code));
+                }
                 let single = flooder
                     .register(registration(
                         &format!("flood-single-{round}"),
@@ -669,11 +698,13 @@ async fn a_flood_from_one_credential_leaves_anothers_registrations_alone() {
                         valid_until,
                     ))
                     .await;
-                if matches!(&single, Err(ClientError::Call(e)) if e.code() == RATE_LIMITED) {
-                    limited += 1;
-                }
+                count(match single {
+                    Err(ClientError::Call(e)) => Some(e.code()),
+                    Err(e) => panic!("a flood registration: {e}"),
+                    Ok(_) => None,
+                });
             }
-            limited
+            (limited, bounded)
         })
     };
     let calm_http = events_client(&system.events_url, Some(&calm));
@@ -683,22 +714,112 @@ async fn a_flood_from_one_credential_leaves_anothers_registrations_alone() {
             .await
             .unwrap_or_else(|e| panic!("calm-{i} was held back by the other's flood: {e:?}"));
     }
-    let limited = flood.await.expect("the flood task");
-    // One a second got through during the flood, at most.
-    let refill = started.elapsed().as_secs() as usize + 2;
-    assert!(
-        limited + refill >= 1020,
-        "{limited} of 1020 flood registrations refused in {:?}",
-        started.elapsed()
+    let paid = Settlement::new(
+        &system.net,
+        "calm-paid".into(),
+        Deal {
+            from: "alice",
+            nonce: 0,
+            to: "bob",
+            asset: 5,
+            cents: 100,
+            valid_until,
+        },
     );
+    let calm_client = system.client().with_events(calm_http.clone());
+    paid.register(&calm_client).await;
+    paid.submit(&calm_client, 0).await;
+    let (limited, bounded) = flood.await.expect("the flood task");
+    // Beyond its burst, every one of the flood's registrations was refused:
+    // by the rate, or (what the rate let through) by the bound.
+    assert_eq!(
+        limited + bounded,
+        1020,
+        "{limited} over the rate, {bounded} over the bound"
+    );
+
+    // The flooder's real transfers, refused, then sent to the chain
+    // anyway: they finalize, and nothing is paid for them.
+    let refused: Vec<Settlement> = (0..3)
+        .map(|nonce| {
+            Settlement::new(
+                &system.net,
+                format!("flood-paid-{nonce}"),
+                Deal {
+                    from: "charlie",
+                    nonce,
+                    to: "dave",
+                    asset: 5,
+                    cents: 100,
+                    valid_until,
+                },
+            )
+        })
+        .collect();
+    for settlement in &refused {
+        let error = refusal(
+            flooder
+                .register(RegisterRequest {
+                    id: settlement.id.clone(),
+                    tx: Some(to_hex(&settlement.tx.encode())),
+                    tx_hash: None,
+                    valid_until: None,
+                    payment: settlement.payment(),
+                })
+                .await,
+        );
+        assert!(
+            [RATE_LIMITED, TOO_MANY_PENDING].contains(&error.code()),
+            "{error:?}"
+        );
+        settlement.submit(&system.client(), 0).await;
+    }
+    for settlement in &refused {
+        system.net.await_tx(0, &settlement.tx.hash()).await;
+    }
+    let settled = system.await_final(&["calm-paid".to_owned()]).await;
+    assert_eq!(settled[0].state, State::Completed, "{:?}", settled[0]);
+    assert_eq!(paid_events(&system.ledger), ["calm-paid"]);
+    for settlement in &refused {
+        let unknown = refusal(system.events_rpc().get(settlement.id.clone()).await);
+        assert_eq!(unknown.code(), NOT_FOUND, "{}", settlement.id);
+    }
     let stored = stored_events(&system).await;
     let calm_count = stored.keys().filter(|id| id.starts_with("calm-")).count();
-    assert_eq!(calm_count, 20);
-    let flooded = stored.keys().filter(|id| id.starts_with("flood-")).count();
-    assert!(
-        flooded <= 20 + refill,
-        "{flooded} flood registrations got through"
+    assert_eq!(calm_count, 21);
+    let flooded: Vec<&String> = stored
+        .keys()
+        .filter(|id| id.starts_with("flood-"))
+        .collect();
+    assert_eq!(flooded.len(), 25, "{flooded:?}");
+    let text = scrape(metrics_port).expect("metrics port");
+    let counted = metric(
+        &text,
+        "lockstep_offchain_auth_refusals_total{reason=\"too_many_pending\"}",
+    )
+    .unwrap_or(0);
+    assert!(counted >= 15 + bounded as u64, "{counted}: {text}");
+
+    // Killed and restarted: the flooder still holds its 25 (its rate is
+    // full again, so only the bound refuses it), the calm one registers.
+    system.events.kill();
+    system.events.spawn();
+    system.await_events_following().await;
+    let after = refusal(
+        flooder
+            .register(registration("flood-after-restart", "bob", valid_until))
+            .await,
     );
+    assert_eq!(after.code(), TOO_MANY_PENDING, "{after:?}");
+    assert!(after.message().contains("holds 25"), "{after:?}");
+    let data: TooManyPending =
+        serde_json::from_str(after.data().expect("data").get()).expect("{bound, registered}");
+    assert_eq!((data.bound, data.registered), (25, 25));
+    calm_http
+        .register(registration("calm-after-restart", "bob", valid_until))
+        .await
+        .expect("the calm credential registers after the restart");
+    assert_eq!(paid_events(&system.ledger), ["calm-paid"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
