@@ -268,7 +268,11 @@ pub struct RunningService {
     rpc: ServerHandle,
     tasks: Vec<JoinHandle<()>>,
     metrics_task: Option<JoinHandle<()>>,
+    registrar_done: rpc::RegistrarDone,
 }
+
+/// How long [`RunningService::stop`] waits for the registration writer.
+pub const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Opens the store and starts every task.
 pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
@@ -341,6 +345,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     )
     .with_registered_bound(config.max_registered_per_credential)
     .with_validity_bound(config.max_validity_blocks, metrics.clone());
+    let registrar_done = handler.registrar_done();
     let tls = config.tls.is_some();
     let (rpc, rpc_addr) = rpc::start(
         config.rpc_addr,
@@ -407,6 +412,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         rpc,
         tasks,
         metrics_task,
+        registrar_done,
     })
 }
 
@@ -423,7 +429,10 @@ impl RunningService {
     }
 
     /// Stops the tasks (each finishes the write it is making: every write
-    /// is one batch, so nothing is left half-done), then the RPC server.
+    /// is one batch, so nothing is left half-done), then the RPC server,
+    /// then waits for the registration writer to let go of the store, so
+    /// that the store may be opened again once this returns (bounded: a
+    /// writer still held after [`STOP_WAIT`] is logged and left).
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks.drain(..) {
@@ -433,6 +442,11 @@ impl RunningService {
         self.rpc.clone().stopped().await;
         if let Some(task) = self.metrics_task.take() {
             task.abort();
+        }
+        let done = self.registrar_done.clone();
+        drop(self);
+        if tokio::time::timeout(STOP_WAIT, done.wait()).await.is_err() {
+            tracing::warn!(target: "lockstep::offchain", "the registration writer has not ended {STOP_WAIT:?} after the server stopped");
         }
     }
 }

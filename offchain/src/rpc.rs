@@ -101,6 +101,7 @@ pub struct EventRpc {
     bridge_key: AccountId,
     overdue_after: Duration,
     registrar: mpsc::Sender<RegisterJob>,
+    registrar_done: RegistrarDone,
     callers: CallerLimits,
     /// The chain's validity window and where the watcher is; none: no
     /// bound (tests of the RPC alone).
@@ -136,9 +137,14 @@ const REGISTER_GROUP: usize = 1024;
 /// The registration writer: a thread that takes every registration queued
 /// meanwhile and writes them in one batch, so concurrent clients share one
 /// fsync instead of queueing for one each. A client is answered only after
-/// its registration is durable. Ends when every sender is dropped.
-fn spawn_registrar(store: Arc<EventStore>, grace: Duration) -> mpsc::Sender<RegisterJob> {
+/// its registration is durable. Ends when every sender is dropped, and lets
+/// go of the store then ([`RegistrarDone`]).
+fn spawn_registrar(
+    store: Arc<EventStore>,
+    grace: Duration,
+) -> (mpsc::Sender<RegisterJob>, RegistrarDone) {
     let (sender, mut jobs) = mpsc::channel::<RegisterJob>(REGISTER_QUEUE);
+    let (done, done_rx) = tokio::sync::watch::channel(());
     std::thread::spawn(move || {
         while let Some(first) = jobs.blocking_recv() {
             let mut group = vec![first];
@@ -168,8 +174,24 @@ fn spawn_registrar(store: Arc<EventStore>, grace: Duration) -> mpsc::Sender<Regi
                 }
             }
         }
+        // The store first: whoever waits on `done` may open it again.
+        drop(store);
+        drop(done);
     });
-    sender
+    (sender, RegistrarDone(done_rx))
+}
+
+/// Resolves once the registration writer has ended and let go of the
+/// store: what [`crate::RunningService::stop`] waits for, so that the store
+/// can be opened again as soon as `stop` returns.
+#[derive(Debug, Clone)]
+pub struct RegistrarDone(tokio::sync::watch::Receiver<()>);
+
+impl RegistrarDone {
+    /// Waits for the writer's end (its thread drops the sender last).
+    pub async fn wait(mut self) {
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 impl EventRpc {
@@ -181,8 +203,10 @@ impl EventRpc {
         grace: Duration,
         overdue_after: Duration,
     ) -> EventRpc {
+        let (registrar, registrar_done) = spawn_registrar(store.clone(), grace);
         EventRpc {
-            registrar: spawn_registrar(store.clone(), grace),
+            registrar,
+            registrar_done,
             store,
             bus,
             bridge_key,
@@ -190,6 +214,12 @@ impl EventRpc {
             callers: CallerLimits::default(),
             validity: None,
         }
+    }
+
+    /// What resolves once the registration writer has ended (after the
+    /// server and every copy of this handler are gone).
+    pub fn registrar_done(&self) -> RegistrarDone {
+        self.registrar_done.clone()
     }
 
     /// The same handler, bounding each credential's registrations by
