@@ -466,6 +466,23 @@ pub fn generate_event_system_key(file: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// `lockstep-bridge ledger --ledger <ledger> <args>` (a reader beside the
+/// running bridge): its JSON output.
+pub fn ledger_json<S: AsRef<std::ffi::OsStr>>(ledger: &Path, args: &[S]) -> Value {
+    let output = Command::new(binary("lockstep-bridge"))
+        .args(["ledger", "--ledger"])
+        .arg(ledger)
+        .args(args)
+        .output()
+        .expect("run lockstep-bridge ledger");
+    assert!(
+        output.status.success(),
+        "lockstep-bridge ledger: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the ledger's JSON")
+}
+
 /// Opens a USD ledger account for every dev name, funded with
 /// [`LEDGER_FUNDS`].
 pub fn seed_ledger(ledger: &Path) {

@@ -12,7 +12,6 @@
 //! plain `http://` to a TLS port; an unusable CA file is a usage error that
 //! quotes nothing of the file.
 
-use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -25,7 +24,7 @@ use lockstep_service::test_utils::TestCa;
 use serde_json::Value;
 
 use crate::harness::{binary, exclusive};
-use crate::system::{System, CURRENCY, LEDGER_FUNDS};
+use crate::system::{ledger_json, System, CURRENCY, LEDGER_FUNDS};
 
 /// What every paid transfer here settles with: bob pays alice 25.00.
 const PAYMENT: &str = "bob:alice:2500:USD";
@@ -256,22 +255,6 @@ fn assert_refused(output: &Output, expected: &str) {
         "expected {expected:?} in: {stderr}"
     );
     assert!(!stderr.contains("lst_"), "a token was quoted: {stderr}");
-}
-
-/// `lockstep-bridge ledger --ledger <ledger> <args>` as JSON.
-fn ledger_json<S: AsRef<OsStr>>(ledger: &Path, args: &[S]) -> Value {
-    let output = Command::new(binary("lockstep-bridge"))
-        .args(["ledger", "--ledger"])
-        .arg(ledger)
-        .args(args)
-        .output()
-        .expect("run lockstep-bridge ledger");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the ledger as JSON")
 }
 
 /// Every payment row of the ledger, paid or failed.

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use jsonrpsee::core::client::Error as ClientError;
 use jsonrpsee::types::ErrorObjectOwned;
@@ -29,27 +28,9 @@ use lockstep_api::offchain::EventApiClient;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::SignedTx;
 use parity_scale_codec::Encode;
-use serde_json::Value;
 
-use crate::harness::{binary, exclusive};
-use crate::system::{head, Deal, Settlement, System, CURRENCY};
-
-/// Runs `lockstep-bridge ledger --ledger <ledger> <args>` (a reader beside
-/// the running bridge); its JSON output.
-fn ledger_json(ledger: &Path, args: &[&str]) -> Value {
-    let output = Command::new(binary("lockstep-bridge"))
-        .args(["ledger", "--ledger"])
-        .arg(ledger)
-        .args(args)
-        .output()
-        .expect("run lockstep-bridge ledger");
-    assert!(
-        output.status.success(),
-        "lockstep-bridge ledger {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the ledger's JSON")
-}
+use crate::harness::exclusive;
+use crate::system::{head, ledger_json, Deal, Settlement, System, CURRENCY};
 
 /// Every ledger account's balance, in minor units.
 fn balances(ledger: &Path) -> BTreeMap<String, i128> {

@@ -8,12 +8,7 @@ mod signatures;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-use serde_json::Value;
-
-use crate::harness::binary;
 
 /// `GET /metrics` on a loopback port; none while nothing answers there.
 fn scrape(port: u16) -> Option<String> {
@@ -35,18 +30,8 @@ fn metric(text: &str, series: &str) -> Option<u64> {
 
 /// The event ids of a ledger's payments (`lockstep-bridge ledger payments`).
 fn paid_events(ledger: &Path) -> Vec<String> {
-    let output = Command::new(binary("lockstep-bridge"))
-        .args(["ledger", "--ledger"])
-        .arg(ledger)
-        .args(["payments", "--json"])
-        .output()
-        .expect("run lockstep-bridge ledger payments");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_slice(&output.stdout).expect("payments as JSON");
+    let rows = crate::system::ledger_json(ledger, &["payments", "--json"]);
+    let rows = rows.as_array().expect("payments as a JSON array");
     rows.iter()
         .map(|row| row["eventId"].as_str().expect("an event id").to_owned())
         .collect()
