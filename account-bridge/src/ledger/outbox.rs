@@ -24,6 +24,20 @@
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
+pub(super) const QUEUE_RECEIPT: &str =
+    "INSERT INTO receipt_outbox (event_id, reference, failure, attempts, next_ms) \
+     VALUES (?1, ?2, ?3, 0, ?4) \
+     ON CONFLICT(event_id) DO UPDATE SET reference = ?2, failure = ?3, attempts = 0, next_ms = ?4";
+pub(super) const DUE_RECEIPTS: &str =
+    "SELECT event_id, reference, failure, attempts FROM receipt_outbox \
+     WHERE next_ms <= ?1 ORDER BY next_ms LIMIT ?2";
+pub(super) const NEXT_DUE: &str = "SELECT min(next_ms) FROM receipt_outbox";
+pub(super) const DELETE_DELIVERED: &str =
+    "DELETE FROM receipt_outbox WHERE event_id = ?1 AND reference = ?2 AND failure IS ?3";
+pub(super) const RESCHEDULE: &str =
+    "UPDATE receipt_outbox SET attempts = attempts + 1, next_ms = ?4 \
+     WHERE event_id = ?1 AND reference = ?2 AND failure IS ?3";
+
 use super::sqlite::{to_i64, to_u64};
 use super::LedgerResult;
 
@@ -49,12 +63,12 @@ pub(super) fn queue_receipt(
     failure: Option<&str>,
     now_ms: u64,
 ) -> LedgerResult<()> {
-    tx.prepare_cached(
-        "INSERT INTO receipt_outbox (event_id, reference, failure, attempts, next_ms) \
-         VALUES (?1, ?2, ?3, 0, ?4) \
-         ON CONFLICT(event_id) DO UPDATE SET reference = ?2, failure = ?3, attempts = 0, next_ms = ?4",
-    )?
-    .execute(params![event_id, reference, failure, to_i64(now_ms)])?;
+    tx.prepare_cached(QUEUE_RECEIPT)?.execute(params![
+        event_id,
+        reference,
+        failure,
+        to_i64(now_ms)
+    ])?;
     Ok(())
 }
 
@@ -64,10 +78,7 @@ pub(super) fn due_receipts(
     now_ms: u64,
     limit: usize,
 ) -> LedgerResult<Vec<OutboxReceipt>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT event_id, reference, failure, attempts FROM receipt_outbox \
-         WHERE next_ms <= ?1 ORDER BY next_ms LIMIT ?2",
-    )?;
+    let mut statement = conn.prepare_cached(DUE_RECEIPTS)?;
     let rows = statement.query_map(
         params![to_i64(now_ms), i64::try_from(limit).unwrap_or(i64::MAX)],
         |row| {
@@ -84,10 +95,9 @@ pub(super) fn due_receipts(
 
 /// See [`PaymentLedger::next_receipt_due`](super::PaymentLedger::next_receipt_due).
 pub(super) fn next_receipt_due(conn: &Connection) -> LedgerResult<Option<u64>> {
-    let next: Option<i64> =
-        conn.query_row("SELECT min(next_ms) FROM receipt_outbox", [], |row| {
-            row.get(0)
-        })?;
+    let next: Option<i64> = conn
+        .prepare_cached(NEXT_DUE)?
+        .query_row([], |row| row.get(0))?;
     Ok(next.map(to_u64))
 }
 
@@ -99,11 +109,7 @@ pub(super) fn receipts_delivered(
 ) -> LedgerResult<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for receipt in delivered {
-        tx.prepare_cached(
-            "DELETE FROM receipt_outbox WHERE event_id = ?1 AND reference = ?2 \
-             AND failure IS ?3",
-        )?
-        .execute(params![
+        tx.prepare_cached(DELETE_DELIVERED)?.execute(params![
             receipt.event_id,
             receipt.reference,
             receipt.failure
@@ -121,11 +127,7 @@ pub(super) fn receipts_retry(
 ) -> LedgerResult<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for (receipt, next_ms) in retries {
-        tx.prepare_cached(
-            "UPDATE receipt_outbox SET attempts = attempts + 1, next_ms = ?4 \
-             WHERE event_id = ?1 AND reference = ?2 AND failure IS ?3",
-        )?
-        .execute(params![
+        tx.prepare_cached(RESCHEDULE)?.execute(params![
             receipt.event_id,
             receipt.reference,
             receipt.failure,
@@ -136,7 +138,9 @@ pub(super) fn receipts_retry(
     Ok(())
 }
 
-/// See [`PaymentLedger::receipt_backlog`](super::PaymentLedger::receipt_backlog).
+/// See [`PaymentLedger::receipt_backlog`](super::PaymentLedger::receipt_backlog):
+/// counts the outbox's rows, which are only the receipts not yet
+/// delivered (a backlog, not the history).
 pub(super) fn receipt_backlog(conn: &Connection) -> LedgerResult<u64> {
     let count: i64 = conn.query_row("SELECT count(*) FROM receipt_outbox", [], |row| row.get(0))?;
     Ok(to_u64(count))

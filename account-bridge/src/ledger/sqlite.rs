@@ -42,6 +42,21 @@
 //! Writers take the lock up front (`BEGIN IMMEDIATE`) and wait for each
 //! other up to a busy timeout, so several processes (the bridge, operators'
 //! `ledger deposit`) can share one file.
+//!
+//! ## Cost flat in history
+//!
+//! A payment, a re-delivery and a round of receipts cost what their own
+//! rows cost, never a pass over the payments ever made: every statement
+//! they run (`HOT_STATEMENTS`) finds its rows through a key or an index, a
+//! B-tree search (a test holds each one's query plan to that: no table
+//! scan, no sort), and the receipt outbox keeps only receipts not yet
+//! delivered. The WAL is
+//! checkpointed every `WAL_AUTOCHECKPOINT_PAGES` pages and truncated to
+//! `JOURNAL_SIZE_LIMIT` after a checkpoint, so a WAL that grew while a
+//! long reader (an audit) held it back does not keep its peak size. Deleted
+//! outbox rows leave free pages that later inserts reuse, so no `VACUUM` is
+//! needed. What reads the whole history is for operators and audits only:
+//! `payments`, `contents`, `posting_totals`.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -56,10 +71,27 @@ use super::{
     PaymentRecord, PaymentStatus, Posting, Refusal,
 };
 
+/// The columns [`payment_row`] reads, in its order.
+macro_rules! payment_columns {
+    () => {
+        "event_id, payer, payee, amount, currency, status, reference, \
+         created_ms, updated_ms, failure, attempts"
+    };
+}
+
 /// How long a writer waits for another one before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema this code reads and writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
+/// WAL pages that start an automatic checkpoint (`PRAGMA
+/// wal_autocheckpoint`, SQLite's default made explicit): the WAL, and what
+/// a read must look through in it, stays bounded however many commits
+/// there were.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 1000;
+/// Bytes the WAL file is truncated to after a checkpoint (`PRAGMA
+/// journal_size_limit`; SQLite's default keeps the file at its largest
+/// size ever).
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// How hard commits hold on to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +199,8 @@ impl SqliteLedger {
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
         ))?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         match version {
             0 => {
@@ -292,8 +326,10 @@ fn all_accounts(conn: &Connection) -> LedgerResult<Vec<Account>> {
 }
 
 fn all_payments(conn: &Connection) -> LedgerResult<Vec<PaymentRecord>> {
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments ORDER BY seq"
+    let mut statement = conn.prepare_cached(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments ORDER BY seq"
     ))?;
     let rows = statement.query_map([], payment_row)?;
     rows.map(|row| finish_payment(row?)).collect()
@@ -301,9 +337,7 @@ fn all_payments(conn: &Connection) -> LedgerResult<Vec<PaymentRecord>> {
 
 fn read_account(tx: &Connection, id: &str) -> LedgerResult<Option<Account>> {
     Ok(tx
-        .prepare_cached(
-            "SELECT id, currency, balance, overdraft, system FROM accounts WHERE id = ?1",
-        )?
+        .prepare_cached(SELECT_ACCOUNT)?
         .query_row([id], account_row)
         .optional()?)
 }
@@ -336,8 +370,52 @@ impl PaymentStatus {
     }
 }
 
-const PAYMENT_COLUMNS: &str = "event_id, payer, payee, amount, currency, status, reference, \
-     created_ms, updated_ms, failure, attempts";
+const SELECT_PAYMENT: &str = concat!(
+    "SELECT ",
+    payment_columns!(),
+    " FROM payments WHERE event_id = ?1"
+);
+const SELECT_ACCOUNT: &str =
+    "SELECT id, currency, balance, overdraft, system FROM accounts WHERE id = ?1";
+const UPDATE_BALANCE: &str = "UPDATE accounts SET balance = ?2 WHERE id = ?1";
+const INSERT_POSTING: &str = "INSERT INTO postings (entry, account, amount, currency, created_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+const ENSURE_EXTERNAL: &str =
+    "INSERT OR IGNORE INTO accounts (id, currency, balance, overdraft, system, created_ms) \
+     VALUES (?1, ?2, 0, 0, 1, ?3)";
+const CURRENCY_HELD: &str =
+    "SELECT EXISTS (SELECT 1 FROM accounts WHERE currency = ?1 AND system = 0)";
+const RETRY_PAYMENT: &str = "UPDATE payments SET status = ?2, failure = coalesce(?3, failure), \
+     attempts = attempts + 1, updated_ms = ?4 WHERE event_id = ?1";
+const INSERT_PAYMENT: &str =
+    "INSERT INTO payments (event_id, payer, payee, amount, currency, status, \
+     reference, failure, attempts, created_ms, updated_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, '?' || ?1, ?7, 1, ?8, ?8)";
+const NAME_PAYMENT: &str = "UPDATE payments SET reference = ?2 WHERE event_id = ?1";
+const INSERT_DEPOSIT: &str =
+    "INSERT INTO deposits (account, amount, created_ms) VALUES (?1, ?2, ?3)";
+
+/// Every statement a payment, a deposit or a round of receipt posts runs:
+/// each must find its rows by key or index, never by scanning a table that
+/// grows with the payments ever made (a test checks their query plans).
+#[cfg(test)]
+const HOT_STATEMENTS: [&str; 15] = [
+    SELECT_PAYMENT,
+    SELECT_ACCOUNT,
+    UPDATE_BALANCE,
+    INSERT_POSTING,
+    ENSURE_EXTERNAL,
+    CURRENCY_HELD,
+    RETRY_PAYMENT,
+    INSERT_PAYMENT,
+    NAME_PAYMENT,
+    INSERT_DEPOSIT,
+    outbox::QUEUE_RECEIPT,
+    outbox::DUE_RECEIPTS,
+    outbox::NEXT_DUE,
+    outbox::DELETE_DELIVERED,
+    outbox::RESCHEDULE,
+];
 
 fn payment_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(PaymentRecord, String)> {
     let status: String = row.get(5)?;
@@ -371,7 +449,7 @@ fn add_balance(tx: &Connection, account: &Account, delta: i128) -> LedgerResult<
         .checked_add(delta)
         .filter(|b| i64::try_from(*b).is_ok())
         .ok_or_else(|| LedgerError::Overflow(account.id.clone()))?;
-    tx.prepare_cached("UPDATE accounts SET balance = ?2 WHERE id = ?1")?
+    tx.prepare_cached(UPDATE_BALANCE)?
         .execute(params![account.id, db_amount(new)?])?;
     Ok(new)
 }
@@ -384,11 +462,7 @@ fn post(
     currency: &str,
     now_ms: u64,
 ) -> LedgerResult<()> {
-    tx.prepare_cached(
-        "INSERT INTO postings (entry, account, amount, currency, created_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
+    tx.prepare_cached(INSERT_POSTING)?.execute(params![
         entry,
         account,
         db_amount(amount)?,
@@ -415,20 +489,15 @@ fn transfer(
 
 fn ensure_external(tx: &Connection, currency: &str, now_ms: u64) -> LedgerResult<Account> {
     let id = external_account(currency);
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO accounts (id, currency, balance, overdraft, system, created_ms) \
-         VALUES (?1, ?2, 0, 0, 1, ?3)",
-    )?
-    .execute(params![id, currency, to_i64(now_ms)])?;
+    tx.prepare_cached(ENSURE_EXTERNAL)?
+        .execute(params![id, currency, to_i64(now_ms)])?;
     read_account(tx, &id)?.ok_or_else(|| LedgerError::Corrupt(format!("{id} vanished")))
 }
 
 /// One payment inside the batch transaction (under its own savepoint).
 fn pay_one(tx: &Connection, ins: &Instruction, now_ms: u64) -> LedgerResult<PayOutcome> {
     let existing = tx
-        .prepare_cached(&format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE event_id = ?1"
-        ))?
+        .prepare_cached(SELECT_PAYMENT)?
         .query_row([&ins.event_id], payment_row)
         .optional()?
         .map(finish_payment)
@@ -449,9 +518,7 @@ fn pay_one(tx: &Connection, ins: &Instruction, now_ms: u64) -> LedgerResult<PayO
         }
     }
     let known_currency: bool = tx
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM accounts WHERE currency = ?1 AND system = 0)",
-        )?
+        .prepare_cached(CURRENCY_HELD)?
         .query_row([&ins.currency], |row| row.get(0))?;
     if !known_currency {
         return Err(invalid(
@@ -496,11 +563,7 @@ fn pay_one(tx: &Connection, ins: &Instruction, now_ms: u64) -> LedgerResult<PayO
     let failure = refusal.as_ref().map(ToString::to_string);
     let reference = match &existing {
         Some(record) => {
-            tx.prepare_cached(
-                "UPDATE payments SET status = ?2, failure = coalesce(?3, failure), \
-                 attempts = attempts + 1, updated_ms = ?4 WHERE event_id = ?1",
-            )?
-            .execute(params![
+            tx.prepare_cached(RETRY_PAYMENT)?.execute(params![
                 ins.event_id,
                 status.column(),
                 failure,
@@ -511,12 +574,7 @@ fn pay_one(tx: &Connection, ins: &Instruction, now_ms: u64) -> LedgerResult<PayO
         None => {
             // The reference is `pay-<seq>`; the row is inserted first with a
             // placeholder unique to this event, then named after its seq.
-            tx.prepare_cached(
-                "INSERT INTO payments (event_id, payer, payee, amount, currency, status, \
-                 reference, failure, attempts, created_ms, updated_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, '?' || ?1, ?7, 1, ?8, ?8)",
-            )?
-            .execute(params![
+            tx.prepare_cached(INSERT_PAYMENT)?.execute(params![
                 ins.event_id,
                 ins.payer,
                 ins.payee,
@@ -527,7 +585,7 @@ fn pay_one(tx: &Connection, ins: &Instruction, now_ms: u64) -> LedgerResult<PayO
                 to_i64(now_ms)
             ])?;
             let reference = format!("pay-{}", tx.last_insert_rowid());
-            tx.prepare_cached("UPDATE payments SET reference = ?2 WHERE event_id = ?1")?
+            tx.prepare_cached(NAME_PAYMENT)?
                 .execute(params![ins.event_id, reference])?;
             reference
         }
@@ -663,9 +721,7 @@ impl PaymentLedger for SqliteLedger {
 
     fn payment(&self, event_id: &str) -> LedgerResult<Option<PaymentRecord>> {
         self.conn()
-            .prepare_cached(&format!(
-                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE event_id = ?1"
-            ))?
+            .prepare_cached(SELECT_PAYMENT)?
             .query_row([event_id], payment_row)
             .optional()?
             .map(finish_payment)
@@ -708,8 +764,11 @@ fn deposit_in(tx: &Connection, account: &str, amount: i128, now_ms: u64) -> Ledg
         .filter(|a| !a.system)
         .ok_or_else(|| LedgerError::UnknownAccount(account.to_owned()))?;
     let from = ensure_external(tx, &to.currency, now_ms)?;
-    tx.prepare_cached("INSERT INTO deposits (account, amount, created_ms) VALUES (?1, ?2, ?3)")?
-        .execute(params![account, db_amount(amount)?, to_i64(now_ms)])?;
+    tx.prepare_cached(INSERT_DEPOSIT)?.execute(params![
+        account,
+        db_amount(amount)?,
+        to_i64(now_ms)
+    ])?;
     let reference = format!("dep-{}", tx.last_insert_rowid());
     transfer(tx, &reference, &from, &to, amount, now_ms)?;
     Ok(reference)
@@ -758,6 +817,58 @@ mod tests {
         ledger
             .open_accounts(&ids, "USD", 0, deposit, 1)
             .expect("open accounts");
+    }
+
+    #[test]
+    fn hot_statements_search_by_key_or_index_and_never_scan_or_sort() {
+        let (_dir, ledger) = ledger();
+        let conn = ledger.conn();
+        for sql in HOT_STATEMENTS {
+            let mut statement = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect(sql);
+            let nulls = vec![rusqlite::types::Null; statement.parameter_count()];
+            let plan: Vec<String> = statement
+                .query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
+                .expect(sql)
+                .collect::<Result<_, _>>()
+                .expect(sql);
+            // `SCAN CONSTANT ROW` is a SELECT without a table (around an
+            // EXISTS): one row, nothing read.
+            for step in plan.iter().filter(|step| *step != "SCAN CONSTANT ROW") {
+                assert!(
+                    !step.starts_with("SCAN") && !step.contains("TEMP B-TREE"),
+                    "{sql}\n{plan:?}"
+                );
+            }
+        }
+        // The check bites: a lookup by an unindexed column is a scan.
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT seq FROM payments WHERE payer = 'x'",
+                [],
+                |row| row.get(3),
+            )
+            .expect("plan");
+        assert!(plan.starts_with("SCAN"), "{plan}");
+    }
+
+    #[test]
+    fn the_wal_is_checkpointed_and_truncated_after_a_checkpoint() {
+        let (_dir, ledger) = ledger();
+        let conn = ledger.conn();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .expect("journal_mode");
+        assert_eq!(mode, "wal");
+        let pages: i64 = conn
+            .pragma_query_value(None, "wal_autocheckpoint", |row| row.get(0))
+            .expect("wal_autocheckpoint");
+        assert_eq!(pages, WAL_AUTOCHECKPOINT_PAGES);
+        let limit: i64 = conn
+            .pragma_query_value(None, "journal_size_limit", |row| row.get(0))
+            .expect("journal_size_limit");
+        assert_eq!(limit, JOURNAL_SIZE_LIMIT);
     }
 
     #[test]
