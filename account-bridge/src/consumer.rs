@@ -20,6 +20,17 @@
 //!
 //! A batch that fails to commit (a database error) is not acknowledged: its
 //! lease runs out and the bus hands it out again.
+//!
+//! ## An empty bus
+//!
+//! A consumer that finds the bus empty waits before pulling again: the
+//! poll interval after the first empty pull, twice that after the second,
+//! and so on up to [`IDLE_POLL_CAP`] ([`idle_pause`]), so an idle bridge
+//! asks about once a second per consumer instead of spinning. The first
+//! consumer to pull something wakes the others ([`Consumer::work`]), which
+//! pull at once: a burst after a quiet night is not held back by their
+//! backoff. The ledger is only ever called on a blocking thread
+//! (`spawn_blocking`), never on the async workers that carry the calls.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +50,21 @@ use crate::now_ms;
 /// wrote nothing (there is no ledger entry to name).
 pub const REJECTED_REFERENCE: &str = "rejected";
 
+/// Longest pause between two pulls of an empty bus (or the poll interval,
+/// if that is longer).
+pub const IDLE_POLL_CAP: Duration = Duration::from_secs(1);
+
+/// The pause after the `empty_pulls`th empty pull in a row (counting from
+/// 1): `poll_interval`, doubling with each further one, capped at
+/// [`IDLE_POLL_CAP`] (or `poll_interval` when that is longer).
+pub fn idle_pause(poll_interval: Duration, empty_pulls: u32) -> Duration {
+    backoff(
+        poll_interval,
+        IDLE_POLL_CAP.max(poll_interval),
+        empty_pulls.saturating_sub(1),
+    )
+}
+
 /// One consumer task.
 #[derive(Debug)]
 pub struct Consumer {
@@ -56,11 +82,15 @@ pub struct Consumer {
     pub metrics: Arc<BridgeMetrics>,
     /// Wakes the receipt poster after a commit.
     pub wake_poster: Arc<Notify>,
+    /// Shared by the consumers: notified by one that pulled something, so
+    /// that those waiting out an empty bus pull again at once.
+    pub work: Arc<Notify>,
     /// Most instructions per pull.
     pub batch: usize,
     /// Lease of a pulled batch.
     pub lease: Duration,
-    /// Pause after an empty pull; base of the backoff after errors.
+    /// Pause after an empty pull (the base of [`idle_pause`]); base of the
+    /// backoff after errors.
     pub poll_interval: Duration,
     /// Test-only: abort right after a commit that paid.
     #[cfg(feature = "test-hooks")]
@@ -101,6 +131,7 @@ impl Consumer {
     /// always finished first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut errors = 0u32;
+        let mut empty_pulls = 0u32;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -112,11 +143,19 @@ impl Consumer {
             let pause = match pulled {
                 Ok(pulled) if !pulled.messages.is_empty() => {
                     errors = 0;
+                    // There may be more: the others stop waiting.
+                    self.work.notify_waiters();
                     match self.handle(pulled).await {
-                        Ok(taken) if taken > 0 => continue,
+                        Ok(taken) if taken > 0 => {
+                            empty_pulls = 0;
+                            continue;
+                        }
                         // Only messages set aside: a bus full of forgeries
                         // is polled like an empty one, not in a tight loop.
-                        Ok(_) => self.poll_interval,
+                        Ok(_) => {
+                            empty_pulls = empty_pulls.saturating_add(1);
+                            idle_pause(self.poll_interval, empty_pulls)
+                        }
                         Err(e) => {
                             errors = errors.saturating_add(1);
                             tracing::error!(target: "lockstep::bridge", "consumer {}: {e}; the batch is left to its lease", self.id);
@@ -126,7 +165,8 @@ impl Consumer {
                 }
                 Ok(_) => {
                     errors = 0;
-                    self.poll_interval
+                    empty_pulls = empty_pulls.saturating_add(1);
+                    idle_pause(self.poll_interval, empty_pulls)
                 }
                 Err(e) => {
                     errors = errors.saturating_add(1);
@@ -140,6 +180,9 @@ impl Consumer {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(pause) => {}
+                // Another consumer found work: pull now, from the start of
+                // the backoff.
+                _ = self.work.notified(), if errors == 0 => empty_pulls = 0,
             }
         }
     }
@@ -255,5 +298,35 @@ impl Consumer {
                 tracing::warn!(target: "lockstep::bridge", "failure receipts not posted: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_bus_is_polled_less_and_less_down_to_once_a_second() {
+        let poll = Duration::from_millis(200);
+        let pauses: Vec<u128> = (1..=6).map(|n| idle_pause(poll, n).as_millis()).collect();
+        assert_eq!(pauses, [200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(idle_pause(poll, u32::MAX), IDLE_POLL_CAP);
+        // Never shorter than the poll interval, even past the cap.
+        let slow = Duration::from_secs(3);
+        assert_eq!(idle_pause(slow, 1), slow);
+        assert_eq!(idle_pause(slow, 9), slow);
+        // So an idle consumer pulls at most this often after its first
+        // few empty pulls, whatever the poll interval is set to.
+        let quick = Duration::from_millis(1);
+        let total: Duration = (1..=60).map(|n| idle_pause(quick, n)).sum();
+        assert!(total >= Duration::from_secs(50), "{total:?}");
+    }
+
+    #[test]
+    fn receipt_reasons_are_printable_and_bounded() {
+        assert_eq!(receipt_reason("no\nfunds"), "no?funds");
+        assert_eq!(receipt_reason(""), "refused");
+        let long = "x".repeat(MAX_FAILURE_REASON * 2);
+        assert_eq!(receipt_reason(&long).len(), MAX_FAILURE_REASON);
     }
 }

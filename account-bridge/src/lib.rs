@@ -110,7 +110,8 @@ pub struct Config {
     pub batch: usize,
     /// How long a pulled batch is ours before the bus re-delivers it.
     pub lease: Duration,
-    /// Pause after an empty pull or a failed call.
+    /// Pause after an empty pull (doubling with each further one, up to
+    /// [`consumer::IDLE_POLL_CAP`]) or a failed call.
     pub poll_interval: Duration,
     /// Timeout of each call to the event system.
     pub call_timeout: Duration,
@@ -219,11 +220,14 @@ pub async fn start(
         }
         None => (None, None),
     };
-    if let Ok(backlog) = ledger.receipt_backlog() {
+    // The ledger is called on a blocking thread, never on an async worker.
+    let counted = ledger.clone();
+    if let Ok(Ok(backlog)) = tokio::task::spawn_blocking(move || counted.receipt_backlog()).await {
         metrics.set_backlog(backlog);
     }
     let key = Arc::new(key);
     let wake_poster = Arc::new(Notify::new());
+    let work = Arc::new(Notify::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for n in 0..config.concurrency {
@@ -235,6 +239,7 @@ pub async fn start(
             event_system_key: config.event_system_key,
             metrics: metrics.clone(),
             wake_poster: wake_poster.clone(),
+            work: work.clone(),
             batch: config.batch,
             lease: config.lease,
             poll_interval: config.poll_interval,

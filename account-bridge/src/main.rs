@@ -93,7 +93,8 @@ struct RunArgs {
     /// How long a pulled batch is held before the bus re-delivers it.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     lease: Duration,
-    /// Pause after an empty pull.
+    /// Pause after an empty pull; it doubles with each further empty pull,
+    /// up to 1s (or this, if longer).
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     poll_interval: Duration,
     /// Timeout of each call to the event system.
