@@ -215,8 +215,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             };
             let (engine, inbox) =
                 Engine::new(chain.clone(), key, engine_config, consensus_network)?;
+            let shutdown = shutdown_rx.clone();
             (
-                Some(tokio::spawn(engine.run(shutdown_rx.clone()))),
+                Some(tokio::task::spawn_blocking(move || {
+                    run_engine(engine, shutdown)
+                })),
                 Some(inbox),
             )
         }
@@ -241,6 +244,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         metrics_task,
         network_task,
     })
+}
+
+/// Runs the consensus engine on a thread of its own (a blocking thread of
+/// the node's runtime), with a single-threaded runtime for its inbox and
+/// timers. Nearly everything the engine does blocks: synced writes of its
+/// checkpoint and candidates, building, executing and importing blocks.
+/// On an async worker that would stall the RPC calls and the network task
+/// sharing it, for as long as a block takes.
+fn run_engine(engine: Engine, shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .thread_name("lockstep-consensus")
+        .build()
+        .map_err(|e| EngineError::Thread(e.to_string()))?;
+    runtime.block_on(engine.run(shutdown))
 }
 
 /// Re-send consensus messages a few times per round: half the smallest

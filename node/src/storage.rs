@@ -15,6 +15,21 @@
 //! new head pointer: after a crash the database holds either the old head or
 //! the new one, never half of a block. Only finalized blocks are ever written
 //! (Tendermint finality is instant), so the best block is the finalized one.
+//!
+//! ## Cost flat in history
+//!
+//! Every read the node makes while running is a point read by key (a hash,
+//! a number, a state key) or a bounded range: nothing iterates over what
+//! earlier blocks wrote. `state` and `tx_index` are tuned for point
+//! lookups (bloom filters of 10 bits a key, a hash index in each data
+//! block, a filtered memtable), so a lookup of a key that is not there
+//! (every new transaction's hash, before it is pooled) is answered from the
+//! filters instead of a read at every level, however many levels the
+//! history has grown. The candidate blocks kept in `meta` are
+//! deleted by key once their height is decided, never found by scanning
+//! the deleted ones. The write-ahead log is bounded (`max_total_wal_size`:
+//! past it, the column families holding the oldest log are flushed) and so
+//! is RocksDB's own info log (`max_log_file_size`, `keep_log_file_num`).
 
 use std::path::Path;
 use std::sync::RwLock;
@@ -22,10 +37,11 @@ use std::sync::RwLock;
 use lockstep_runtime::codec::decode_exact;
 use lockstep_runtime::state::{StateError, StateResult, StateStore};
 use lockstep_runtime::{
-    smt, Block, BlockNumber, Executed, Genesis, Hash, Header, Justification, Outcome, SignedTx,
+    smt, Block, BlockNumber, Executed, Genesis, Hash, Header, Justification, Outcome, Receipt,
+    SignedTx,
 };
 use parity_scale_codec::{Decode, Encode};
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamilyDescriptor, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 use serde::Serialize;
 
 const CF_HEADERS: &str = "headers";
@@ -35,6 +51,16 @@ const CF_NUMBERS: &str = "numbers";
 const CF_TX_INDEX: &str = "tx_index";
 const CF_STATE: &str = "state";
 const CF_META: &str = "meta";
+/// The column families tuned for point lookups, with a block cache of
+/// this many MiB each.
+const POINT_LOOKUP_FAMILIES: [&str; 2] = [CF_STATE, CF_TX_INDEX];
+const POINT_LOOKUP_CACHE_MB: u64 = 64;
+/// Most bytes of write-ahead log before the column families holding its
+/// oldest part are flushed (RocksDB's default is 4 × every memtable: GBs).
+const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
+/// Largest RocksDB info log (`LOG`) before it is rolled; `keep_log_file_num`
+/// of them are kept.
+const MAX_INFO_LOG_BYTES: usize = 16 << 20;
 const COLUMN_FAMILIES: [&str; 7] = [
     CF_HEADERS,
     CF_BODIES,
@@ -52,6 +78,8 @@ const META_CONSENSUS: &[u8] = b"consensus";
 /// are decided: after a crash it may have to re-propose one, or commit one
 /// it precommitted.
 const META_CANDIDATE: &[u8] = b"candidate:";
+/// The first key past every `candidate:` key (`;` follows `:`).
+const META_CANDIDATE_END: &[u8] = b"candidate;";
 
 /// Why the database failed.
 #[derive(Debug, thiserror::Error)]
@@ -147,10 +175,12 @@ impl ChainDb {
         options.create_missing_column_families(true);
         options.set_max_open_files(512);
         options.set_keep_log_file_num(4);
+        options.set_max_log_file_size(MAX_INFO_LOG_BYTES);
+        options.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
         let descriptors = COLUMN_FAMILIES.iter().map(|name| {
             let mut cf_options = Options::default();
-            if *name == CF_STATE {
-                cf_options.optimize_for_point_lookup(64);
+            if POINT_LOOKUP_FAMILIES.contains(name) {
+                cf_options.optimize_for_point_lookup(POINT_LOOKUP_CACHE_MB);
             }
             ColumnFamilyDescriptor::new(*name, cf_options)
         });
@@ -298,6 +328,37 @@ impl ChainDb {
             .transpose()
     }
 
+    /// The receipts of the finalized block `block_hash` whose transactions
+    /// have the hashes `tx_hashes`, in block order. Receipts are not stored
+    /// as such: each is (tx hash, outcome), and the outcome is in the tx
+    /// index, read here for the whole block in one batched lookup. Every
+    /// entry must name this block and this position.
+    pub fn receipts(&self, block_hash: &Hash, tx_hashes: &[Hash]) -> StorageResult<Vec<Receipt>> {
+        let cf = self.cf(CF_TX_INDEX)?;
+        let keys: Vec<&[u8]> = tx_hashes.iter().map(|h| h.0.as_slice()).collect();
+        let found = self.db.batched_multi_get_cf(cf, keys, false);
+        let mut receipts = Vec::with_capacity(tx_hashes.len());
+        for (index, (tx_hash, value)) in tx_hashes.iter().zip(found).enumerate() {
+            let value = value?.ok_or_else(|| {
+                corrupt(format!(
+                    "tx index incomplete: transaction {tx_hash} of block {block_hash}"
+                ))
+            })?;
+            let location: TxLocation = decode(&value, "tx location")?;
+            if location.block_hash != *block_hash || location.index as usize != index {
+                return Err(corrupt(format!(
+                    "tx index puts transaction {index} of block {block_hash} at {} in {}",
+                    location.index, location.block_hash
+                )));
+            }
+            receipts.push(Receipt {
+                tx_hash: *tx_hash,
+                outcome: location.outcome,
+            });
+        }
+        Ok(receipts)
+    }
+
     /// Imports a finalized block that extends the head, with its
     /// justification and the result of executing it, in one synced batch.
     /// The caller has checked the block and the justification.
@@ -367,13 +428,16 @@ impl ChainDb {
     }
 
     /// The kept candidate blocks that extend the head; older ones are
-    /// deleted.
+    /// deleted. Read once, at start.
     pub fn candidates(&self) -> StorageResult<Vec<Block>> {
         let meta = self.cf(CF_META)?;
         let head = self.head();
         let mut blocks = Vec::new();
         let mut stale = Vec::new();
-        for item in self.db.prefix_iterator_cf(meta, META_CANDIDATE) {
+        let mut bounds = ReadOptions::default();
+        bounds.set_iterate_upper_bound(META_CANDIDATE_END);
+        let from = rocksdb::IteratorMode::From(META_CANDIDATE, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf_opt(meta, bounds, from) {
             let (key, value) = item?;
             if !key.starts_with(META_CANDIDATE) {
                 break;
@@ -391,18 +455,19 @@ impl ChainDb {
         Ok(blocks)
     }
 
-    /// Deletes every kept candidate (after a block is decided).
-    pub fn clear_candidates(&self) -> StorageResult<()> {
-        let meta = self.cf(CF_META)?;
-        let keys: Vec<Box<[u8]>> = self
-            .db
-            .prefix_iterator_cf(meta, META_CANDIDATE)
-            .map_while(|item| item.ok().map(|(k, _)| k))
-            .take_while(|k| k.starts_with(META_CANDIDATE))
-            .collect();
-        for key in keys {
-            self.db.delete_cf(meta, key)?;
+    /// Deletes the kept candidates with these hashes (once their height is
+    /// decided), by key: one write, and no iteration over the candidates
+    /// of earlier heights, whose deletions RocksDB keeps until compaction.
+    pub fn delete_candidates(&self, hashes: &[Hash]) -> StorageResult<()> {
+        if hashes.is_empty() {
+            return Ok(());
         }
+        let meta = self.cf(CF_META)?;
+        let mut batch = WriteBatch::default();
+        for hash in hashes {
+            batch.delete_cf(meta, [META_CANDIDATE, &hash.0].concat());
+        }
+        self.db.write(batch)?;
         Ok(())
     }
 }
@@ -533,6 +598,64 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, StorageError::NotOnHead { .. }));
         assert_eq!(db.head().number, 1);
+    }
+
+    #[test]
+    fn a_blocks_receipts_come_from_the_tx_index_in_block_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = genesis("lockstep-storage");
+        let db = ChainDb::open(dir.path(), &genesis).unwrap();
+        let (block, executed) = next_block(&db, &genesis, 0);
+        db.import(&block, &justification(&block), &executed)
+            .unwrap();
+        let hash = block.hash();
+        let tx_hashes: Vec<Hash> = block.extrinsics.iter().map(SignedTx::hash).collect();
+        let receipts = db.receipts(&hash, &tx_hashes).unwrap();
+        assert_eq!(receipts, executed.receipts);
+        let leaves: Vec<Hash> = receipts.iter().map(Receipt::hash).collect();
+        assert_eq!(
+            lockstep_runtime::merkle::root(&leaves),
+            block.header.receipts_root
+        );
+        // A transaction the index does not hold, or one of another block,
+        // is damage, not an empty answer.
+        let missing = db.receipts(&hash, &[Hash::digest(b"not a tx")]);
+        assert!(
+            matches!(missing, Err(StorageError::Corrupt(_))),
+            "{missing:?}"
+        );
+        let elsewhere = db.receipts(&Hash::digest(b"other block"), &tx_hashes);
+        assert!(
+            matches!(elsewhere, Err(StorageError::Corrupt(_))),
+            "{elsewhere:?}"
+        );
+    }
+
+    #[test]
+    fn candidates_are_kept_until_deleted_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = genesis("lockstep-storage");
+        let db = ChainDb::open(dir.path(), &genesis).unwrap();
+        let (first, executed) = next_block(&db, &genesis, 0);
+        let (second, _) = next_block(&db, &genesis, 1);
+        assert_ne!(first.hash(), second.hash());
+        db.save_candidate(&first).unwrap();
+        db.save_candidate(&second).unwrap();
+        let mut kept: Vec<Hash> = db.candidates().unwrap().iter().map(Block::hash).collect();
+        kept.sort();
+        let mut both = vec![first.hash(), second.hash()];
+        both.sort();
+        assert_eq!(kept, both);
+        db.delete_candidates(&[first.hash()]).unwrap();
+        let kept: Vec<Hash> = db.candidates().unwrap().iter().map(Block::hash).collect();
+        assert_eq!(kept, vec![second.hash()]);
+        // Once the head moves past it, it is stale and goes at start.
+        db.import(&first, &justification(&first), &executed)
+            .unwrap();
+        assert!(db.candidates().unwrap().is_empty());
+        drop(db);
+        let db = ChainDb::open(dir.path(), &genesis).unwrap();
+        assert!(db.candidates().unwrap().is_empty());
     }
 
     #[test]

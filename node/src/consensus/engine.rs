@@ -22,6 +22,10 @@
 //!    needs every message a correct validator saw to reach the others
 //!    eventually.
 //!
+//! The node runs this task on a thread of its own (`service::run_engine`):
+//! what it does blocks (synced writes, block execution and import), and
+//! must not hold an async worker that RPC calls and the network share.
+//!
 //! Blocks are produced every block time even when the pool is empty: the
 //! chain's height is its clock, and transaction expiry (`valid_until`) is
 //! judged by it, so an idle chain must keep counting.
@@ -107,9 +111,15 @@ pub enum EngineError {
     /// The database failed (a validator must not go on without it).
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// The engine's own runtime could not start.
+    #[error("consensus thread: {0}")]
+    Thread(String),
 }
 
 struct Candidate {
+    /// The height it was offered for (proposed, built or restored at):
+    /// what it is forgotten by, whatever number its header claims.
+    height: u64,
     block: Block,
     /// Known when this node built the block or has checked it.
     executed: Option<Executed>,
@@ -228,6 +238,7 @@ impl Engine {
                 (
                     block.hash().0,
                     Candidate {
+                        height: next_height,
                         block,
                         executed: None,
                         kept: true,
@@ -308,7 +319,7 @@ impl Engine {
             EngineEvent::Build { height, round } => self.build(height, round),
             EngineEvent::Synced => {
                 let height = self.chain.head().number;
-                self.forget_decided(height);
+                self.forget_decided(height)?;
                 self.step(Input::SyncedTo { height })
             }
             EngineEvent::Rebroadcast => {
@@ -388,6 +399,7 @@ impl Engine {
                     && self.candidates.len() < MAX_CANDIDATES
                 {
                     let candidate = Candidate {
+                        height: proposal.height,
                         block,
                         executed: None,
                         kept: false,
@@ -558,6 +570,7 @@ impl Engine {
             built.block.extrinsics.len()
         );
         let candidate = Candidate {
+            height,
             block: built.block,
             executed: Some(built.executed),
             kept: false,
@@ -664,24 +677,90 @@ impl Engine {
             }
             Err(error) => return Err(error.into()),
         }
-        self.chain.db().clear_candidates()?;
-        self.forget_decided(decision.height);
-        Ok(())
+        if candidate.kept {
+            self.chain.db().delete_candidates(&[hash])?;
+        }
+        self.forget_decided(decision.height)
     }
 
-    /// Drops what belongs to heights up to `height`.
-    fn forget_decided(&mut self, height: u64) {
-        self.candidates
-            .retain(|_, c| c.block.header.number > height);
+    /// Drops what belongs to heights up to `height`, and deletes the kept
+    /// candidates of those heights from the database (by hash: nothing is
+    /// scanned).
+    fn forget_decided(&mut self, height: u64) -> Result<(), EngineError> {
+        let mut stale = Vec::new();
+        self.candidates.retain(|value_id, c| {
+            let keep = c.height > height;
+            if !keep && c.kept {
+                stale.push(Hash(*value_id));
+            }
+            keep
+        });
         self.signatures.retain(|vote, _| vote.height > height);
         self.proposal_signatures
             .retain(|proposal, _| proposal.height > height);
+        self.chain.db().delete_candidates(&stale)?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_candidate_is_forgotten_at_the_height_it_came_for_whatever_its_header_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<Keypair> = ["alice", "bob", "charlie", "dave"]
+            .into_iter()
+            .map(Keypair::dev)
+            .collect();
+        let validators: Vec<AccountId> = keys.iter().map(Keypair::public).collect();
+        let spec = lockstep_runtime::ChainSpec::dev("lockstep-engine", &validators);
+        let genesis = spec.genesis().unwrap();
+        let chain = Arc::new(
+            Chain::open(
+                dir.path(),
+                spec,
+                &genesis,
+                crate::pool::PoolConfig::default(),
+                lockstep_runtime::BlockLimits::default(),
+                Arc::new(crate::metrics::Metrics::default()),
+            )
+            .unwrap(),
+        );
+        let config = EngineConfig {
+            timeouts: Config::default(),
+            block_time: Duration::from_secs(1),
+            rebroadcast_interval: Duration::from_secs(1),
+        };
+        let network = Arc::new(super::super::NoNetwork);
+        let (mut engine, _inbox) =
+            Engine::new(chain.clone(), keys[0].clone(), config, network).unwrap();
+        // A validator proposes, for height 1, a block whose header claims
+        // height 1,000: it must not outlive height 1 (were it kept until a
+        // height past its claim, 64 such proposals would fill the
+        // candidates and leave no room for real ones).
+        let mut block = chain.build(validators[1], 1).unwrap().block;
+        block.header.number = 1000;
+        let proposal = Proposal {
+            height: 1,
+            round: 0,
+            value_id: block.hash().0,
+            valid_round: None,
+            proposer: 1,
+        };
+        let signature = keys[1].sign(&proposal.signing_bytes(&chain.spec().chain_id));
+        engine
+            .on_event(EngineEvent::Gossip(Box::new(Gossip::Proposal {
+                proposal,
+                signature,
+                block,
+            })))
+            .unwrap();
+        assert_eq!(engine.candidates.len(), 1);
+        engine.forget_decided(1).unwrap();
+        assert!(engine.candidates.is_empty());
+    }
 
     /// Runs `positions` through the tick rule; returns the ticks (1-based)
     /// at which votes and proposals were re-sent.
