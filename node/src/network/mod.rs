@@ -19,10 +19,12 @@
 //! from the engine ([`P2pConsensus`], bounded queue, dropped when full: the
 //! engine re-sends), to transactions accepted by the local pool (gathered
 //! into batches of up to [`protocol::MAX_TXS_PER_GOSSIP`], one gossip
-//! message each, flushed every 20 ms), to new finalized heads (a validator
-//! announces them on the blocks topic), and to three ticks: status requests
-//! to every peer, re-dialling bootnodes that are not connected, and the
-//! transaction batch flush.
+//! message each, sent 20 ms after the batch's first transaction at the
+//! latest), to new finalized heads (a validator announces them on the
+//! blocks topic), and to two ticks: status requests to every peer and
+//! re-dialling bootnodes that are not connected. The batch's flush is a
+//! deadline armed by its first transaction, not a tick: an idle node does
+//! not wake up 50 times a second for nothing.
 //!
 //! Gossip is validated before gossipsub forwards it (`validate_messages`):
 //! consensus messages are decoded and their signatures checked, block
@@ -33,6 +35,11 @@
 //! sender dropped and refused ([`peers::Offence`]).
 //!
 //! # Sync
+//!
+//! A peer's request for blocks is answered from the database on a blocking
+//! thread (a range of full blocks is megabytes to read), at most
+//! [`MAX_ANSWERS_IN_FLIGHT`] at once; one over that gets no answer and asks
+//! again later, as after a lost request.
 //!
 //! Each status answer records the peer's finalized head. When a peer is
 //! ahead, one block-range request at a time goes to the best peer; its
@@ -84,6 +91,9 @@ const CONSENSUS_QUEUE: usize = 4096;
 const MAX_LISTED_PEERS: usize = 1024;
 /// Longest an accepted transaction waits for its gossip batch to fill.
 const TX_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// Most block-range requests being answered (read on blocking threads) at
+/// once.
+pub const MAX_ANSWERS_IN_FLIGHT: usize = 4;
 
 /// Network settings.
 #[derive(Debug, Clone)]
@@ -167,6 +177,12 @@ struct LockstepBehaviour {
     ping: ping::Behaviour,
 }
 
+/// A block-range answer read on a blocking thread, to send.
+type Answer = (
+    request_response::ResponseChannel<SyncResponse>,
+    SyncResponse,
+);
+
 /// An import job's result, back from the blocking thread.
 struct ImportDone {
     peer: Option<PeerId>,
@@ -200,6 +216,9 @@ pub struct NetworkService {
     importing: bool,
     import_done_tx: mpsc::Sender<ImportDone>,
     import_done_rx: mpsc::Receiver<ImportDone>,
+    answers_in_flight: usize,
+    answer_tx: mpsc::Sender<Answer>,
+    answer_rx: mpsc::Receiver<Answer>,
     progress: Option<SyncProgress>,
     head_moved_at: (u64, Instant),
     /// Blocks recently announced by peers: not announced again (gossipsub
@@ -283,6 +302,7 @@ impl NetworkService {
             .ok_or_else(|| NetworkError::Setup("the chain spec has no validators".into()))?;
         let (queue_tx, queue_rx) = mpsc::channel(CONSENSUS_QUEUE);
         let (import_done_tx, import_done_rx) = mpsc::channel(4);
+        let (answer_tx, answer_rx) = mpsc::channel(MAX_ANSWERS_IN_FLIGHT);
         let head = chain.head().number;
         let service = NetworkService {
             swarm,
@@ -301,6 +321,9 @@ impl NetworkService {
             importing: false,
             import_done_tx,
             import_done_rx,
+            answers_in_flight: 0,
+            answer_tx,
+            answer_rx,
             progress: None,
             head_moved_at: (head, Instant::now()),
             announced_by_peers: std::collections::VecDeque::new(),
@@ -326,10 +349,11 @@ impl NetworkService {
         let mut redial_tick = tokio::time::interval(self.config.redial_interval);
         // Accepted transactions go out in batches: one gossip message (and
         // one gossip signature to make and check) per batch, sent when full
-        // or at the next flush tick.
+        // or TX_FLUSH_INTERVAL after its first transaction.
         let mut tx_batch = TxBatch::default();
-        let mut tx_flush_tick = tokio::time::interval(TX_FLUSH_INTERVAL);
-        tx_flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let flush = tokio::time::sleep(TX_FLUSH_INTERVAL);
+        tokio::pin!(flush);
+        let mut flush_armed = false;
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         redial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -345,6 +369,12 @@ impl NetworkService {
                         if let Some(message) = tx_batch.push(&bytes) {
                             let topic = self.topics.transactions.clone();
                             self.publish(topic, message);
+                            // What is left is this one transaction.
+                            flush_armed = false;
+                        }
+                        if !flush_armed {
+                            flush.as_mut().reset(tokio::time::Instant::now() + TX_FLUSH_INTERVAL);
+                            flush_armed = true;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -358,12 +388,17 @@ impl NetworkService {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 Some(done) = self.import_done_rx.recv() => self.on_import_done(done, engine.as_ref()),
+                Some((channel, response)) = self.answer_rx.recv() => {
+                    self.answers_in_flight = self.answers_in_flight.saturating_sub(1);
+                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+                }
                 _ = status_tick.tick() => {
                     self.request_statuses();
                     self.maybe_sync();
                 }
                 _ = redial_tick.tick() => self.redial(),
-                _ = tx_flush_tick.tick() => {
+                _ = &mut flush, if flush_armed => {
+                    flush_armed = false;
                     if let Some(message) = tx_batch.take() {
                         let topic = self.topics.transactions.clone();
                         self.publish(topic, message);
@@ -663,12 +698,7 @@ impl NetworkService {
                             return;
                         }
                     };
-                    let response = self.answer(request);
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_response(channel, response);
+                    self.answer(peer, request, channel);
                 }
                 request_response::Message::Response {
                     request_id,
@@ -728,41 +758,42 @@ impl NetworkService {
         }
     }
 
-    fn answer(&self, request: SyncRequest) -> SyncResponse {
+    /// Answers a request: a status at once (it is in memory), blocks from
+    /// the database on a blocking thread, the answer sent when it is back
+    /// (at most [`MAX_ANSWERS_IN_FLIGHT`] at once: beyond that the channel
+    /// is dropped, the peer's request fails and it asks again later).
+    fn answer(
+        &mut self,
+        peer: PeerId,
+        request: SyncRequest,
+        channel: request_response::ResponseChannel<SyncResponse>,
+    ) {
         match request {
             SyncRequest::Status => {
                 let head = self.chain.head();
-                SyncResponse::Status {
+                let response = SyncResponse::Status {
                     genesis: self.genesis,
                     finalized_number: head.number,
                     finalized_hash: head.hash(),
-                }
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response);
             }
             SyncRequest::Blocks { from, count } => {
-                let count = u64::from(count.min(MAX_BLOCKS_PER_RESPONSE));
-                let mut blocks = Vec::new();
-                let mut bytes = 0usize;
-                let db = self.chain.db();
-                for number in from.max(1)..from.max(1).saturating_add(count) {
-                    let Ok(Some(hash)) = db.hash_by_number(number) else {
-                        break;
-                    };
-                    let (Ok(Some(block)), Ok(Some(justification))) =
-                        (db.block(&hash), db.justification(&hash))
-                    else {
-                        break;
-                    };
-                    let announcement = BlockAnnouncement {
-                        block,
-                        justification,
-                    };
-                    bytes += announcement.encoded_size();
-                    if !blocks.is_empty() && bytes > SOFT_SYNC_RESPONSE_BYTES {
-                        break;
-                    }
-                    blocks.push(announcement);
+                if self.answers_in_flight >= MAX_ANSWERS_IN_FLIGHT {
+                    tracing::debug!(target: "lockstep::sync", "blocks from #{from} for {peer}: {MAX_ANSWERS_IN_FLIGHT} answers being read already; not answered");
+                    return;
                 }
-                SyncResponse::Blocks(blocks)
+                self.answers_in_flight += 1;
+                let chain = self.chain.clone();
+                let answers = self.answer_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let response = read_blocks(&chain, from, count);
+                    let _ = answers.blocking_send((channel, response));
+                });
             }
         }
     }
@@ -955,6 +986,36 @@ impl NetworkService {
             }
         }
     }
+}
+
+/// Up to `count` (at most [`MAX_BLOCKS_PER_RESPONSE`]) finalized blocks
+/// from `from` on, with their justifications, stopping at the first the
+/// database lacks and once past [`SOFT_SYNC_RESPONSE_BYTES`] (always at
+/// least one block).
+fn read_blocks(chain: &Chain, from: u64, count: u32) -> SyncResponse {
+    let count = u64::from(count.min(MAX_BLOCKS_PER_RESPONSE));
+    let mut blocks = Vec::new();
+    let mut bytes = 0usize;
+    let db = chain.db();
+    for number in from.max(1)..from.max(1).saturating_add(count) {
+        let Ok(Some(hash)) = db.hash_by_number(number) else {
+            break;
+        };
+        let (Ok(Some(block)), Ok(Some(justification))) = (db.block(&hash), db.justification(&hash))
+        else {
+            break;
+        };
+        let announcement = BlockAnnouncement {
+            block,
+            justification,
+        };
+        bytes += announcement.encoded_size();
+        if !blocks.is_empty() && bytes > SOFT_SYNC_RESPONSE_BYTES {
+            break;
+        }
+        blocks.push(announcement);
+    }
+    SyncResponse::Blocks(blocks)
 }
 
 fn behaviour(
