@@ -1,6 +1,28 @@
 //! The node's JSON-RPC interface (`lockstep-node`): HTTP and WebSocket on
 //! one port, with Substrate's method names. Extrinsics travel as
 //! SCALE-encoded `0x`-hex; errors carry the stable codes of [`error`].
+//!
+//! Every method is open to anyone who reaches the port (transactions are
+//! signed; nothing else writes), bounded per connection by the node's
+//! `--rpc-rate-limit`. Methods whose answer grows with a block or with the
+//! pool are declared `blocking`: the server runs them on a blocking thread
+//! rather than on an async worker.
+//!
+//! | method | answer |
+//! |---|---|
+//! | `author_submitExtrinsic` | the transaction's hash |
+//! | `author_submitAndWatchExtrinsic` | a stream of [`TxEvent`]s |
+//! | `author_pendingExtrinsics` (blocking) | the pool's transactions |
+//! | `chain_getHeader` | a [`Header`], or null |
+//! | `chain_getBlock` (blocking) | a [`SignedBlockView`], or null |
+//! | `chain_getReceipts` (blocking) | a finalized block's [`Receipt`]s in transaction order, or null |
+//! | `chain_getBlockHash` | a block hash, or null |
+//! | `chain_getFinalizedHead` | the head's hash |
+//! | `chain_subscribeNewHeads`, `chain_subscribeFinalizedHeads` | a stream of [`Header`]s |
+//! | `state_getBalance`, `state_getNonce` | a [`BalanceView`], a nonce |
+//! | `tx_getStatus` | a [`TxStatusView`] |
+//! | `tx_getProof` (blocking) | a [`TxProof`], or null |
+//! | `system_*` | health, peers, identity and chain properties |
 
 use jsonrpsee::core::client::Error as ClientError;
 use jsonrpsee::core::{RpcResult, SubscriptionResult};
@@ -230,8 +252,9 @@ pub trait AuthorApi {
     #[subscription(name = "submitAndWatchExtrinsic" => "extrinsicUpdate", unsubscribe = "unwatchExtrinsic", item = TxEvent)]
     async fn submit_and_watch_extrinsic(&self, extrinsic: String) -> SubscriptionResult;
 
-    /// The pool's transactions, SCALE hex, in arrival order.
-    #[method(name = "pendingExtrinsics")]
+    /// The pool's transactions, SCALE hex, in arrival order (up to the
+    /// whole pool: run on a blocking thread).
+    #[method(name = "pendingExtrinsics", blocking)]
     fn pending_extrinsics(&self) -> RpcResult<Vec<String>>;
 }
 
@@ -243,8 +266,18 @@ pub trait ChainApi {
     fn header(&self, hash: Option<Hash>) -> RpcResult<Option<Header>>;
 
     /// A block with its justification by hash; the head without one.
-    #[method(name = "getBlock")]
+    /// Megabytes for a full block: run on a blocking thread.
+    #[method(name = "getBlock", blocking)]
     fn block(&self, hash: Option<Hash>) -> RpcResult<Option<SignedBlockView>>;
+
+    /// The receipts of the finalized block with this hash, in transaction
+    /// order: leaf `i` of its header's `receiptsRoot` is
+    /// `receipts[i].hash()`, so the whole list is checked against the
+    /// justified header at once ([`receipts_at`] does). Null if the node
+    /// has no such block. One read of the block and one batched read of
+    /// the tx index: run on a blocking thread.
+    #[method(name = "getReceipts", blocking)]
+    fn receipts(&self, hash: Hash) -> RpcResult<Option<Vec<Receipt>>>;
 
     /// The hash of the finalized block at a number; the head's without one.
     #[method(name = "getBlockHash")]
@@ -290,8 +323,9 @@ pub trait TxApi {
     fn status(&self, hash: Hash) -> RpcResult<TxStatusView>;
 
     /// Proof of a finalized transaction's inclusion and outcome; null if it
-    /// is not finalized here.
-    #[method(name = "getProof")]
+    /// is not finalized here. Reads the whole block and its receipts: run
+    /// on a blocking thread.
+    #[method(name = "getProof", blocking)]
     fn proof(&self, hash: Hash) -> RpcResult<Option<TxProof>>;
 }
 
@@ -472,6 +506,36 @@ pub async fn block_at(
         ))),
         None => Ok(None),
     }
+}
+
+/// The receipts of the finalized block `hash`, checked against the
+/// header the node serves for it: the header is the one with that hash,
+/// and the receipts' hashes are the leaves of its `receiptsRoot`. None if
+/// the node does not have the block. (Whether the header is final is the
+/// justification's business: `chain_getBlock` carries it.)
+pub async fn receipts_at(
+    client: &HttpClient,
+    hash: Hash,
+) -> Result<Option<Vec<Receipt>>, ClientError> {
+    let Some(header) = client.header(Some(hash)).await? else {
+        return Ok(None);
+    };
+    if header.hash() != hash {
+        return Err(ClientError::Custom(format!(
+            "chain_getHeader({hash}) returned a header with another hash"
+        )));
+    }
+    let Some(receipts) = client.receipts(hash).await? else {
+        return Ok(None);
+    };
+    let leaves: Vec<Hash> = receipts.iter().map(Receipt::hash).collect();
+    if merkle::root(&leaves) != header.receipts_root {
+        return Err(ClientError::Custom(format!(
+            "chain_getReceipts({hash}) returned {} receipts that do not match the header's receipts root",
+            receipts.len()
+        )));
+    }
+    Ok(Some(receipts))
 }
 
 #[cfg(test)]

@@ -7,6 +7,17 @@
 //! connections, subscriptions per connection and batch length are bounded
 //! ([`RpcConfig`]). With a [`ServerTls`] (`--tls-cert`/`--tls-key`) the
 //! port serves `https://` and `wss://` instead.
+//!
+//! Every method is public (transactions are signed; nothing else writes):
+//! there is no per-method access table, and `--rpc-rate-limit` bounds each
+//! connection's calls whatever the method. Methods whose work grows with a
+//! block or with the pool (`chain_getBlock`, `chain_getReceipts`,
+//! `tx_getProof`, `author_pendingExtrinsics`: a 20,000-transaction block is
+//! megabytes to read, decode and encode) are declared `blocking` in
+//! `lockstep_api::node` and run on tokio's blocking threads, so they never
+//! hold up the async workers that carry every other call and the network;
+//! the rest answer from memory or from one or two point reads and run
+//! inline.
 
 pub mod error;
 
@@ -26,7 +37,8 @@ use lockstep_api::node::{
 use lockstep_runtime::primitives::{from_hex, to_hex};
 use lockstep_runtime::state::StateReader;
 use lockstep_runtime::{
-    merkle, AccountId, AssetId, BlockNumber, Hash, Header, Nonce, Receipt, SignedTx, MAX_TX_SIZE,
+    merkle, AccountId, AssetId, Block, BlockNumber, Hash, Header, Nonce, Receipt, SignedTx,
+    MAX_TX_SIZE,
 };
 use lockstep_service::rpc_metrics::RpcTimes;
 use lockstep_service::rpc_server::RpcLimits;
@@ -118,6 +130,19 @@ impl RpcHandler {
             Some(hash) => self.chain.db().header(&hash).map_err(internal),
         }
     }
+
+    /// A finalized block's transaction hashes and receipts, in block order
+    /// (what `tx_getProof` and `chain_getReceipts` prove against the
+    /// header's roots).
+    fn block_receipts(&self, hash: &Hash, block: &Block) -> RpcResult<(Vec<Hash>, Vec<Receipt>)> {
+        let tx_hashes: Vec<Hash> = block.extrinsics.iter().map(SignedTx::hash).collect();
+        let receipts = self
+            .chain
+            .db()
+            .receipts(hash, &tx_hashes)
+            .map_err(internal)?;
+        Ok((tx_hashes, receipts))
+    }
 }
 
 #[async_trait]
@@ -198,6 +223,14 @@ impl ChainApiServer for RpcHandler {
             },
             justification,
         }))
+    }
+
+    fn receipts(&self, hash: Hash) -> RpcResult<Option<Vec<Receipt>>> {
+        let Some(block) = self.chain.db().block(&hash).map_err(internal)? else {
+            return Ok(None);
+        };
+        let (_, receipts) = self.block_receipts(&hash, &block)?;
+        Ok(Some(receipts))
     }
 
     fn block_hash(&self, number: Option<BlockNumber>) -> RpcResult<Option<Hash>> {
@@ -289,24 +322,8 @@ impl TxApiServer for RpcHandler {
         };
         let justification = db.justification(&location.block_hash).map_err(internal)?;
         let index = location.index as usize;
-        let tx_hashes: Vec<Hash> = block.extrinsics.iter().map(SignedTx::hash).collect();
-        // Receipts are not stored as such: each is (tx hash, outcome), and the
-        // outcomes are in the tx index.
-        let mut receipt_hashes = Vec::with_capacity(tx_hashes.len());
-        for tx_hash in &tx_hashes {
-            let outcome = db
-                .tx_location(tx_hash)
-                .map_err(internal)?
-                .map(|l| l.outcome)
-                .ok_or_else(|| error::error(error::INTERNAL, "tx index incomplete"))?;
-            receipt_hashes.push(
-                Receipt {
-                    tx_hash: *tx_hash,
-                    outcome,
-                }
-                .hash(),
-            );
-        }
+        let (tx_hashes, receipts) = self.block_receipts(&location.block_hash, &block)?;
+        let receipt_hashes: Vec<Hash> = receipts.iter().map(Receipt::hash).collect();
         let (Some(tx), Some(inclusion_proof), Some(receipt_proof)) = (
             block.extrinsics.get(index),
             merkle::prove(&tx_hashes, index),

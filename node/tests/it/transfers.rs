@@ -134,6 +134,7 @@ async fn pool_chain_and_system_methods_answer() {
         "author_pendingExtrinsics",
         "chain_getHeader",
         "chain_getBlock",
+        "chain_getReceipts",
         "chain_getBlockHash",
         "chain_getFinalizedHead",
         "chain_subscribeNewHeads",
