@@ -254,6 +254,12 @@ pub trait ChainApi {
     #[method(name = "getFinalizedHead")]
     fn finalized_head(&self) -> RpcResult<Hash>;
 
+    /// The receipts of the finalized block with this hash, in transaction
+    /// order (leaf i of the header's `receiptsRoot` is the hash of
+    /// receipt i); null if the node has no such block.
+    #[method(name = "getReceipts")]
+    fn receipts(&self, hash: Hash) -> RpcResult<Option<Vec<Receipt>>>;
+
     /// New best heads. Finality is instant, so these are the finalized heads.
     #[subscription(name = "subscribeNewHeads" => "newHead", unsubscribe = "unsubscribeNewHeads", item = Header)]
     async fn subscribe_new_heads(&self) -> SubscriptionResult;

@@ -6,6 +6,7 @@
 //! | `event_register` | `{id, tx?, txHash?, validUntil?, payment: {payer, payee, amount, currency}}` | the event (same request again: the same event) |
 //! | `event_get` | `id` | the event |
 //! | `event_history` | `id` | its transitions, oldest first |
+//! | `event_getProof` | `id` | what proves its transfer's outcome ([`crate::proof::EventProof`]: justified header, receipt and its Merkle path, the transfer's bytes), checkable with the chain spec alone; null for an event without one (Registered, or Cancelled as expired) |
 //! | `event_list` | `{state?, overdue?, cursor?, limit?}` | `{events, nextCursor}` (limit ≤ 500, default 100) |
 //! | `event_stats` | — | counts per state, overdue, oldest ages, bus depth, last seq and height |
 //! | `event_subscribe` | `fromSeq?` | subscription `event_transition`: transitions with `seq ≥ fromSeq` (default: only new ones), then live; unsubscribe `event_unsubscribe` |
@@ -322,6 +323,13 @@ pub trait EventApi {
     #[method(name = "history")]
     fn history(&self, id: String) -> RpcResult<Vec<Transition>>;
 
+    /// What proves the event's on-chain outcome, checkable with the chain
+    /// spec alone ([`crate::proof::EventProof::verify`]); null while there
+    /// is none (Registered, or Cancelled as expired). Roles: submitter,
+    /// reader.
+    #[method(name = "getProof")]
+    fn proof(&self, id: String) -> RpcResult<Option<crate::proof::EventProof>>;
+
     /// A page of events. Roles: submitter, reader.
     #[method(name = "list")]
     fn list(&self, params: Option<ListParams>) -> RpcResult<Page>;
@@ -457,10 +465,10 @@ const READERS: &[Role] = &[Role::Submitter, Role::Reader];
 /// |---|---|
 /// | `event_register`, `event_registerBatch` | submitter |
 /// | `event_get` | submitter, reader, bridge |
-/// | `event_history`, `event_list`, `event_stats`, `event_subscribe`, `event_unsubscribe` | submitter, reader |
+/// | `event_history`, `event_getProof`, `event_list`, `event_stats`, `event_subscribe`, `event_unsubscribe` | submitter, reader |
 /// | `event_postReceipt`, `event_postReceipts`, `bus_pull`, `bus_ack` | bridge |
 /// | `rpc_methods` | any credential |
-pub const ACCESS: [(&str, Access); 13] = [
+pub const ACCESS: [(&str, Access); 14] = [
     ("event_register", Access::Roles(&[Role::Submitter])),
     ("event_registerBatch", Access::Roles(&[Role::Submitter])),
     (
@@ -468,6 +476,7 @@ pub const ACCESS: [(&str, Access); 13] = [
         Access::Roles(&[Role::Submitter, Role::Reader, Role::Bridge]),
     ),
     ("event_history", Access::Roles(READERS)),
+    ("event_getProof", Access::Roles(READERS)),
     ("event_list", Access::Roles(READERS)),
     ("event_stats", Access::Roles(READERS)),
     ("event_subscribe", Access::Roles(READERS)),

@@ -311,6 +311,7 @@ mod tests {
                         confirmed_by: vec!["a".into()],
                         nodes_asked: 1,
                     }),
+                    proof: None,
                 }],
                 now,
                 now,

@@ -59,6 +59,7 @@ use std::time::Duration;
 
 use jsonrpsee::server::ServerHandle;
 use lockstep_api::client::{ClientOptions, TrustedCas};
+pub use lockstep_api::proof::ChainTrust;
 use lockstep_runtime::{AccountId, Keypair};
 use lockstep_service::auth::{
     AuthError, Credentials, Gate, Guard, RateLimit, RateLimiter, Refusals,
@@ -115,6 +116,11 @@ pub struct Config {
     pub nodes: Vec<String>,
     /// The share of nodes that must agree.
     pub quorum: Quorum,
+    /// The chain's id and validator set, from its chain spec
+    /// (`--chain-spec`): every block's justification is verified against
+    /// it before an event moves on that block. [`Config::new`] leaves it
+    /// unset and [`start`] refuses to run without it.
+    pub chain: Option<ChainTrust>,
     /// Data directory (the store is `<base>/events`).
     pub base_path: PathBuf,
     /// RPC listen address (port 0 picks one).
@@ -184,6 +190,7 @@ impl Config {
         Config {
             nodes,
             quorum: Quorum::default(),
+            chain: None,
             base_path,
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 9955)),
             tls: None,
@@ -215,6 +222,9 @@ pub enum ServiceError {
     /// No node configured.
     #[error("at least one node URL is required")]
     NoNodes,
+    /// No chain spec: blocks could not be verified.
+    #[error("the chain spec is required (--chain-spec): block justifications are verified against its validators")]
+    NoChainSpec,
     /// A node URL is unusable.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -279,11 +289,15 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     if config.nodes.is_empty() {
         return Err(ServiceError::NoNodes);
     }
+    let Some(trust) = config.chain.clone() else {
+        return Err(ServiceError::NoChainSpec);
+    };
+    let metrics = Arc::new(Metrics::default());
     let node_options = ClientOptions::new(config.call_timeout).with_cas(config.node_cas.clone());
     let nodes = config
         .nodes
         .iter()
-        .map(|url| Node::new(url, &node_options))
+        .map(|url| Node::new(url, &node_options, metrics.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     // Credentials before anything is opened: a bad file stops the start.
     let credentials = match &config.auth {
@@ -316,10 +330,10 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     std::fs::create_dir_all(&path)
         .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
     let store = Arc::new(EventStore::open(&path, config.sync_writes)?);
-    let metrics = Arc::new(Metrics::default());
     let confirmer = Arc::new(QuorumConfirmer::new(
         nodes,
         config.quorum,
+        trust,
         store.clone(),
         metrics.clone(),
         RecheckPolicy {

@@ -34,6 +34,11 @@ pub struct Metrics {
     pub quorum_undecided: AtomicU64,
     /// Node calls that failed or timed out.
     pub node_errors: AtomicU64,
+    /// JSON-RPC calls made to nodes (each call of a batch counts).
+    pub node_calls: AtomicU64,
+    /// Blocks whose proof did not verify from any node (justification,
+    /// transaction or receipt roots): their events did not move.
+    pub proof_failures: AtomicU64,
     /// Messages in the bus not acknowledged.
     pub bus_depth: AtomicU64,
     /// PendingAccount events past the overdue threshold.
@@ -68,6 +73,8 @@ impl Default for Metrics {
             quorum_disagreements: AtomicU64::new(0),
             quorum_undecided: AtomicU64::new(0),
             node_errors: AtomicU64::new(0),
+            node_calls: AtomicU64::new(0),
+            proof_failures: AtomicU64::new(0),
             bus_depth: AtomicU64::new(0),
             overdue: AtomicU64::new(0),
             resends: AtomicU64::new(0),
@@ -113,7 +120,7 @@ impl Exposed for Metrics {
                 ("Cancelled", get(&self.cancelled)),
             ],
         )?;
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "lockstep_offchain_transitions",
                 "Transitions recorded, registrations included",
@@ -138,6 +145,16 @@ impl Exposed for Metrics {
                 "lockstep_offchain_node_errors",
                 "Node calls that failed or timed out",
                 &self.node_errors,
+            ),
+            (
+                "lockstep_offchain_node_calls",
+                "JSON-RPC calls made to nodes, each call of a batch counted",
+                &self.node_calls,
+            ),
+            (
+                "lockstep_offchain_proof_failures",
+                "Blocks whose proof no node could serve: justification, transaction or receipt roots did not verify",
+                &self.proof_failures,
             ),
             (
                 "lockstep_offchain_resends",

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::bus::{BusError, MessageBus, Outgoing, Published};
-use crate::confirmer::{QuorumConfirmer, TxBodies};
+use crate::confirmer::QuorumConfirmer;
 use crate::metrics::Metrics;
 use crate::store::{EventStore, StoreError};
 use lockstep_api::lifecycle::State;
@@ -125,7 +125,7 @@ impl Reconciler {
         let registered = self.store.due(State::Registered, now, MAX_PER_PASS)?;
         if !registered.is_empty() {
             // No block at hand: the confirmer fetches the ones it needs.
-            self.confirmer.confirm(&registered, TxBodies::new()).await?;
+            self.confirmer.confirm(&registered).await?;
         }
         for id in self.store.due(State::PendingAccount, now, MAX_PER_PASS)? {
             self.resend(&id, now).await?;

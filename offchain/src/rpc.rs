@@ -15,6 +15,7 @@ use lockstep_api::event::{
 };
 use lockstep_api::lifecycle::State;
 pub use lockstep_api::offchain::error::*;
+use lockstep_api::proof::EventProof;
 use lockstep_api::offchain::{
     BusApiServer, EventApiServer, ItemResult, ListParams, Page, Stats, DEFAULT_PAGE,
     MAX_BATCH_ITEMS, MAX_CURSOR, MAX_PAGE,
@@ -528,6 +529,18 @@ impl EventApiServer for EventRpc {
             return Err(StoreError::NotFound(id).into());
         }
         Ok(history)
+    }
+
+    fn proof(&self, id: String) -> RpcResult<Option<EventProof>> {
+        checked_id(&id)?;
+        if let Some(proof) = self.store.proof(&id)? {
+            return Ok(Some(proof));
+        }
+        // None for an event without one; an unknown id is refused.
+        match self.store.get(&id)? {
+            Some(_) => Ok(None),
+            None => Err(StoreError::NotFound(id).into()),
+        }
     }
 
     fn list(&self, params: Option<ListParams>) -> RpcResult<Page> {

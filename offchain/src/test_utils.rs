@@ -27,12 +27,12 @@ use jsonrpsee::ws_client::WsClient;
 use lockstep_api::client::{self, BearerToken, ClientOptions, TrustedCas};
 use lockstep_api::event::{Event, Transition};
 use lockstep_api::offchain::{EventApiClient, Role, Stats};
-use lockstep_runtime::{AccountId, Hash};
+use lockstep_runtime::{AccountId, Hash, Keypair};
 use lockstep_service::auth::{Roles, TokenHash};
 use lockstep_service::tls::{server_urls, ServerTls};
 
 use crate::metrics::Metrics;
-use crate::{Auth, Config, RunningService};
+use crate::{Auth, ChainTrust, Config, RunningService};
 
 /// Generous bound on the waits here, so a bug fails the test rather than
 /// hanging it. Not a timing assertion.
@@ -125,12 +125,27 @@ pub fn write_dev_credentials(path: &Path) -> std::io::Result<()> {
     options.open(path)?.write_all(text.as_bytes())
 }
 
+/// The chain id of the dev nodes the tests run (`lockstep_node::test_utils::DEV_CHAIN_ID`,
+/// which this crate cannot name: it does not depend on the node).
+pub const DEV_CHAIN_ID: &str = "lockstep-test";
+
+/// What the dev nodes' chain is trusted as: [`DEV_CHAIN_ID`], validated
+/// by `alice` alone (the node's `test_utils::dev_spec`).
+pub fn dev_chain() -> ChainTrust {
+    ChainTrust::from_spec(&lockstep_runtime::ChainSpec::dev(
+        DEV_CHAIN_ID,
+        &[Keypair::dev("alice").public()],
+    ))
+    .unwrap_or_else(|| unreachable!("one validator is a valid set"))
+}
+
 /// [`Config::new`] with quick re-checks and re-sends, JSON-RPC on
 /// `127.0.0.1:0`, no fsync, and the [`DevCredential`]s (written to
 /// `<base_path>/credentials`): for tests, where faults must heal within
 /// seconds.
 pub fn fast_config(nodes: Vec<String>, base_path: &Path, bridge_key: AccountId) -> Config {
     let mut config = Config::new(nodes, base_path.to_path_buf(), bridge_key);
+    config.chain = Some(dev_chain());
     let credentials = base_path.join("credentials");
     write_dev_credentials(&credentials)
         .unwrap_or_else(|e| panic!("writing {}: {e}", credentials.display()));

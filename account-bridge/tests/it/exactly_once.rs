@@ -279,6 +279,10 @@ impl EventApiServer for StubEventSystem {
         Err(not_in_stub())
     }
 
+    fn proof(&self, _id: String) -> RpcResult<Option<lockstep_api::proof::EventProof>> {
+        Err(not_in_stub())
+    }
+
     fn list(&self, _params: Option<ListParams>) -> RpcResult<Page> {
         Err(not_in_stub())
     }

@@ -26,7 +26,8 @@ use lockstep_api::node::{
 use lockstep_runtime::primitives::{from_hex, to_hex};
 use lockstep_runtime::state::StateReader;
 use lockstep_runtime::{
-    merkle, AccountId, AssetId, BlockNumber, Hash, Header, Nonce, Receipt, SignedTx, MAX_TX_SIZE,
+    merkle, AccountId, AssetId, Block, BlockNumber, Hash, Header, Nonce, Receipt, SignedTx,
+    MAX_TX_SIZE,
 };
 use lockstep_service::rpc_metrics::RpcTimes;
 use lockstep_service::rpc_server::RpcLimits;
@@ -211,6 +212,14 @@ impl ChainApiServer for RpcHandler {
         Ok(self.chain.head().hash())
     }
 
+    fn receipts(&self, hash: Hash) -> RpcResult<Option<Vec<Receipt>>> {
+        let db = self.chain.db();
+        match db.block(&hash).map_err(internal)? {
+            Some(block) => Ok(Some(block_receipts(db, &block)?)),
+            None => Ok(None),
+        }
+    }
+
     async fn subscribe_new_heads(&self, pending: PendingSubscriptionSink) -> SubscriptionResult {
         pipe_heads(&self.chain, pending).await
     }
@@ -290,23 +299,10 @@ impl TxApiServer for RpcHandler {
         let justification = db.justification(&location.block_hash).map_err(internal)?;
         let index = location.index as usize;
         let tx_hashes: Vec<Hash> = block.extrinsics.iter().map(SignedTx::hash).collect();
-        // Receipts are not stored as such: each is (tx hash, outcome), and the
-        // outcomes are in the tx index.
-        let mut receipt_hashes = Vec::with_capacity(tx_hashes.len());
-        for tx_hash in &tx_hashes {
-            let outcome = db
-                .tx_location(tx_hash)
-                .map_err(internal)?
-                .map(|l| l.outcome)
-                .ok_or_else(|| error::error(error::INTERNAL, "tx index incomplete"))?;
-            receipt_hashes.push(
-                Receipt {
-                    tx_hash: *tx_hash,
-                    outcome,
-                }
-                .hash(),
-            );
-        }
+        let receipt_hashes: Vec<Hash> = block_receipts(db, &block)?
+            .iter()
+            .map(Receipt::hash)
+            .collect();
         let (Some(tx), Some(inclusion_proof), Some(receipt_proof)) = (
             block.extrinsics.get(index),
             merkle::prove(&tx_hashes, index),
@@ -329,6 +325,25 @@ impl TxApiServer for RpcHandler {
             receipt_proof,
         }))
     }
+}
+
+/// A stored block's receipts, in transaction order. Receipts are not
+/// stored as such: each is (tx hash, outcome), and the outcomes are in the
+/// tx index.
+fn block_receipts(db: &crate::storage::ChainDb, block: &Block) -> RpcResult<Vec<Receipt>> {
+    block
+        .extrinsics
+        .iter()
+        .map(|tx| {
+            let tx_hash = tx.hash();
+            let outcome = db
+                .tx_location(&tx_hash)
+                .map_err(internal)?
+                .map(|l| l.outcome)
+                .ok_or_else(|| error::error(error::INTERNAL, "tx index incomplete"))?;
+            Ok(Receipt { tx_hash, outcome })
+        })
+        .collect()
 }
 
 impl SystemApiServer for RpcHandler {

@@ -20,7 +20,7 @@ use lockstep_runtime::Hash;
 use rocksdb::{Direction, IteratorMode};
 
 use super::records::{Provenance, StoredEvent, StoredTransition};
-use super::{decode, encode, timed_key, EventStore, Pending, StoreError, StoreResult};
+use super::{decode, encode, timed_key, EventStore, MoveProof, Pending, StoreError, StoreResult};
 use super::{CF_BY_STATE, CF_BY_TX, CF_DUE, CF_EVENTS, CF_HISTORY, CF_TRANSITIONS};
 
 /// One requested move, for [`EventStore::transition_many`].
@@ -32,6 +32,9 @@ pub struct Move {
     pub reason: Reason,
     /// The quorum's evidence.
     pub evidence: Option<Evidence>,
+    /// What proves the outcome (a move decided from a verified block),
+    /// written with the move.
+    pub proof: Option<MoveProof>,
 }
 
 /// One registration for [`EventStore::register_checked`].
@@ -362,6 +365,7 @@ impl EventStore {
             id: id.to_owned(),
             reason,
             evidence,
+            proof: None,
         }];
         self.transition_many(&moves, now_ms, next_due_ms)?
             .pop()
@@ -382,6 +386,7 @@ impl EventStore {
         let mut guard = self.lock();
         let mut pending = self.begin(&guard);
         let mut staged = HashSet::new();
+        let mut blocks_staged = HashSet::new();
         let mut results = Vec::with_capacity(moves.len());
         for one in moves {
             let Some((event, provenance)) = self.get_with_provenance(&one.id)? else {
@@ -400,14 +405,18 @@ impl EventStore {
                 }));
                 continue;
             }
-            results.push(self.stage_transition(
+            let result = self.stage_transition(
                 &mut pending,
                 (event, provenance),
                 one.reason,
                 one.evidence.clone(),
                 now_ms,
                 next_due_ms,
-            )?);
+            )?;
+            if let (Ok(_), Some(proof)) = (&result, &one.proof) {
+                self.stage_proof(&mut pending, &mut blocks_staged, &one.id, proof)?;
+            }
+            results.push(result);
         }
         if pending.transitions > 0 {
             self.commit(&mut guard, pending)?;
@@ -845,6 +854,7 @@ mod tests {
             id: id.into(),
             reason,
             evidence: Some(evidence()),
+            proof: None,
         };
         let results = store
             .transition_many(

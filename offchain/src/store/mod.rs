@@ -12,6 +12,8 @@
 //! | `ready` | visible-at ms (BE) ‖ event id | — (the embedded bus queue) |
 //! | `leases` | lease id | [`Lease`] (JSON) |
 //! | `meta` | name | counters, last processed height |
+//! | `blocks` | block hash | SCALE `(Header, Justification)`: a verified block's justified header |
+//! | `proofs` | event id | SCALE: receipt, its Merkle path, the transfer's bytes (`proofs.rs`) |
 //!
 //! Invariants this module keeps:
 //!
@@ -48,11 +50,13 @@
 //! - `queue.rs`: the outbox and the embedded bus queue with its leases;
 //! - `queries.rs`: `event_list`, stats, and the reconciler's due list;
 //! - `meta.rs`: the per-state counters and the watcher's height;
-//! - `holdings.rs`: how many events each credential holds in Registered.
+//! - `holdings.rs`: how many events each credential holds in Registered;
+//! - `proofs.rs`: what proves each event's outcome.
 
 mod events;
 mod holdings;
 mod meta;
+mod proofs;
 mod queries;
 mod queue;
 pub mod records;
@@ -72,6 +76,7 @@ pub use lockstep_api::offchain::{Page, Stats, MAX_PAGE};
 
 pub use events::{Move, Registrant, Submission};
 pub use queries::ListQuery;
+pub use proofs::{MoveProof, ProvenBlock};
 pub use queue::{PendingInstruction, Requeue};
 pub use records::{Lease, OutboxEntry, Provenance, StoredEvent, StoredTransition};
 
@@ -88,7 +93,9 @@ const CF_OUTBOX: &str = "outbox";
 const CF_READY: &str = "ready";
 const CF_LEASES: &str = "leases";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 10] = [
+const CF_BLOCKS: &str = "blocks";
+const CF_PROOFS: &str = "proofs";
+const ALL_CFS: [&str; 12] = [
     CF_EVENTS,
     CF_BY_TX,
     CF_BY_STATE,
@@ -99,6 +106,8 @@ const ALL_CFS: [&str; 10] = [
     CF_READY,
     CF_LEASES,
     CF_META,
+    CF_BLOCKS,
+    CF_PROOFS,
 ];
 
 /// Most index entries one list, stats or prune call scans.

@@ -1,0 +1,249 @@
+//! Proofs of a transfer's outcome that anyone can check from the chain spec
+//! alone, trusting neither the event system nor any node.
+//!
+//! A block is final when a quorum of the chain spec's validators signed a
+//! precommit for its hash ([`verify_justification`]); its header commits to
+//! its transactions (`extrinsics_root`) and their receipts
+//! (`receipts_root`, leaf `i` = `SHA-256(SCALE(receipt i))`, see
+//! [`lockstep_runtime::merkle`]). An [`EventProof`] is one event's share of
+//! that: the justified header, the transfer's receipt with its Merkle path
+//! under `receipts_root`, and the transfer's own bytes (whose SHA-256 is
+//! the receipt's `tx_hash`, and which carry the commitment to the event's
+//! payment, [`crate::event::settlement_commitment`]).
+//!
+//! [`EventProof::verify`] checks, for an event as the event system
+//! reports it:
+//!
+//! 1. the justification names the header's hash and is signed by more
+//!    than two thirds of the spec's validators, over the consensus's
+//!    precommit bytes for the header's height and the justification's
+//!    round, for the spec's chain id;
+//! 2. the receipt is at its index under the header's `receipts_root`;
+//! 3. the receipt is for the event's transfer, and the transfer's bytes
+//!    hash to it;
+//! 4. the event's state follows from the outcome: a successful transfer
+//!    that commits to the event's payment → PendingAccount or Completed; a
+//!    failed one → Cancelled as failed; a successful one that does not
+//!    commit → Cancelled as not committed.
+
+use lockstep_consensus::Vote;
+use lockstep_runtime::primitives::{from_hex, to_hex};
+use lockstep_runtime::{
+    merkle, BlockNumber, ChainSpec, Hash, Header, Justification, JustificationError, Receipt,
+    ValidatorSet,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{bytes_commit_to, Event, NotCommitted};
+use crate::lifecycle::{Reason, State};
+
+/// What a proof is checked against: the chain's id and validator set, from
+/// its chain spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainTrust {
+    /// The chain id every consensus signature covers.
+    pub chain_id: String,
+    /// The validators whose precommits make a block final.
+    pub validators: ValidatorSet,
+}
+
+impl ChainTrust {
+    /// The trust a chain spec gives; `None` if its validator set is empty
+    /// or repeats a validator.
+    pub fn from_spec(spec: &ChainSpec) -> Option<ChainTrust> {
+        Some(ChainTrust {
+            chain_id: spec.chain_id.clone(),
+            validators: ValidatorSet::new(spec.validators.clone())?,
+        })
+    }
+}
+
+/// Why a proof does not prove what it claims.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// The block has no justification.
+    #[error("block #{0} comes without a justification")]
+    NoJustification(BlockNumber),
+    /// The justification does not make the header final.
+    #[error("block #{number}: {source}")]
+    Justification {
+        /// The block.
+        number: BlockNumber,
+        /// What is wrong with it.
+        source: JustificationError,
+    },
+    /// The transactions do not hash to the header's `extrinsics_root`.
+    #[error("block #{0}: its transactions do not match the header's extrinsics root")]
+    ExtrinsicsRoot(BlockNumber),
+    /// The receipts do not hash to the header's `receipts_root`, or do not
+    /// match the transactions one for one.
+    #[error("block #{0}: the receipts do not match the header's receipts root")]
+    ReceiptsRoot(BlockNumber),
+    /// The receipt's Merkle path does not lead to the header's root.
+    #[error("the receipt's Merkle path does not lead to the receipts root of block #{0}")]
+    ReceiptPath(BlockNumber),
+    /// The receipt is for another transaction.
+    #[error("the receipt is for transaction {found}, the event's transfer is {expected}")]
+    OtherTransaction {
+        /// The event's transfer.
+        expected: Hash,
+        /// The receipt's.
+        found: Hash,
+    },
+    /// The transfer's bytes are not valid hex or do not hash to it.
+    #[error("the transfer's bytes do not hash to {0}")]
+    TransferBytes(Hash),
+    /// The event's state is not what the outcome and the commitment give.
+    #[error("the event is {state}, but the proof shows {shown}")]
+    StateMismatch {
+        /// The event's state.
+        state: State,
+        /// What the proof shows.
+        shown: String,
+    },
+}
+
+/// Checks that `justification` makes `header` final under `trust`; returns
+/// the header's hash.
+pub fn verify_justification(
+    header: &Header,
+    justification: Option<&Justification>,
+    trust: &ChainTrust,
+) -> Result<Hash, ProofError> {
+    let justification = justification.ok_or(ProofError::NoJustification(header.number))?;
+    let hash = header.hash();
+    let message = Vote::precommit_signing_bytes(
+        &trust.chain_id,
+        header.number,
+        justification.round,
+        &hash.0,
+    );
+    justification
+        .verify(&hash, &trust.validators, &message)
+        .map_err(|source| ProofError::Justification {
+            number: header.number,
+            source,
+        })?;
+    Ok(hash)
+}
+
+/// `event_getProof`: what proves an event's on-chain outcome. See the
+/// module docs for what [`EventProof::verify`] checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventProof {
+    /// The event.
+    pub event_id: String,
+    /// The header of the block holding the transfer.
+    pub header: Header,
+    /// Its justification: the validators' precommits.
+    pub justification: Justification,
+    /// The transfer's receipt.
+    pub receipt: Receipt,
+    /// The receipt's path under `header.receiptsRoot`.
+    pub receipt_proof: merkle::MerkleProof,
+    /// The transfer, SCALE-encoded, `0x`-hex: its SHA-256 is
+    /// `receipt.txHash`, and its `reference` the commitment.
+    pub extrinsic: String,
+}
+
+/// What a verified proof shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proven {
+    /// The block's hash.
+    pub block_hash: Hash,
+    /// Its number.
+    pub block_number: BlockNumber,
+    /// The state the outcome and the commitment give, with its reason.
+    pub state: State,
+    /// Why.
+    pub reason: Reason,
+}
+
+impl EventProof {
+    /// Builds one event's proof from a verified block: `tree` over its
+    /// receipts' hashes, `index` the transfer's position.
+    pub fn new(
+        event_id: &str,
+        header: &Header,
+        justification: &Justification,
+        receipt: Receipt,
+        tree: &merkle::Tree,
+        index: usize,
+        extrinsic: &[u8],
+    ) -> Option<EventProof> {
+        Some(EventProof {
+            event_id: event_id.to_owned(),
+            header: header.clone(),
+            justification: justification.clone(),
+            receipt,
+            receipt_proof: tree.prove(index)?,
+            extrinsic: to_hex(extrinsic),
+        })
+    }
+
+    /// What the proof shows for `event` (its transfer and payment), checked
+    /// against `trust`: the block is final, the receipt is in it, and it is
+    /// the event's transfer. Does not compare with the event's state; see
+    /// [`EventProof::verify`] for that.
+    pub fn prove(&self, event: &Event, trust: &ChainTrust) -> Result<Proven, ProofError> {
+        let block_hash = verify_justification(&self.header, Some(&self.justification), trust)?;
+        let number = self.header.number;
+        if !merkle::verify(
+            &self.header.receipts_root,
+            &self.receipt.hash(),
+            &self.receipt_proof,
+        ) {
+            return Err(ProofError::ReceiptPath(number));
+        }
+        if self.receipt.tx_hash != event.tx_hash {
+            return Err(ProofError::OtherTransaction {
+                expected: event.tx_hash,
+                found: self.receipt.tx_hash,
+            });
+        }
+        let bytes = from_hex(&self.extrinsic)
+            .ok()
+            .filter(|bytes| Hash::digest(bytes) == event.tx_hash)
+            .ok_or(ProofError::TransferBytes(event.tx_hash))?;
+        let (state, reason) = outcome_move(&self.receipt, &bytes, event);
+        Ok(Proven {
+            block_hash,
+            block_number: number,
+            state,
+            reason,
+        })
+    }
+
+    /// [`EventProof::prove`], and that `event`'s state is the one the proof
+    /// gives (PendingAccount or Completed for a settled transfer).
+    pub fn verify(&self, event: &Event, trust: &ChainTrust) -> Result<Proven, ProofError> {
+        let proven = self.prove(event, trust)?;
+        let consistent = match proven.state {
+            State::PendingAccount => {
+                matches!(event.state, State::PendingAccount | State::Completed)
+            }
+            state => event.state == state,
+        };
+        if !consistent {
+            return Err(ProofError::StateMismatch {
+                state: event.state,
+                shown: format!("{} ({:?})", proven.state, proven.reason),
+            });
+        }
+        Ok(proven)
+    }
+}
+
+/// Where a finalized transfer moves its event: failed → Cancelled
+/// (Failed); succeeded and committing to the event → PendingAccount
+/// (Succeeded); succeeded without committing → Cancelled (NotCommitted).
+pub fn outcome_move(receipt: &Receipt, bytes: &[u8], event: &Event) -> (State, Reason) {
+    if !receipt.outcome.is_success() {
+        return (State::Cancelled, Reason::Failed);
+    }
+    match bytes_commit_to(bytes, &event.id, &event.payment) {
+        Ok(()) => (State::PendingAccount, Reason::Succeeded),
+        Err(NotCommitted { .. }) => (State::Cancelled, Reason::NotCommitted),
+    }
+}
