@@ -102,7 +102,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    // Keys never connect, so a CA file is read only by commands that do.
+    // Keys and saved proofs never connect, so a CA file is read only by
+    // commands that do.
     let ca_file = cli.ca_file.as_deref().filter(|_| !offline);
     let options = match rpc::options(ca_file) {
         Ok(options) => options,
