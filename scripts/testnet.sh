@@ -219,6 +219,7 @@ start() {
     launch events "$RUN_DIR/events.log" "$EVENTS" run --nodes "$node_urls" \
         --base-path "$RUN_DIR/events" --rpc-port "$(port_of events)" \
         --bridge-key "$bridge_key" --key-file "$RUN_DIR/events-key.json" \
+        --chain-spec "$RUN_DIR/chain-spec.json" \
         --credentials "$CREDENTIALS" \
         --scan-interval 1s --grace 5s \
         --resend-base 5s --resend-cap 1m

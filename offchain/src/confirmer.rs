@@ -334,7 +334,9 @@ impl QuorumConfirmer {
             Some((block, found)) => (Some(block), Some(found)),
             None => (None, None),
         };
-        let verified = self.verified_block(number, hash, &confirmed_by, served).await;
+        let verified = self
+            .verified_block(number, hash, &confirmed_by, served)
+            .await;
         let Some((verified, from_served)) = verified else {
             Metrics::inc(&self.metrics.proof_failures);
             let mut events: Vec<&Event> = known.iter().collect();
@@ -407,7 +409,10 @@ impl QuorumConfirmer {
         let moved = self.apply(moves).await?;
         lockstep_service::metrics::observe_since(&self.metrics.confirmation_seconds, started);
         self.metrics.bump();
-        Ok(ConfirmSummary { moved, undecided: 0 })
+        Ok(ConfirmSummary {
+            moved,
+            undecided: 0,
+        })
     }
 
     /// Applies `moves` in one write; returns how many moved.
@@ -486,7 +491,10 @@ impl QuorumConfirmer {
                 Ok(Some(receipts)) => {
                     let leaves: Vec<Hash> = receipts.iter().map(Receipt::hash).collect();
                     let matches = receipts.len() == tx_hashes.len()
-                        && receipts.iter().zip(&tx_hashes).all(|(r, h)| r.tx_hash == *h)
+                        && receipts
+                            .iter()
+                            .zip(&tx_hashes)
+                            .all(|(r, h)| r.tx_hash == *h)
                         && merkle::root(&leaves) == block.header.receipts_root;
                     if matches {
                         let verified = VerifiedBlock {

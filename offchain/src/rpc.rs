@@ -15,11 +15,11 @@ use lockstep_api::event::{
 };
 use lockstep_api::lifecycle::State;
 pub use lockstep_api::offchain::error::*;
-use lockstep_api::proof::EventProof;
 use lockstep_api::offchain::{
     BusApiServer, EventApiServer, ItemResult, ListParams, Page, Stats, DEFAULT_PAGE,
     MAX_BATCH_ITEMS, MAX_CURSOR, MAX_PAGE,
 };
+use lockstep_api::proof::EventProof;
 use lockstep_runtime::AccountId;
 use lockstep_service::auth::{self, Caller, Guard, RateLimiter, Refusal, Refusals};
 use lockstep_service::now_ms;

@@ -238,6 +238,8 @@ impl System {
                 bridge_public.into(),
                 "--key-file".into(),
                 events_key.into(),
+                "--chain-spec".into(),
+                net.spec_path().into(),
                 // Quick re-checks and re-sends, so that faults heal within
                 // a test's time.
                 "--scan-interval".into(),

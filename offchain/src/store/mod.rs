@@ -75,8 +75,8 @@ use lockstep_api::lifecycle::{IllegalMove, State};
 pub use lockstep_api::offchain::{Page, Stats, MAX_PAGE};
 
 pub use events::{Move, Registrant, Submission};
-pub use queries::ListQuery;
 pub use proofs::{MoveProof, ProvenBlock};
+pub use queries::ListQuery;
 pub use queue::{PendingInstruction, Requeue};
 pub use records::{Lease, OutboxEntry, Provenance, StoredEvent, StoredTransition};
 
