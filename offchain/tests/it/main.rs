@@ -11,4 +11,5 @@ mod crash;
 mod harness;
 mod quorum;
 mod registered_bound;
+mod subscribe;
 mod tls;
