@@ -31,6 +31,9 @@ use crate::bus::{BusError, MessageBus};
 use crate::metrics::Metrics;
 use crate::store::{EventStore, ListQuery, Registrant, StoreError, StoreResult, Submission};
 
+mod subscription;
+use subscription::TransitionSource;
+
 fn check_batch_len(len: usize) -> RpcResult<()> {
     if len > MAX_BATCH_ITEMS {
         return Err(error(
@@ -582,31 +585,59 @@ impl EventApiServer for EventRpc {
         &self,
         pending: PendingSubscriptionSink,
         from_seq: Option<u64>,
+        filter: Option<lockstep_api::offchain::TransitionFilter>,
     ) -> SubscriptionResult {
+        let filter = filter.unwrap_or_default();
+        if let Err(e) = filter.check() {
+            pending
+                .reject(error(INVALID_FIELD, format!("filter: {e}")))
+                .await;
+            return Ok(());
+        }
         let mut seq = self.store.watch_seq();
         let mut next = from_seq.unwrap_or_else(|| *seq.borrow() + 1).max(1);
+        let mut source = TransitionSource::of(&filter);
+        if let Err(e) = source.forget_finished(&self.store, next) {
+            tracing::error!(target: "lockstep::offchain", "subscription: {e}");
+            pending
+                .reject(error(INTERNAL, "internal error: the event store failed"))
+                .await;
+            return Ok(());
+        }
         let sink = pending.accept().await?;
         loop {
             // Mark the current value seen *before* reading the store, so a
-            // write landing after the read still wakes us.
-            seq.borrow_and_update();
-            let batch = match self.store.transitions_from(next, 256) {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::error!(target: "lockstep::offchain", "subscription: {e}");
-                    return Ok(());
+            // write landing after the read still wakes us. Every transition
+            // up to it is written (the store publishes a seq once its batch
+            // is), so a read up to it misses none and keeps seq order.
+            let last = *seq.borrow_and_update();
+            if next <= last && !source.is_done() {
+                let (batch, through) = match source.read(&self.store, next, last) {
+                    Ok(read) => read,
+                    Err(e) => {
+                        tracing::error!(target: "lockstep::offchain", "subscription: {e}");
+                        return Ok(());
+                    }
+                };
+                for transition in batch {
+                    if filter.matches(&transition) {
+                        sink.send(to_json_raw_value(&transition)?).await?;
+                    }
+                    source.passed(&transition);
                 }
-            };
-            if batch.is_empty() {
-                tokio::select! {
-                    _ = sink.closed() => return Ok(()),
-                    changed = seq.changed() => if changed.is_err() { return Ok(()) },
+                next = through + 1;
+                if through < last {
+                    continue;
                 }
-                continue;
             }
-            for transition in batch {
-                next = transition.seq + 1;
-                sink.send(to_json_raw_value(&transition)?).await?;
+            if source.is_done() {
+                // Every event followed is final: nothing more will come.
+                sink.closed().await;
+                return Ok(());
+            }
+            tokio::select! {
+                _ = sink.closed() => return Ok(()),
+                changed = seq.changed() => if changed.is_err() { return Ok(()) },
             }
         }
     }

@@ -26,7 +26,7 @@ use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::ws_client::WsClient;
 use lockstep_api::client::{self, BearerToken, ClientOptions, TrustedCas};
 use lockstep_api::event::{Event, Transition};
-use lockstep_api::offchain::{EventApiClient, Role, Stats};
+use lockstep_api::offchain::{EventApiClient, Role, Stats, TransitionFilter};
 use lockstep_runtime::{AccountId, Hash, Keypair};
 use lockstep_service::auth::{Roles, TokenHash};
 use lockstep_service::tls::{server_urls, ServerTls};
@@ -346,12 +346,13 @@ impl EventSystem {
     }
 
     /// Waits until `id` moves to the state named `state` (a
-    /// [`lockstep_api::lifecycle::State`]'s name), following `event_subscribe` from the start; panics if it
-    /// moves to another final state first, or after [`PATIENCE`].
+    /// [`lockstep_api::lifecycle::State`]'s name), following `event_subscribe` from the start,
+    /// filtered to `id`; panics if it moves to another final state first,
+    /// or after [`PATIENCE`].
     pub async fn await_transition(&self, id: &str, state: &str) {
         let mut feed = self
             .ws
-            .subscribe_transitions(Some(1))
+            .subscribe_transitions(Some(1), Some(TransitionFilter::event_ids([id])))
             .await
             .unwrap_or_else(|e| panic!("event_subscribe: {e}"));
         let wait = async {

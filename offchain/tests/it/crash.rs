@@ -337,7 +337,7 @@ async fn kill_9_at_random_points_loses_nothing() {
     )
     .await
     .unwrap();
-    let mut feed = ws.subscribe_transitions(Some(1)).await.unwrap();
+    let mut feed = ws.subscribe_transitions(Some(1), None).await.unwrap();
     let mut per_event: BTreeMap<String, u64> = BTreeMap::new();
     for expected_seq in 1..=history_len {
         let transition = feed.next().await.unwrap().unwrap();

@@ -12,4 +12,5 @@ mod harness;
 mod proofs;
 mod quorum;
 mod registered_bound;
+mod subscribe;
 mod tls;
