@@ -11,8 +11,10 @@
 # TARGET events in total (default 500000), COUNT per run (default 30000,
 # the issue's `--accounts 4000 --clients 8`), idle sampled for
 # IDLE_SECONDS (default 60). One line per run: settled events/s, the
-# chain's finalized tx/s, and the registration → PendingAccount p99; a
-# summary at the end (last run / first run). Needs python3 for the JSON.
+# chain's finalized tx/s, the registration → PendingAccount and →
+# Completed p99, and the event system's node calls per settled event (its
+# metrics endpoint); a summary at the end (last run / first run). Needs
+# python3 for the JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,23 +35,34 @@ for k in sys.argv[1].split("."): v=v[k]
 print(v)' "$1"
 }
 
+METRICS_PORT=$(awk '$1 == "metrics-events" {print $2}' "$RUN_DIR/ports")
+node_calls() { # the event system's lockstep_offchain_node_calls_total
+    python3 -c 'import sys, urllib.request
+for line in urllib.request.urlopen(sys.argv[1], timeout=10).read().decode().splitlines():
+    if line.startswith("lockstep_offchain_node_calls_total "): print(int(float(line.split()[1])))' \
+        "http://127.0.0.1:$METRICS_PORT/metrics"
+}
+
 settled=0
 run=0
 first=""
 last=""
-echo "run settled_total events/s chain_tx/s pending_p99_ms completed_p99_ms"
+echo "run settled_total events/s chain_tx/s pending_p99_ms completed_p99_ms node_calls/event"
 while [ "$settled" -lt "$TARGET" ]; do
     run=$((run + 1))
+    calls_before=$(node_calls)
     report=$("$CLI" --json bench --count "$COUNT" --accounts 4000 --clients 8 2>/dev/null)
     completed=$(field settlement.completed <<<"$report")
     eps=$(field settlement.eventsPerSecond <<<"$report")
     tps=$(field chain.txPerSecond <<<"$report")
     pending_p99=$(field settlement.pendingAccountLatencyMs.p99 <<<"$report")
     completed_p99=$(field settlement.latencyMs.p99 <<<"$report")
+    calls=$(($(node_calls) - calls_before))
     settled=$((settled + completed))
     [ -n "$first" ] || first=$eps
     last=$eps
-    printf '%d %d %.0f %.0f %s %s\n' "$run" "$settled" "$eps" "$tps" "$pending_p99" "$completed_p99"
+    printf '%d %d %.0f %.0f %s %s %s\n' "$run" "$settled" "$eps" "$tps" "$pending_p99" "$completed_p99" \
+        "$(awk -v c="$calls" -v n="$completed" 'BEGIN { printf "%.4f", n > 0 ? c / n : 0 }')"
 done
 awk -v f="$first" -v l="$last" 'BEGIN { printf "last run / first run: %.2f\n", l / f }'
 
