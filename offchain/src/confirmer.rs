@@ -608,22 +608,33 @@ async fn blocking<T: Send + 'static>(
 /// The Registered events whose transfers are among `extrinsics` (bytes),
 /// with their positions.
 fn registered_in(store: &EventStore, extrinsics: &[Vec<u8>]) -> StoreResult<Vec<Found>> {
-    let mut found = Vec::new();
-    for (index, bytes) in extrinsics.iter().enumerate() {
-        if let Some(event) = registered_by_tx(store, &Hash::digest(bytes))? {
-            found.push(Found { event, index });
-        }
-    }
-    Ok(found)
+    registered_among(
+        store,
+        extrinsics.iter().map(|bytes| Some(Hash::digest(bytes))),
+    )
 }
 
 /// [`registered_in`] for `0x`-hex transactions as a node serves them; a
 /// transaction that is not hex holds no registered transfer.
 fn registered_in_hex(store: &EventStore, extrinsics: &[String]) -> StoreResult<Vec<Found>> {
+    registered_among(
+        store,
+        extrinsics
+            .iter()
+            .map(|hex| from_hex(hex).ok().map(|bytes| Hash::digest(&bytes))),
+    )
+}
+
+/// The Registered events among transactions given by hash (none: not a
+/// transaction), with their positions.
+fn registered_among(
+    store: &EventStore,
+    hashes: impl Iterator<Item = Option<Hash>>,
+) -> StoreResult<Vec<Found>> {
     let mut found = Vec::new();
-    for (index, hex) in extrinsics.iter().enumerate() {
-        let Ok(bytes) = from_hex(hex) else { continue };
-        if let Some(event) = registered_by_tx(store, &Hash::digest(&bytes))? {
+    for (index, hash) in hashes.enumerate() {
+        let Some(hash) = hash else { continue };
+        if let Some(event) = registered_by_tx(store, &hash)? {
             found.push(Found { event, index });
         }
     }
