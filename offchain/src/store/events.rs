@@ -19,6 +19,7 @@ use lockstep_api::lifecycle::{next_state, IllegalMove, Reason, State};
 use lockstep_runtime::Hash;
 use rocksdb::{Direction, IteratorMode};
 
+use super::floors::Range;
 use super::records::{Provenance, StoredEvent, StoredTransition};
 use super::{decode, encode, timed_key, EventStore, Pending, StoreError, StoreResult};
 use super::{CF_BY_STATE, CF_BY_TX, CF_DUE, CF_EVENTS, CF_HISTORY, CF_TRANSITIONS};
@@ -229,16 +230,16 @@ impl EventStore {
             pending
                 .batch
                 .put_cf(self.cf(CF_BY_TX)?, event.tx_hash.as_bytes(), id);
-            pending.batch.put_cf(
-                self.cf(CF_BY_STATE)?,
-                timed_key(State::Registered, now_ms, id),
-                [],
-            );
-            pending.batch.put_cf(
-                self.cf(CF_DUE)?,
-                timed_key(State::Registered, recheck_at_ms, id),
-                [],
-            );
+            self.stage_index_put(
+                &mut pending,
+                Range::ByState(State::Registered),
+                &timed_key(State::Registered, now_ms, id),
+            )?;
+            self.stage_index_put(
+                &mut pending,
+                Range::Due(State::Registered),
+                &timed_key(State::Registered, recheck_at_ms, id),
+            )?;
             self.append_transition(
                 &mut pending,
                 provenance.registered_by.as_deref(),
@@ -498,16 +499,18 @@ impl EventStore {
             by_state,
             timed_key(event.state, event.state_since_ms, &event.id),
         );
-        pending
-            .batch
-            .put_cf(by_state, timed_key(to, now_ms, &event.id), []);
+        self.stage_index_put(
+            pending,
+            Range::ByState(to),
+            &timed_key(to, now_ms, &event.id),
+        )?;
         if let Some(old) = event.due_at_ms {
             pending
                 .batch
                 .delete_cf(due, timed_key(event.state, old, &event.id));
         }
         if let Some(new) = due_ms {
-            pending.batch.put_cf(due, timed_key(to, new, &event.id), []);
+            self.stage_index_put(pending, Range::Due(to), &timed_key(to, new, &event.id))?;
         }
         Ok(())
     }
@@ -520,9 +523,11 @@ impl EventStore {
                 .batch
                 .delete_cf(due, timed_key(event.state, old, &event.id));
         }
-        pending
-            .batch
-            .put_cf(due, timed_key(event.state, due_ms, &event.id), []);
+        self.stage_index_put(
+            pending,
+            Range::Due(event.state),
+            &timed_key(event.state, due_ms, &event.id),
+        )?;
         event.due_at_ms = Some(due_ms);
         Ok(())
     }
