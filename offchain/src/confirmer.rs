@@ -175,7 +175,7 @@ impl QuorumConfirmer {
                         {
                             Some(reason) => reason,
                             None => {
-                                self.defer(event, now)?;
+                                self.defer(event, now).await?;
                                 summary.undecided += 1;
                                 continue;
                             }
@@ -226,7 +226,7 @@ impl QuorumConfirmer {
                             event.id, event.tx_hash, self.nodes.len()
                         );
                     }
-                    self.defer(event, now)?;
+                    self.defer(event, now).await?;
                     summary.undecided += 1;
                 }
             }
@@ -234,7 +234,11 @@ impl QuorumConfirmer {
         if !moves.is_empty() {
             // One write for all of them: one fsync per block, not per event.
             let pending_due = now.saturating_add(self.pending_resend_base.as_millis() as u64);
-            let results = self.store.transition_many(&moves, now, pending_due)?;
+            let staged = moves.clone();
+            let results = self
+                .store
+                .blocking(move |store| store.transition_many(&staged, now, pending_due))
+                .await?;
             for (one, result) in moves.iter().zip(results) {
                 match result {
                     Ok(moved) => {
@@ -260,13 +264,13 @@ impl QuorumConfirmer {
 
     /// Leaves an undecided event Registered and schedules the next check,
     /// with capped exponential backoff.
-    fn defer(&self, event: &Event, now: u64) -> StoreResult<()> {
+    async fn defer(&self, event: &Event, now: u64) -> StoreResult<()> {
         let delay = backoff(self.recheck.base, self.recheck.cap, event.checks);
-        self.store.reschedule(
-            &event.id,
-            State::Registered,
-            now.saturating_add(delay.as_millis() as u64),
-        )
+        let id = event.id.clone();
+        let due = now.saturating_add(delay.as_millis() as u64);
+        self.store
+            .blocking(move |store| store.reschedule(&id, State::Registered, due))
+            .await
     }
 
     /// The move for an event registered by hash whose transfer a quorum

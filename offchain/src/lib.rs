@@ -24,6 +24,11 @@
 //!   again;
 //! - the Prometheus endpoint ([`metrics`]), if enabled.
 //!
+//! Every store call that writes (and so may wait for an fsync) or scans
+//! runs off the async workers: on the registration writer's thread, or on
+//! tokio's blocking pool ([`store::EventStore::blocking`], and the
+//! `blocking` methods of the API).
+//!
 //! ## Main types
 //!
 //! The interface (methods, wire types, error codes, the lifecycle's pure
@@ -430,9 +435,10 @@ impl RunningService {
 
     /// Stops the tasks (each finishes the write it is making: every write
     /// is one batch, so nothing is left half-done), then the RPC server,
-    /// then waits for the registration writer to let go of the store, so
-    /// that the store may be opened again once this returns (bounded: a
-    /// writer still held after [`STOP_WAIT`] is logged and left).
+    /// then waits for the registration writer and every store call still
+    /// running off the async workers to let go of the store, so that the
+    /// store may be opened again once this returns (bounded: a store still
+    /// held after [`STOP_WAIT`] is logged and left).
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks.drain(..) {
@@ -444,9 +450,17 @@ impl RunningService {
             task.abort();
         }
         let done = self.registrar_done.clone();
+        let closed = self.store.on_close();
         drop(self);
         if tokio::time::timeout(STOP_WAIT, done.wait()).await.is_err() {
             tracing::warn!(target: "lockstep::offchain", "the registration writer has not ended {STOP_WAIT:?} after the server stopped");
+            return;
+        }
+        if tokio::time::timeout(STOP_WAIT, closed.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(target: "lockstep::offchain", "the event store is still held {STOP_WAIT:?} after the server stopped");
         }
     }
 }

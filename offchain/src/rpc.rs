@@ -67,7 +67,7 @@ impl From<StoreError> for ErrorObjectOwned {
                 };
                 return error_with(TOO_MANY_PENDING, e.to_string(), data);
             }
-            StoreError::Db(_) | StoreError::Corrupt(_) => {
+            StoreError::Db(_) | StoreError::Corrupt(_) | StoreError::Task(_) => {
                 tracing::error!(target: "lockstep::offchain", "store error: {e}");
                 return error(INTERNAL, "internal error: the event store failed");
             }

@@ -144,7 +144,8 @@ impl ChainWatcher {
                 .ok_or_else(|| format!("node has no block #{number}"))?;
             self.process(&block).await?;
             self.store
-                .set_last_height(number)
+                .blocking(move |store| store.set_last_height(number))
+                .await
                 .map_err(|e| e.to_string())?;
             self.metrics.watcher_height.store(number, Ordering::Relaxed);
         }

@@ -70,7 +70,7 @@ pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lockstep_runtime::Hash;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
@@ -201,6 +201,10 @@ pub enum StoreError {
     /// A list cursor that this store did not hand out.
     #[error("invalid cursor")]
     BadCursor,
+    /// A store call run off the async workers did not finish (it panicked,
+    /// or the runtime is shutting down).
+    #[error("store task failed: {0}")]
+    Task(String),
     /// The registering credential already holds as many events in
     /// Registered as it may.
     #[error(
@@ -282,6 +286,20 @@ pub struct EventStore {
     sync: bool,
     writer: Mutex<Writer>,
     feed: watch::Sender<u64>,
+    /// Dropped last, once the database is closed ([`EventStore::on_close`]).
+    closed: watch::Sender<()>,
+}
+
+/// Resolves once an [`EventStore`] is dropped and its database closed:
+/// whoever waits on it may open the store again.
+#[derive(Debug)]
+pub struct StoreClosed(watch::Receiver<()>);
+
+impl StoreClosed {
+    /// Waits for the store's end (its last holder drops it).
+    pub async fn wait(mut self) {
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 /// What the writer keeps in memory between batches, under its mutex.
@@ -347,6 +365,7 @@ impl EventStore {
                 lease_floor_on_disk: None,
             }),
             feed: watch::channel(0).0,
+            closed: watch::channel(()).0,
         };
         let floors = store.load_floors()?;
         let counters = store.load_counters(&floors)?;
@@ -363,6 +382,27 @@ impl EventStore {
         store.lock().registered_by = registered_by;
         store.feed.send_replace(counters.next_seq - 1);
         Ok(store)
+    }
+
+    /// What resolves once this store is dropped (by every holder: the
+    /// tasks, the RPC handlers and their calls still running off the async
+    /// workers) and its database closed.
+    pub fn on_close(&self) -> StoreClosed {
+        StoreClosed(self.closed.subscribe())
+    }
+
+    /// Runs `f` on the store on tokio's blocking pool: what async code does
+    /// with every write (each may wait for an fsync) and every scan, so that
+    /// none holds up an async worker.
+    pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&EventStore) -> StoreResult<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     fn cf(&self, name: &str) -> StoreResult<&rocksdb::ColumnFamily> {
