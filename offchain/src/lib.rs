@@ -22,6 +22,9 @@
 //! - the reconciler ([`reconciler::Reconciler`]): re-checks Registered
 //!   events after a grace period, hands unreceipted instructions to the bus
 //!   again;
+//! - the log summary ([`summary`]): one INFO line per interval in which
+//!   something happened (events per state, receipts, re-sends, the
+//!   watcher's lag); each event's own lines are DEBUG;
 //! - the Prometheus endpoint ([`metrics`]), if enabled.
 //!
 //! Every store call that writes (and so may wait for an fsync) or scans
@@ -53,6 +56,7 @@ pub mod nodes;
 pub mod reconciler;
 pub mod rpc;
 pub mod store;
+pub mod summary;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 pub mod watcher;
@@ -181,6 +185,8 @@ pub struct Config {
     pub max_catch_up: u64,
     /// fsync every write (survives power loss, not only crashes).
     pub sync_writes: bool,
+    /// How often the log summary is considered ([`summary`]).
+    pub summary_interval: Duration,
 }
 
 impl Config {
@@ -210,6 +216,7 @@ impl Config {
             watcher_retry: Duration::from_secs(1),
             max_catch_up: 10_000,
             sync_writes: true,
+            summary_interval: summary::SUMMARY_INTERVAL,
         }
     }
 }
@@ -349,7 +356,8 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         refusals.clone(),
     )
     .with_registered_bound(config.max_registered_per_credential)
-    .with_validity_bound(config.max_validity_blocks, metrics.clone());
+    .with_validity_bound(config.max_validity_blocks, metrics.clone())
+    .with_metrics(metrics.clone());
     let registrar_done = handler.registrar_done();
     let tls = config.tls.is_some();
     let (rpc, rpc_addr) = rpc::start(
@@ -403,7 +411,13 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     );
     let tasks = vec![
         tokio::spawn(watcher.run(shutdown_rx.clone())),
-        tokio::spawn(reconciler.run(shutdown_rx)),
+        tokio::spawn(reconciler.run(shutdown_rx.clone())),
+        tokio::spawn(summary::run(
+            store.clone(),
+            metrics.clone(),
+            config.summary_interval,
+            shutdown_rx,
+        )),
     ];
     Ok(RunningService {
         rpc_addr,

@@ -19,7 +19,8 @@
 //!
 //! Every store call of a pass runs on tokio's blocking pool
 //! ([`EventStore::blocking`]): the writes wait for their fsync, and none of
-//! it holds up an async worker.
+//! it holds up an async worker. A re-send is counted in the metrics and
+//! logged at DEBUG (the log summary, `crate::summary`, counts them).
 //!
 //! A re-send is two writes: the bus's (the send) and then the store's (the
 //! resend count and the next look). A crash between them leaves the send
@@ -196,7 +197,7 @@ impl Reconciler {
             .await?;
         if counted {
             Metrics::inc(&self.metrics.resends);
-            tracing::info!(target: "lockstep::offchain", "event {id:?}: no receipt yet; instruction re-sent");
+            tracing::debug!(target: "lockstep::offchain", "event {id:?}: no receipt yet; instruction re-sent");
         }
         Ok(())
     }

@@ -116,6 +116,7 @@ impl ChainWatcher {
     }
 
     async fn catch_up(&self, node: &Node, head: BlockNumber) -> Result<(), String> {
+        self.metrics.finalized_head.store(head, Ordering::Relaxed);
         let last = self.store.last_height().map_err(|e| e.to_string())?;
         let mut start = match last {
             Some(last) => last + 1,

@@ -161,6 +161,13 @@ impl EventStore {
         Ok(())
     }
 
+    /// Events per state, in [`State::ALL`] order: the writer's counters,
+    /// nothing is read.
+    pub fn counts(&self) -> [u64; 4] {
+        let counts = self.lock().counters.counts;
+        State::ALL.map(|state| counts[count_index(state)])
+    }
+
     /// The last finalized height the watcher processed.
     pub fn last_height(&self) -> StoreResult<Option<BlockNumber>> {
         match self.db.get_cf(self.cf(CF_META)?, META_LAST_HEIGHT)? {
