@@ -421,11 +421,11 @@ pub trait EventApi {
     async fn register(&self, request: RegisterRequest) -> RpcResult<Event>;
 
     /// An event. Roles: submitter, reader, bridge.
-    #[method(name = "get")]
+    #[method(name = "get", blocking)]
     fn get(&self, id: String) -> RpcResult<Event>;
 
     /// An event's transitions, oldest first. Roles: submitter, reader.
-    #[method(name = "history")]
+    #[method(name = "history", blocking)]
     fn history(&self, id: String) -> RpcResult<Vec<Transition>>;
 
     /// What proves the event's on-chain outcome, checkable with the chain
@@ -436,11 +436,11 @@ pub trait EventApi {
     fn proof(&self, id: String) -> RpcResult<Option<crate::proof::EventProof>>;
 
     /// A page of events. Roles: submitter, reader.
-    #[method(name = "list")]
+    #[method(name = "list", blocking)]
     fn list(&self, params: Option<ListParams>) -> RpcResult<Page>;
 
     /// Counts and ages. Roles: submitter, reader.
-    #[method(name = "stats")]
+    #[method(name = "stats", blocking)]
     fn stats(&self) -> RpcResult<Stats>;
 
     /// Streams transitions from `from_seq` on (default: only new ones), in
@@ -455,7 +455,7 @@ pub trait EventApi {
     ) -> SubscriptionResult;
 
     /// The bridge's signed receipt. Role: bridge.
-    #[method(name = "postReceipt")]
+    #[method(name = "postReceipt", blocking)]
     fn post_receipt(&self, receipt: PaymentReceipt) -> RpcResult<Event>;
 
     /// Registers many events in one group commit. Role: submitter, item by

@@ -71,7 +71,7 @@ impl From<StoreError> for ErrorObjectOwned {
                 };
                 return error_with(TOO_MANY_PENDING, e.to_string(), data);
             }
-            StoreError::Db(_) | StoreError::Corrupt(_) => {
+            StoreError::Db(_) | StoreError::Corrupt(_) | StoreError::Task(_) => {
                 tracing::error!(target: "lockstep::offchain", "store error: {e}");
                 return error(INTERNAL, "internal error: the event store failed");
             }
@@ -110,6 +110,8 @@ pub struct EventRpc {
     /// The chain's validity window and where the watcher is; none: no
     /// bound (tests of the RPC alone).
     validity: Option<(u64, Arc<Metrics>)>,
+    /// Where receipts are counted; none: nowhere (tests of the RPC alone).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// What bounds each caller's registrations: its payer scope (on its
@@ -217,7 +219,15 @@ impl EventRpc {
             overdue_after,
             callers: CallerLimits::default(),
             validity: None,
+            metrics: None,
         }
+    }
+
+    /// The same handler, counting what it records in `metrics` (for the
+    /// metrics endpoint and the log summary).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> EventRpc {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// What resolves once the registration writer has ended (after the
@@ -403,16 +413,21 @@ async fn registered(
     Ok(event)
 }
 
-fn log_receipt(receipt: &PaymentReceipt, event: &Event, written: bool) {
+/// A recorded receipt: counted, and logged at DEBUG (one line per event;
+/// the log summary, `crate::summary`, counts them at INFO).
+fn log_receipt(metrics: Option<&Metrics>, receipt: &PaymentReceipt, event: &Event, written: bool) {
     if receipt.is_failure() {
-        tracing::warn!(
+        if let Some(metrics) = metrics {
+            Metrics::inc(&metrics.failure_receipts);
+        }
+        tracing::debug!(
             target: "lockstep::offchain",
             "event {:?}: the bridge could not pay: {}",
             event.id,
             receipt.reason.as_deref().unwrap_or_default()
         );
     } else if written {
-        tracing::info!(target: "lockstep::offchain", "event {:?} -> Completed ({})", event.id, receipt.payment_reference);
+        tracing::debug!(target: "lockstep::offchain", "event {:?} -> Completed ({})", event.id, receipt.payment_reference);
     }
 }
 
@@ -510,7 +525,7 @@ impl EventApiServer for EventRpc {
                         .next()
                         .unwrap_or_else(|| Err(StoreError::Corrupt("missing result".into())));
                     if let (Some(receipt), Ok((event, written))) = (verified.next(), &outcome) {
-                        log_receipt(receipt, event, *written);
+                        log_receipt(self.metrics.as_deref(), receipt, event, *written);
                     }
                     outcome.map(|(event, _)| event).map_err(Into::into).into()
                 }
@@ -645,7 +660,7 @@ impl EventApiServer for EventRpc {
     fn post_receipt(&self, receipt: PaymentReceipt) -> RpcResult<Event> {
         self.verify_receipt(&receipt)?;
         let (event, written) = self.store.post_receipt(&receipt, now_ms())?;
-        log_receipt(&receipt, &event, written);
+        log_receipt(self.metrics.as_deref(), &receipt, &event, written);
         Ok(event)
     }
 }

@@ -19,6 +19,7 @@ use lockstep_api::lifecycle::{next_state, IllegalMove, Reason, State};
 use lockstep_runtime::Hash;
 use rocksdb::{Direction, IteratorMode};
 
+use super::floors::Range;
 use super::records::{Provenance, StoredEvent, StoredTransition};
 use super::{decode, encode, timed_key, EventStore, MoveProof, Pending, StoreError, StoreResult};
 use super::{CF_BY_STATE, CF_BY_TX, CF_DUE, CF_EVENTS, CF_HISTORY, CF_TRANSITIONS};
@@ -232,16 +233,16 @@ impl EventStore {
             pending
                 .batch
                 .put_cf(self.cf(CF_BY_TX)?, event.tx_hash.as_bytes(), id);
-            pending.batch.put_cf(
-                self.cf(CF_BY_STATE)?,
-                timed_key(State::Registered, now_ms, id),
-                [],
-            );
-            pending.batch.put_cf(
-                self.cf(CF_DUE)?,
-                timed_key(State::Registered, recheck_at_ms, id),
-                [],
-            );
+            self.stage_index_put(
+                &mut pending,
+                Range::ByState(State::Registered),
+                &timed_key(State::Registered, now_ms, id),
+            )?;
+            self.stage_index_put(
+                &mut pending,
+                Range::Due(State::Registered),
+                &timed_key(State::Registered, recheck_at_ms, id),
+            )?;
             self.append_transition(
                 &mut pending,
                 provenance.registered_by.as_deref(),
@@ -538,16 +539,18 @@ impl EventStore {
             by_state,
             timed_key(event.state, event.state_since_ms, &event.id),
         );
-        pending
-            .batch
-            .put_cf(by_state, timed_key(to, now_ms, &event.id), []);
+        self.stage_index_put(
+            pending,
+            Range::ByState(to),
+            &timed_key(to, now_ms, &event.id),
+        )?;
         if let Some(old) = event.due_at_ms {
             pending
                 .batch
                 .delete_cf(due, timed_key(event.state, old, &event.id));
         }
         if let Some(new) = due_ms {
-            pending.batch.put_cf(due, timed_key(to, new, &event.id), []);
+            self.stage_index_put(pending, Range::Due(to), &timed_key(to, new, &event.id))?;
         }
         Ok(())
     }
@@ -560,9 +563,11 @@ impl EventStore {
                 .batch
                 .delete_cf(due, timed_key(event.state, old, &event.id));
         }
-        pending
-            .batch
-            .put_cf(due, timed_key(event.state, due_ms, &event.id), []);
+        self.stage_index_put(
+            pending,
+            Range::Due(event.state),
+            &timed_key(event.state, due_ms, &event.id),
+        )?;
         event.due_at_ms = Some(due_ms);
         Ok(())
     }
@@ -721,6 +726,34 @@ impl EventStore {
         self.stage_due(&mut pending, &mut event, due_ms)?;
         event.checks = event.checks.saturating_add(1);
         self.stage_event(&mut pending, &event, &provenance)?;
+        self.commit(&mut guard, pending)
+    }
+
+    /// [`EventStore::reschedule`] for many events in one write: each
+    /// `(id, due_ms)` still in `state` gets its next check at `due_ms` and
+    /// one more undecided check. Unknown or moved-on events are skipped; an
+    /// id given twice is rescheduled once, at its first `due_ms`.
+    pub fn reschedule_many(&self, due: &[(String, u64)], state: State) -> StoreResult<()> {
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut guard = self.lock();
+        let mut pending = self.begin(&guard);
+        let mut seen = std::collections::HashSet::with_capacity(due.len());
+        for (id, due_ms) in due {
+            if !seen.insert(id.as_str()) {
+                continue;
+            }
+            let Some((mut event, provenance)) = self.get_with_provenance(id)? else {
+                continue;
+            };
+            if event.state != state {
+                continue;
+            }
+            self.stage_due(&mut pending, &mut event, *due_ms)?;
+            event.checks = event.checks.saturating_add(1);
+            self.stage_event(&mut pending, &event, &provenance)?;
+        }
         self.commit(&mut guard, pending)
     }
 
