@@ -245,6 +245,7 @@ impl EventApiServer for MockEventSystem {
         &self,
         pending: PendingSubscriptionSink,
         _from_seq: Option<u64>,
+        _filter: Option<lockstep_api::offchain::TransitionFilter>,
     ) -> SubscriptionResult {
         pending.reject(not_in_mock()).await;
         Ok(())

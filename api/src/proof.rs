@@ -112,12 +112,8 @@ pub fn verify_justification(
 ) -> Result<Hash, ProofError> {
     let justification = justification.ok_or(ProofError::NoJustification(header.number))?;
     let hash = header.hash();
-    let message = Vote::precommit_signing_bytes(
-        &trust.chain_id,
-        header.number,
-        justification.round,
-        &hash.0,
-    );
+    let message =
+        Vote::precommit_signing_bytes(&trust.chain_id, header.number, justification.round, &hash.0);
     justification
         .verify(&hash, &trust.validators, &message)
         .map_err(|source| ProofError::Justification {
@@ -245,5 +241,230 @@ pub fn outcome_move(receipt: &Receipt, bytes: &[u8], event: &Event) -> (State, R
     match bytes_commit_to(bytes, &event.id, &event.payment) {
         Ok(()) => (State::PendingAccount, Reason::Succeeded),
         Err(NotCommitted { .. }) => (State::Cancelled, Reason::NotCommitted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{settlement_commitment, PaymentInstruction};
+    use lockstep_runtime::genesis::DEV_ASSET;
+    use lockstep_runtime::transaction::SigningContext;
+    use lockstep_runtime::{AccountId, Call, DispatchError, Keypair, Outcome, SignedTx};
+    use parity_scale_codec::Encode;
+
+    const CHAIN: &str = "proof-test";
+
+    fn payment() -> PaymentInstruction {
+        PaymentInstruction {
+            payer: "bob".into(),
+            payee: "alice".into(),
+            amount: "100".into(),
+            currency: "EUR".into(),
+        }
+    }
+
+    fn transfer(reference: Option<Hash>, nonce: u64) -> SignedTx {
+        let context = SigningContext {
+            genesis_hash: Hash([9; 32]),
+            spec_version: 1,
+        };
+        let call = Call::Transfer {
+            asset: DEV_ASSET,
+            to: Keypair::dev("bob").public(),
+            amount: 5,
+            reference,
+        };
+        SignedTx::sign(&Keypair::dev("alice"), &context, nonce, 100, call)
+    }
+
+    fn event(id: &str, tx: &SignedTx, state: State) -> Event {
+        Event {
+            id: id.into(),
+            tx_hash: tx.hash(),
+            valid_until: 100,
+            payment: payment(),
+            state,
+            created_at_ms: 1,
+            state_since_ms: 2,
+            due_at_ms: None,
+            checks: 0,
+            resends: 0,
+            evidence: None,
+            receipt: None,
+            payment_failure: None,
+        }
+    }
+
+    /// Four validators, a block of `txs` with `outcomes`, signed by the
+    /// first `signers` of them; the trust and each transaction's proof.
+    fn block(
+        txs: &[SignedTx],
+        outcomes: &[Outcome],
+        signers: usize,
+    ) -> (ChainTrust, Vec<EventProof>) {
+        let keys: Vec<Keypair> = ["v0", "v1", "v2", "v3"].map(Keypair::dev).to_vec();
+        let validators: Vec<AccountId> = keys.iter().map(Keypair::public).collect();
+        let trust = ChainTrust {
+            chain_id: CHAIN.into(),
+            validators: ValidatorSet::new(validators).unwrap(),
+        };
+        let tx_hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
+        let receipts: Vec<Receipt> = tx_hashes
+            .iter()
+            .zip(outcomes)
+            .map(|(tx_hash, outcome)| Receipt {
+                tx_hash: *tx_hash,
+                outcome: *outcome,
+            })
+            .collect();
+        let tree = merkle::Tree::new(&receipts.iter().map(Receipt::hash).collect::<Vec<_>>());
+        let header = Header {
+            parent_hash: Hash([1; 32]),
+            number: 7,
+            timestamp: 1,
+            proposer: keys[0].public(),
+            extrinsics_root: merkle::root(&tx_hashes),
+            receipts_root: tree.root(),
+            state_root: Hash([2; 32]),
+        };
+        let hash = header.hash();
+        let message = Vote::precommit_signing_bytes(CHAIN, 7, 0, &hash.0);
+        let justification = Justification {
+            round: 0,
+            block_hash: hash,
+            signatures: keys[..signers]
+                .iter()
+                .map(|k| (k.public(), k.sign(&message)))
+                .collect(),
+        };
+        let proofs = txs
+            .iter()
+            .enumerate()
+            .map(|(i, tx)| {
+                EventProof::new(
+                    &format!("e{i}"),
+                    &header,
+                    &justification,
+                    receipts[i],
+                    &tree,
+                    i,
+                    &tx.encode(),
+                )
+                .unwrap()
+            })
+            .collect();
+        (trust, proofs)
+    }
+
+    fn committed(id: &str, nonce: u64) -> SignedTx {
+        transfer(Some(settlement_commitment(id, &payment())), nonce)
+    }
+
+    #[test]
+    fn a_real_proof_shows_the_outcome_and_the_commitment() {
+        let txs = [committed("e0", 0), committed("e1", 1), transfer(None, 2)];
+        let failed = Outcome::Failed(DispatchError::InsufficientBalance);
+        let (trust, proofs) = block(&txs, &[Outcome::Success, failed, Outcome::Success], 3);
+        let paid = event("e0", &txs[0], State::Completed);
+        let proven = proofs[0].verify(&paid, &trust).unwrap();
+        assert_eq!(
+            (proven.state, proven.reason, proven.block_number),
+            (State::PendingAccount, Reason::Succeeded, 7)
+        );
+        let cancelled = event("e1", &txs[1], State::Cancelled);
+        assert_eq!(
+            proofs[1].verify(&cancelled, &trust).unwrap().reason,
+            Reason::Failed
+        );
+        // A successful transfer that commits to nothing settles nothing.
+        let uncommitted = event("e2", &txs[2], State::Cancelled);
+        assert_eq!(
+            proofs[2].verify(&uncommitted, &trust).unwrap().reason,
+            Reason::NotCommitted
+        );
+        // ... and an event claiming it was paid is refused.
+        let claimed = event("e2", &txs[2], State::Completed);
+        assert!(matches!(
+            proofs[2].verify(&claimed, &trust),
+            Err(ProofError::StateMismatch { .. })
+        ));
+        // Round trip through JSON, as event_getProof serves it.
+        let json = serde_json::to_string(&proofs[0]).unwrap();
+        let back: EventProof = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.verify(&paid, &trust).unwrap(), proven);
+    }
+
+    #[test]
+    fn doctored_proofs_are_refused() {
+        let txs = [committed("e0", 0), committed("e1", 1)];
+        let (trust, proofs) = block(&txs, &[Outcome::Success, Outcome::Success], 3);
+        let paid = event("e0", &txs[0], State::Completed);
+        assert!(proofs[0].verify(&paid, &trust).is_ok());
+
+        // A flipped outcome no longer hashes to the root.
+        let mut flipped = proofs[0].clone();
+        flipped.receipt.outcome = Outcome::Failed(DispatchError::InsufficientBalance);
+        assert_eq!(
+            flipped.verify(&paid, &trust),
+            Err(ProofError::ReceiptPath(7))
+        );
+        // Another position in the same tree.
+        let mut moved = proofs[0].clone();
+        moved.receipt_proof.index = 1;
+        assert_eq!(moved.verify(&paid, &trust), Err(ProofError::ReceiptPath(7)));
+        // A header changed after signing.
+        let mut rewritten = proofs[0].clone();
+        rewritten.header.timestamp += 1;
+        assert!(matches!(
+            rewritten.verify(&paid, &trust),
+            Err(ProofError::Justification { .. })
+        ));
+        // Too few signatures, a stranger's, another chain's.
+        let (_, short) = block(&txs, &[Outcome::Success, Outcome::Success], 2);
+        assert!(matches!(
+            short[0].verify(&paid, &trust),
+            Err(ProofError::Justification {
+                source: JustificationError::NoQuorum { .. },
+                ..
+            })
+        ));
+        let mut stranger = proofs[0].clone();
+        let mallory = Keypair::dev("mallory");
+        stranger.justification.signatures[0] = (mallory.public(), mallory.sign(b"x"));
+        assert!(matches!(
+            stranger.verify(&paid, &trust),
+            Err(ProofError::Justification {
+                source: JustificationError::UnknownSigner(_),
+                ..
+            })
+        ));
+        let other_chain = ChainTrust {
+            chain_id: "another-chain".into(),
+            ..trust.clone()
+        };
+        assert!(matches!(
+            proofs[0].verify(&paid, &other_chain),
+            Err(ProofError::Justification { .. })
+        ));
+        // The proof of another event's transfer, and other bytes.
+        assert!(matches!(
+            proofs[1].verify(&paid, &trust),
+            Err(ProofError::OtherTransaction { .. })
+        ));
+        let mut bytes = proofs[0].clone();
+        bytes.extrinsic = to_hex(&committed("e0", 5).encode());
+        assert_eq!(
+            bytes.verify(&paid, &trust),
+            Err(ProofError::TransferBytes(txs[0].hash()))
+        );
+        // An event whose payment was changed: the transfer commits to
+        // another one.
+        let mut changed = paid.clone();
+        changed.payment.amount = "999".into();
+        assert!(matches!(
+            proofs[0].verify(&changed, &trust),
+            Err(ProofError::StateMismatch { .. })
+        ));
     }
 }

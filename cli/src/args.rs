@@ -193,10 +193,18 @@ pub enum EventCommand {
     },
     /// Stream transitions as they happen. With an id: that event's only,
     /// from its current state, until it is final (exit 0 Completed, 3
-    /// Cancelled).
+    /// Cancelled). The event system filters the stream (by id, --prefix,
+    /// --state), so a watcher receives only what it prints.
     Watch {
         /// Only this event.
         id: Option<String>,
+        /// Only events whose id starts with this.
+        #[arg(long, conflicts_with = "id", value_parser = parse_event_id)]
+        prefix: Option<String>,
+        /// Only transitions into this state (Registered, PendingAccount,
+        /// Completed, Cancelled); repeat for several.
+        #[arg(long = "state", conflicts_with = "id", value_parser = parse_state)]
+        states: Vec<State>,
         /// Start from this transition sequence number (replays the history
         /// from there). Default: only new transitions.
         #[arg(long)]

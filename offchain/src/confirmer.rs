@@ -150,7 +150,9 @@ impl QuorumConfirmer {
         let served_hash = served.block.header.hash();
         let store = self.store.clone();
         let extrinsics = served.block.extrinsics.clone();
-        let found = blocking(move || registered_in_hex(&store, &extrinsics)).await?;
+        let found = store
+            .blocking(move |store| registered_in_hex(store, &extrinsics))
+            .await?;
         if found.is_empty() {
             return Ok(ConfirmSummary::default());
         }
@@ -195,7 +197,8 @@ impl QuorumConfirmer {
                         "block #{number}: no quorum on its hash ({answered} of {} answered)",
                         self.nodes.len()
                     )
-                })?;
+                })
+                .await?;
                 self.metrics.bump();
                 Ok(ConfirmSummary {
                     moved: 0,
@@ -213,18 +216,19 @@ impl QuorumConfirmer {
     pub async fn confirm(&self, ids: &[String]) -> StoreResult<ConfirmSummary> {
         let store = self.store.clone();
         let owned = ids.to_vec();
-        let events = blocking(move || {
-            let mut events = Vec::with_capacity(owned.len());
-            for id in &owned {
-                if let Some(event) = store.get(id)? {
-                    if event.state == State::Registered {
-                        events.push(event);
+        let events = store
+            .blocking(move |store| {
+                let mut events = Vec::with_capacity(owned.len());
+                for id in &owned {
+                    if let Some(event) = store.get(id)? {
+                        if event.state == State::Registered {
+                            events.push(event);
+                        }
                     }
                 }
-            }
-            Ok(events)
-        })
-        .await?;
+                Ok(events)
+            })
+            .await?;
         if events.is_empty() {
             return Ok(ConfirmSummary::default());
         }
@@ -245,6 +249,9 @@ impl QuorumConfirmer {
         let threshold = self.quorum.threshold(self.nodes.len());
         let mut summary = ConfirmSummary::default();
         let mut expired = Vec::new();
+        let mut undecided: Vec<Event> = Vec::new();
+        let mut any_disagreement = false;
+        let mut why: Vec<String> = Vec::new();
         // Blocks to settle: hash → (number, agreeing nodes, its events).
         let mut blocks: HashMap<Hash, (BlockNumber, Vec<String>, Vec<Event>)> = HashMap::new();
         for (i, event) in events.into_iter().enumerate() {
@@ -291,17 +298,29 @@ impl QuorumConfirmer {
                     disagreement,
                     answered,
                 } => {
-                    self.undecided(&[&event], disagreement, || {
-                        format!(
+                    if disagreement || undecided.is_empty() {
+                        // The first undecided event names them all in the
+                        // log; a disagreement is always named.
+                        why.push(format!(
                             "event {:?}: no quorum on tx {} ({answered} of {} answered)",
                             event.id,
                             event.tx_hash,
                             self.nodes.len()
-                        )
-                    })?;
-                    summary.undecided += 1;
+                        ));
+                    }
+                    any_disagreement |= disagreement;
+                    undecided.push(event);
                 }
             }
+        }
+        if !undecided.is_empty() {
+            let count = undecided.len();
+            let events: Vec<&Event> = undecided.iter().collect();
+            self.undecided(&events, any_disagreement, || {
+                format!("{count} events undecided; {}", why.join("; "))
+            })
+            .await?;
+            summary.undecided += count;
         }
         if !expired.is_empty() {
             summary.moved += self.apply(expired).await?;
@@ -334,7 +353,9 @@ impl QuorumConfirmer {
             Some((block, found)) => (Some(block), Some(found)),
             None => (None, None),
         };
-        let verified = self.verified_block(number, hash, &confirmed_by, served).await;
+        let verified = self
+            .verified_block(number, hash, &confirmed_by, served)
+            .await;
         let Some((verified, from_served)) = verified else {
             Metrics::inc(&self.metrics.proof_failures);
             let mut events: Vec<&Event> = known.iter().collect();
@@ -345,7 +366,8 @@ impl QuorumConfirmer {
                 target: "lockstep::offchain",
                 "block #{number} ({hash}): no node served a block, justification and receipts that verify; {waiting} events are checked again later"
             );
-            self.undecided(&events, false, || format!("block #{number}: no proof"))?;
+            self.undecided(&events, false, || format!("block #{number}: no proof"))
+                .await?;
             self.metrics.bump();
             return Ok(ConfirmSummary {
                 moved: 0,
@@ -358,7 +380,9 @@ impl QuorumConfirmer {
             None => {
                 let store = self.store.clone();
                 let block = verified.clone();
-                blocking(move || registered_in(&store, &block.extrinsics)).await?
+                store
+                    .blocking(move |store| registered_in(store, &block.extrinsics))
+                    .await?
             }
         };
         let tree = merkle::Tree::new(
@@ -407,7 +431,10 @@ impl QuorumConfirmer {
         let moved = self.apply(moves).await?;
         lockstep_service::metrics::observe_since(&self.metrics.confirmation_seconds, started);
         self.metrics.bump();
-        Ok(ConfirmSummary { moved, undecided: 0 })
+        Ok(ConfirmSummary {
+            moved,
+            undecided: 0,
+        })
     }
 
     /// Applies `moves` in one write; returns how many moved.
@@ -418,11 +445,12 @@ impl QuorumConfirmer {
         let now = now_ms();
         let pending_due = now.saturating_add(self.pending_resend_base.as_millis() as u64);
         let store = self.store.clone();
-        let (moves, results) = blocking(move || {
-            let results = store.transition_many(&moves, now, pending_due)?;
-            Ok((moves, results))
-        })
-        .await?;
+        let (moves, results) = store
+            .blocking(move |store| {
+                let results = store.transition_many(&moves, now, pending_due)?;
+                Ok((moves, results))
+            })
+            .await?;
         let mut moved = 0;
         for (one, result) in moves.iter().zip(results) {
             match result {
@@ -486,7 +514,10 @@ impl QuorumConfirmer {
                 Ok(Some(receipts)) => {
                     let leaves: Vec<Hash> = receipts.iter().map(Receipt::hash).collect();
                     let matches = receipts.len() == tx_hashes.len()
-                        && receipts.iter().zip(&tx_hashes).all(|(r, h)| r.tx_hash == *h)
+                        && receipts
+                            .iter()
+                            .zip(&tx_hashes)
+                            .all(|(r, h)| r.tx_hash == *h)
                         && merkle::root(&leaves) == block.header.receipts_root;
                     if matches {
                         let verified = VerifiedBlock {
@@ -557,7 +588,7 @@ impl QuorumConfirmer {
 
     /// Counts and logs undecided events and schedules their next check,
     /// with capped exponential backoff.
-    fn undecided(
+    async fn undecided(
         &self,
         events: &[&Event],
         disagreement: bool,
@@ -576,46 +607,53 @@ impl QuorumConfirmer {
             tracing::debug!(target: "lockstep::offchain", "{}; retrying later", why());
         }
         let now = now_ms();
-        for event in events {
-            let delay = backoff(self.recheck.base, self.recheck.cap, event.checks);
-            self.store.reschedule(
-                &event.id,
-                State::Registered,
-                now.saturating_add(delay.as_millis() as u64),
-            )?;
-        }
-        Ok(())
+        let due: Vec<(String, u64)> = events
+            .iter()
+            .map(|event| {
+                let delay = backoff(self.recheck.base, self.recheck.cap, event.checks);
+                (
+                    event.id.clone(),
+                    now.saturating_add(delay.as_millis() as u64),
+                )
+            })
+            .collect();
+        // One write for all of them, off the async workers.
+        self.store
+            .blocking(move |store| store.reschedule_many(&due, State::Registered))
+            .await
     }
-}
-
-/// Runs blocking store work off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> StoreResult<T> + Send + 'static,
-) -> StoreResult<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
 }
 
 /// The Registered events whose transfers are among `extrinsics` (bytes),
 /// with their positions.
 fn registered_in(store: &EventStore, extrinsics: &[Vec<u8>]) -> StoreResult<Vec<Found>> {
-    let mut found = Vec::new();
-    for (index, bytes) in extrinsics.iter().enumerate() {
-        if let Some(event) = registered_by_tx(store, &Hash::digest(bytes))? {
-            found.push(Found { event, index });
-        }
-    }
-    Ok(found)
+    registered_among(
+        store,
+        extrinsics.iter().map(|bytes| Some(Hash::digest(bytes))),
+    )
 }
 
 /// [`registered_in`] for `0x`-hex transactions as a node serves them; a
 /// transaction that is not hex holds no registered transfer.
 fn registered_in_hex(store: &EventStore, extrinsics: &[String]) -> StoreResult<Vec<Found>> {
+    registered_among(
+        store,
+        extrinsics
+            .iter()
+            .map(|hex| from_hex(hex).ok().map(|bytes| Hash::digest(&bytes))),
+    )
+}
+
+/// The Registered events among transactions given by hash (none: not a
+/// transaction), with their positions.
+fn registered_among(
+    store: &EventStore,
+    hashes: impl Iterator<Item = Option<Hash>>,
+) -> StoreResult<Vec<Found>> {
     let mut found = Vec::new();
-    for (index, hex) in extrinsics.iter().enumerate() {
-        let Ok(bytes) = from_hex(hex) else { continue };
-        if let Some(event) = registered_by_tx(store, &Hash::digest(&bytes))? {
+    for (index, hash) in hashes.enumerate() {
+        let Some(hash) = hash else { continue };
+        if let Some(event) = registered_by_tx(store, &hash)? {
             found.push(Found { event, index });
         }
     }

@@ -22,7 +22,15 @@
 //! - the reconciler ([`reconciler::Reconciler`]): re-checks Registered
 //!   events after a grace period, hands unreceipted instructions to the bus
 //!   again;
+//! - the log summary ([`summary`]): one INFO line per interval in which
+//!   something happened (events per state, receipts, re-sends, the
+//!   watcher's lag); each event's own lines are DEBUG;
 //! - the Prometheus endpoint ([`metrics`]), if enabled.
+//!
+//! Every store call that writes (and so may wait for an fsync) or scans
+//! runs off the async workers: on the registration writer's thread, or on
+//! tokio's blocking pool ([`store::EventStore::blocking`], and the
+//! `blocking` methods of the API).
 //!
 //! ## Main types
 //!
@@ -48,6 +56,7 @@ pub mod nodes;
 pub mod reconciler;
 pub mod rpc;
 pub mod store;
+pub mod summary;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 pub mod watcher;
@@ -182,6 +191,8 @@ pub struct Config {
     pub max_catch_up: u64,
     /// fsync every write (survives power loss, not only crashes).
     pub sync_writes: bool,
+    /// How often the log summary is considered ([`summary`]).
+    pub summary_interval: Duration,
 }
 
 impl Config {
@@ -212,6 +223,7 @@ impl Config {
             watcher_retry: Duration::from_secs(1),
             max_catch_up: 10_000,
             sync_writes: true,
+            summary_interval: summary::SUMMARY_INTERVAL,
         }
     }
 }
@@ -358,7 +370,8 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         refusals.clone(),
     )
     .with_registered_bound(config.max_registered_per_credential)
-    .with_validity_bound(config.max_validity_blocks, metrics.clone());
+    .with_validity_bound(config.max_validity_blocks, metrics.clone())
+    .with_metrics(metrics.clone());
     let registrar_done = handler.registrar_done();
     let tls = config.tls.is_some();
     let (rpc, rpc_addr) = rpc::start(
@@ -412,7 +425,13 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     );
     let tasks = vec![
         tokio::spawn(watcher.run(shutdown_rx.clone())),
-        tokio::spawn(reconciler.run(shutdown_rx)),
+        tokio::spawn(reconciler.run(shutdown_rx.clone())),
+        tokio::spawn(summary::run(
+            store.clone(),
+            metrics.clone(),
+            config.summary_interval,
+            shutdown_rx,
+        )),
     ];
     Ok(RunningService {
         rpc_addr,
@@ -444,9 +463,10 @@ impl RunningService {
 
     /// Stops the tasks (each finishes the write it is making: every write
     /// is one batch, so nothing is left half-done), then the RPC server,
-    /// then waits for the registration writer to let go of the store, so
-    /// that the store may be opened again once this returns (bounded: a
-    /// writer still held after [`STOP_WAIT`] is logged and left).
+    /// then waits for the registration writer and every store call still
+    /// running off the async workers to let go of the store, so that the
+    /// store may be opened again once this returns (bounded: a store still
+    /// held after [`STOP_WAIT`] is logged and left).
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks.drain(..) {
@@ -458,9 +478,17 @@ impl RunningService {
             task.abort();
         }
         let done = self.registrar_done.clone();
+        let closed = self.store.on_close();
         drop(self);
         if tokio::time::timeout(STOP_WAIT, done.wait()).await.is_err() {
             tracing::warn!(target: "lockstep::offchain", "the registration writer has not ended {STOP_WAIT:?} after the server stopped");
+            return;
+        }
+        if tokio::time::timeout(STOP_WAIT, closed.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(target: "lockstep::offchain", "the event store is still held {STOP_WAIT:?} after the server stopped");
         }
     }
 }

@@ -45,12 +45,16 @@ pub struct Metrics {
     pub overdue: AtomicU64,
     /// Instructions re-queued by the reconciler.
     pub resends: AtomicU64,
+    /// Failure receipts recorded (the bridge could not pay).
+    pub failure_receipts: AtomicU64,
     /// Events cancelled because their finalized transfer does not commit
     /// to them (registered by hash for someone else's transfer, or for one
     /// committing to another event or instruction).
     pub not_committed: AtomicU64,
     /// Last finalized height the watcher processed.
     pub watcher_height: AtomicU64,
+    /// Last finalized height a node reported to the watcher.
+    pub finalized_head: AtomicU64,
     /// Times the watcher switched to another node.
     pub watcher_failovers: AtomicU64,
     /// From a finalized block reaching the watcher to the quorum's decision
@@ -78,8 +82,10 @@ impl Default for Metrics {
             bus_depth: AtomicU64::new(0),
             overdue: AtomicU64::new(0),
             resends: AtomicU64::new(0),
+            failure_receipts: AtomicU64::new(0),
             not_committed: AtomicU64::new(0),
             watcher_height: AtomicU64::new(0),
+            finalized_head: AtomicU64::new(0),
             watcher_failovers: AtomicU64::new(0),
             confirmation_seconds: lockstep_service::metrics::seconds_histogram(),
             rpc_times: RpcTimes::default(),
@@ -120,7 +126,7 @@ impl Exposed for Metrics {
                 ("Cancelled", get(&self.cancelled)),
             ],
         )?;
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "lockstep_offchain_transitions",
                 "Transitions recorded, registrations included",
@@ -162,6 +168,11 @@ impl Exposed for Metrics {
                 &self.resends,
             ),
             (
+                "lockstep_offchain_failure_receipts",
+                "Failure receipts recorded (the bridge could not pay)",
+                &self.failure_receipts,
+            ),
+            (
                 "lockstep_offchain_watcher_failovers",
                 "Switches to another node",
                 &self.watcher_failovers,
@@ -189,6 +200,11 @@ impl Exposed for Metrics {
             "lockstep_offchain_watcher_height",
             "Last finalized height processed",
             get(&self.watcher_height),
+        )?;
+        out.gauge(
+            "lockstep_offchain_finalized_head",
+            "Last finalized height a node reported to the watcher",
+            get(&self.finalized_head),
         )
     }
 }

@@ -106,7 +106,10 @@ impl Node {
     /// The finalized block at `number` with its justification, if the node
     /// has it (its hash checked against the one the node names for the
     /// height).
-    pub async fn block_at(&self, number: BlockNumber) -> Result<Option<SignedBlockView>, NodeError> {
+    pub async fn block_at(
+        &self,
+        number: BlockNumber,
+    ) -> Result<Option<SignedBlockView>, NodeError> {
         self.count(2);
         node::block_at(&self.http, number)
             .await

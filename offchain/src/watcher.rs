@@ -114,6 +114,7 @@ impl ChainWatcher {
     }
 
     async fn catch_up(&self, node: &Node, head: BlockNumber) -> Result<(), String> {
+        self.metrics.finalized_head.store(head, Ordering::Relaxed);
         let last = self.store.last_height().map_err(|e| e.to_string())?;
         let mut start = match last {
             Some(last) => last + 1,
@@ -142,7 +143,8 @@ impl ChainWatcher {
                 .ok_or_else(|| format!("node has no block #{number}"))?;
             self.process(block).await?;
             self.store
-                .set_last_height(number)
+                .blocking(move |store| store.set_last_height(number))
+                .await
                 .map_err(|e| e.to_string())?;
             self.metrics.watcher_height.store(number, Ordering::Relaxed);
         }

@@ -295,6 +295,7 @@ impl EventApiServer for StubEventSystem {
         &self,
         pending: PendingSubscriptionSink,
         _from_seq: Option<u64>,
+        _filter: Option<lockstep_api::offchain::TransitionFilter>,
     ) -> SubscriptionResult {
         pending.reject(not_in_stub()).await;
         Ok(())

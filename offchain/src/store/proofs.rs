@@ -63,11 +63,13 @@ const MAX_RECORD: usize = 1 << 20;
 
 fn decode_scale<T: Decode>(what: &str, bytes: &[u8]) -> StoreResult<T> {
     if bytes.len() > MAX_RECORD {
-        return Err(StoreError::Corrupt(format!("{what}: {} bytes", bytes.len())));
+        return Err(StoreError::Corrupt(format!(
+            "{what}: {} bytes",
+            bytes.len()
+        )));
     }
     let mut input = bytes;
-    let value =
-        T::decode(&mut input).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+    let value = T::decode(&mut input).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
     if !input.is_empty() {
         return Err(StoreError::Corrupt(format!("{what}: trailing bytes")));
     }
