@@ -231,8 +231,17 @@ pub async fn run(
     json_mode: bool,
     command: EventCommand,
 ) -> anyhow::Result<ExitCode> {
+    // Nothing connects until a call is made (and `verify --from-file`
+    // makes none).
     let events = EventsClient::new(endpoint)?;
     match command {
+        EventCommand::Verify {
+            id,
+            chain_spec,
+            from_file,
+        } => {
+            return crate::verify::run(&events, json_mode, id, &chain_spec, from_file).await;
+        }
         EventCommand::Get { id } => {
             let event = events.get(&id).await?;
             print(json_mode, &json!(event), describe_event(&event));
