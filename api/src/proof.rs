@@ -61,6 +61,14 @@ impl ChainTrust {
 /// Why a proof does not prove what it claims.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
+    /// The proof names another event.
+    #[error("the proof is for event {found:?}, not {expected:?}")]
+    OtherEvent {
+        /// The event checked.
+        expected: String,
+        /// The one the proof names.
+        found: String,
+    },
     /// The block has no justification.
     #[error("block #{0} comes without a justification")]
     NoJustification(BlockNumber),
@@ -183,6 +191,12 @@ impl EventProof {
     /// the event's transfer. Does not compare with the event's state; see
     /// [`EventProof::verify`] for that.
     pub fn prove(&self, event: &Event, trust: &ChainTrust) -> Result<Proven, ProofError> {
+        if self.event_id != event.id {
+            return Err(ProofError::OtherEvent {
+                expected: event.id.clone(),
+                found: self.event_id.clone(),
+            });
+        }
         let block_hash = verify_justification(&self.header, Some(&self.justification), trust)?;
         let number = self.header.number;
         if !merkle::verify(
@@ -447,11 +461,22 @@ mod tests {
             proofs[0].verify(&paid, &other_chain),
             Err(ProofError::Justification { .. })
         ));
-        // The proof of another event's transfer, and other bytes.
-        assert!(matches!(
+        // The proof of another event, and the same relabelled as this
+        // event's: its receipt is still another transfer's.
+        assert_eq!(
             proofs[1].verify(&paid, &trust),
+            Err(ProofError::OtherEvent {
+                expected: "e0".into(),
+                found: "e1".into()
+            })
+        );
+        let mut relabelled = proofs[1].clone();
+        relabelled.event_id = "e0".into();
+        assert!(matches!(
+            relabelled.verify(&paid, &trust),
             Err(ProofError::OtherTransaction { .. })
         ));
+        // Other bytes.
         let mut bytes = proofs[0].clone();
         bytes.extrinsic = to_hex(&committed("e0", 5).encode());
         assert_eq!(

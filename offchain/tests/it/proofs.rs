@@ -61,7 +61,13 @@ async fn each_moved_event_carries_a_proof_that_verifies_with_the_chain_spec_alon
         ));
     }
     // The proof of one event is not the proof of another.
-    let proof = events.http.proof("proven".into()).await.unwrap().unwrap();
+    let mut proof = events.http.proof("proven".into()).await.unwrap().unwrap();
+    assert!(matches!(
+        proof.verify(&cancelled, &trust),
+        Err(ProofError::OtherEvent { .. })
+    ));
+    // Relabelled, its receipt is still another transfer's.
+    proof.event_id = cancelled.id.clone();
     assert!(matches!(
         proof.verify(&cancelled, &trust),
         Err(ProofError::OtherTransaction { .. })
