@@ -195,6 +195,7 @@ start() {
         echo "p2p-$i $(next_free_port $((30333 + i)))" >>"$PORTS"
     done
     echo "events $(next_free_port 9955)" >>"$PORTS"
+    echo "metrics-events $(next_free_port 9615)" >>"$PORTS"
 
     echo "==> starting $count validators"
     local j bootnodes node_urls=""
@@ -219,6 +220,8 @@ start() {
     launch events "$RUN_DIR/events.log" "$EVENTS" run --nodes "$node_urls" \
         --base-path "$RUN_DIR/events" --rpc-port "$(port_of events)" \
         --bridge-key "$bridge_key" --key-file "$RUN_DIR/events-key.json" \
+        --chain-spec "$RUN_DIR/chain-spec.json" \
+        --prometheus-port "$(port_of metrics-events)" \
         --credentials "$CREDENTIALS" \
         --scan-interval 1s --grace 5s \
         --resend-base 5s --resend-cap 1m
@@ -236,7 +239,7 @@ start() {
     for ((i = 0; i < count; i++)); do
         echo "  node $i:        JSON-RPC http://127.0.0.1:$(port_of "node-$i") (HTTP and WebSocket), p2p /ip4/127.0.0.1/tcp/$(port_of "p2p-$i")"
     done
-    echo "  event system:  JSON-RPC $events_url (a token per role in $RUN_DIR/env)"
+    echo "  event system:  JSON-RPC $events_url (a token per role in $RUN_DIR/env), metrics http://127.0.0.1:$(port_of metrics-events)/metrics"
     echo "  bridge ledger: $LEDGER (dev accounts alice..heidi hold 1,000,000.00 USD each)"
     echo "  logs:          $RUN_DIR/*.log"
     cat <<NEXT
@@ -260,7 +263,7 @@ status() {
     local alive name port pid
     alive=$(running)
     while read -r name port; do
-        case "$name" in p2p-*) continue ;; esac
+        case "$name" in p2p-* | metrics-*) continue ;; esac
         pid=$(awk -v n="$name" '$1 == n {print $2}' <<<"$alive")
         if [ -z "$pid" ]; then
             echo "$name: stopped"

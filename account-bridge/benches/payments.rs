@@ -229,6 +229,10 @@ impl EventApiServer for MockEventSystem {
         Err(not_in_mock())
     }
 
+    fn proof(&self, _id: String) -> RpcResult<Option<lockstep_api::proof::EventProof>> {
+        Err(not_in_mock())
+    }
+
     fn list(&self, _params: Option<ListParams>) -> RpcResult<Page> {
         Err(not_in_mock())
     }
@@ -241,6 +245,7 @@ impl EventApiServer for MockEventSystem {
         &self,
         pending: PendingSubscriptionSink,
         _from_seq: Option<u64>,
+        _filter: Option<lockstep_api::offchain::TransitionFilter>,
     ) -> SubscriptionResult {
         pending.reject(not_in_mock()).await;
         Ok(())
@@ -355,6 +360,7 @@ async fn bench_end_to_end(n: usize, durability: Durability, fsync: bool) {
                         confirmed_by: vec!["bench".into()],
                         nodes_asked: 1,
                     }),
+                    proof: None,
                 })
                 .collect();
             for result in store.transition_many(&moves, now, later).unwrap() {

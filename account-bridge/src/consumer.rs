@@ -244,7 +244,8 @@ impl Consumer {
                     Ok(PayOutcome::AlreadyPaid { .. }) => duplicates += 1,
                     Ok(PayOutcome::Refused { refusal, .. }) => {
                         failures += 1;
-                        tracing::warn!(target: "lockstep::bridge", "event {:?} not paid: {refusal}", instruction.event_id);
+                        // Counted; the log summary reports them.
+                        tracing::debug!(target: "lockstep::bridge", "event {:?} not paid: {refusal}", instruction.event_id);
                     }
                     Err(e) => rejected.push((instruction.event_id.clone(), e.to_string())),
                 }

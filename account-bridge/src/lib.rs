@@ -22,6 +22,9 @@
 //!   poster signs them, sends them to `event_postReceipt` in JSON-RPC
 //!   batches, removes the acknowledged ones, and retries the rest with
 //!   capped exponential backoff, for as long as it takes;
+//! - the log summary ([`summary`]): one INFO line per interval in which
+//!   something happened (payments, refusals, receipts, errors); each
+//!   payment's own lines are DEBUG;
 //! - the Prometheus endpoint ([`metrics`]), if enabled.
 //!
 //! ## Failure policy
@@ -70,6 +73,7 @@ pub mod consumer;
 pub mod ledger;
 pub mod metrics;
 pub mod poster;
+pub mod summary;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -259,6 +263,11 @@ pub async fn start(
         concurrency: config.post_concurrency,
         idle_check: config.poll_interval.max(Duration::from_millis(50)) * 5,
     };
+    tasks.push(tokio::spawn(summary::run(
+        metrics.clone(),
+        summary::SUMMARY_INTERVAL,
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(poster.run(shutdown_rx)));
     Ok(RunningBridge {
         metrics,

@@ -200,7 +200,8 @@ impl ReceiptPoster {
                 }
                 Err(e) => {
                     BridgeMetrics::add(&self.metrics.event_system_errors, 1);
-                    tracing::warn!(target: "lockstep::bridge", "receipt for {:?} (attempt {}): {e}", receipt.event_id, receipt.attempts + 1);
+                    // Counted as a retry; the log summary reports them.
+                    tracing::debug!(target: "lockstep::bridge", "receipt for {:?} (attempt {}): {e}", receipt.event_id, receipt.attempts + 1);
                     retry.push(receipt);
                 }
             }

@@ -33,6 +33,7 @@ pub mod event;
 pub mod lifecycle;
 pub mod node;
 pub mod offchain;
+pub mod proof;
 pub mod quorum;
 
 use jsonrpsee::proc_macros::rpc;

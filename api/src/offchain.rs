@@ -6,9 +6,10 @@
 //! | `event_register` | `{id, tx?, txHash?, validUntil?, payment: {payer, payee, amount, currency}}` | the event (same request again: the same event) |
 //! | `event_get` | `id` | the event |
 //! | `event_history` | `id` | its transitions, oldest first |
+//! | `event_getProof` | `id` | what proves its transfer's outcome ([`crate::proof::EventProof`]: justified header, receipt and its Merkle path, the transfer's bytes), checkable with the chain spec alone; null for an event without one (Registered, or Cancelled as expired) |
 //! | `event_list` | `{state?, overdue?, cursor?, limit?}` | `{events, nextCursor}` (limit ≤ 500, default 100) |
 //! | `event_stats` | — | counts per state, overdue, oldest ages, bus depth, last seq and height |
-//! | `event_subscribe` | `fromSeq?` | subscription `event_transition`: transitions with `seq ≥ fromSeq` (default: only new ones), then live; unsubscribe `event_unsubscribe` |
+//! | `event_subscribe` | `fromSeq?`, `filter?` `{eventIds?, idPrefix?, states?}` | subscription `event_transition`: transitions with `seq ≥ fromSeq` (default: only new ones), then live, in seq order; with a filter only those it matches ([`TransitionFilter`]); unsubscribe `event_unsubscribe` |
 //! | `event_postReceipt` | `{eventId, outcome: "paid" \| "failed", paymentReference, reason?, signature}` | `"paid"`: the completed event; `"failed"` (`reason` required): the event, still PendingAccount, with `paymentFailure {reason, paymentReference, atMs, reports}` |
 //! | `event_registerBatch` | `[request, ...]` (at most 1000) | `[{result: event} \| {error: {code, message, data?}}, ...]`, one per request, in order: as `event_register` each, written in one group commit |
 //! | `event_postReceipts` | `[receipt, ...]` (at most 1000) | `[{result: event} \| {error: {code, message, data?}}, ...]`, one per receipt, in order: as `event_postReceipt` each, written in one atomic batch |
@@ -42,7 +43,9 @@ use lockstep_runtime::BlockNumber;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::Pulled;
-use crate::event::{Event, PaymentReceipt, RegisterRequest, Transition};
+use crate::event::{
+    check_event_id, Event, InvalidField, PaymentReceipt, RegisterRequest, Transition,
+};
 use crate::lifecycle::State;
 
 pub use crate::bus::AckResult;
@@ -195,6 +198,109 @@ pub struct ListParams {
     pub limit: Option<usize>,
 }
 
+/// Most event ids one [`TransitionFilter`] follows.
+pub const MAX_FILTER_IDS: usize = 64;
+
+/// `event_subscribe`'s second parameter: which transitions to stream. A
+/// transition is streamed when it matches every condition given (none
+/// given: every transition).
+///
+/// - `eventIds` (1 to [`MAX_FILTER_IDS`] event ids): only these events'
+///   transitions. The server reads each event's own history instead of the
+///   global feed, so what a subscriber costs follows the events it follows,
+///   not the whole system's rate; an id not registered (yet) is followed
+///   all the same, and an event that reached a final state is no longer
+///   looked at;
+/// - `idPrefix` (1 to [`MAX_EVENT_ID`](crate::event::MAX_EVENT_ID) bytes
+///   of the characters of an id): only events whose id starts with it
+///   (filtered from the global feed on the server);
+/// - `states` (1 to 4 states): only transitions into one of these.
+///
+/// Streamed transitions keep their global `seq`, so a subscriber resumes
+/// with `fromSeq` = the last one's `seq` + 1 and the same filter. A filter
+/// that fails [`TransitionFilter::check`] is refused at subscribe time with
+/// [`error::INVALID_FIELD`]; an unknown field or state with -32602.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransitionFilter {
+    /// Only these events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_ids: Option<Vec<String>>,
+    /// Only events whose id starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_prefix: Option<String>,
+    /// Only transitions into one of these states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub states: Option<Vec<State>>,
+}
+
+impl TransitionFilter {
+    /// Only these events' transitions.
+    pub fn event_ids<I: IntoIterator<Item = S>, S: Into<String>>(ids: I) -> TransitionFilter {
+        TransitionFilter {
+            event_ids: Some(ids.into_iter().map(Into::into).collect()),
+            ..TransitionFilter::default()
+        }
+    }
+
+    /// Only the transitions of events whose id starts with `prefix`.
+    pub fn id_prefix(prefix: impl Into<String>) -> TransitionFilter {
+        TransitionFilter {
+            id_prefix: Some(prefix.into()),
+            ..TransitionFilter::default()
+        }
+    }
+
+    /// Checks every bound: 1 to [`MAX_FILTER_IDS`] ids, each a valid event
+    /// id; a prefix that is a valid event id; 1 to 4 states.
+    pub fn check(&self) -> Result<(), InvalidField> {
+        let invalid = |field: &'static str, reason: String| InvalidField { field, reason };
+        if let Some(ids) = &self.event_ids {
+            if ids.is_empty() || ids.len() > MAX_FILTER_IDS {
+                return Err(invalid(
+                    "eventIds",
+                    format!("must hold 1 to {MAX_FILTER_IDS} ids, got {}", ids.len()),
+                ));
+            }
+            for (i, id) in ids.iter().enumerate() {
+                check_event_id(id)
+                    .map_err(|e| invalid("eventIds", format!("item {i}: {}", e.reason)))?;
+            }
+        }
+        if let Some(prefix) = &self.id_prefix {
+            check_event_id(prefix).map_err(|e| invalid("idPrefix", e.reason))?;
+        }
+        if let Some(states) = &self.states {
+            if states.is_empty() || states.len() > State::ALL.len() {
+                return Err(invalid(
+                    "states",
+                    format!(
+                        "must hold 1 to {} states, got {}",
+                        State::ALL.len(),
+                        states.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `transition` is one to stream.
+    pub fn matches(&self, transition: &Transition) -> bool {
+        self.event_ids
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&transition.event_id))
+            && self
+                .id_prefix
+                .as_ref()
+                .is_none_or(|prefix| transition.event_id.starts_with(prefix.as_str()))
+            && self
+                .states
+                .as_ref()
+                .is_none_or(|states| states.contains(&transition.to))
+    }
+}
+
 /// A page of events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -315,28 +421,41 @@ pub trait EventApi {
     async fn register(&self, request: RegisterRequest) -> RpcResult<Event>;
 
     /// An event. Roles: submitter, reader, bridge.
-    #[method(name = "get")]
+    #[method(name = "get", blocking)]
     fn get(&self, id: String) -> RpcResult<Event>;
 
     /// An event's transitions, oldest first. Roles: submitter, reader.
-    #[method(name = "history")]
+    #[method(name = "history", blocking)]
     fn history(&self, id: String) -> RpcResult<Vec<Transition>>;
 
+    /// What proves the event's on-chain outcome, checkable with the chain
+    /// spec alone ([`crate::proof::EventProof::verify`]); null while there
+    /// is none (Registered, or Cancelled as expired). Roles: submitter,
+    /// reader.
+    #[method(name = "getProof")]
+    fn proof(&self, id: String) -> RpcResult<Option<crate::proof::EventProof>>;
+
     /// A page of events. Roles: submitter, reader.
-    #[method(name = "list")]
+    #[method(name = "list", blocking)]
     fn list(&self, params: Option<ListParams>) -> RpcResult<Page>;
 
     /// Counts and ages. Roles: submitter, reader.
-    #[method(name = "stats")]
+    #[method(name = "stats", blocking)]
     fn stats(&self) -> RpcResult<Stats>;
 
-    /// Streams transitions from `from_seq` on (default: only new ones).
-    /// Roles: submitter, reader.
+    /// Streams transitions from `from_seq` on (default: only new ones), in
+    /// seq order; with `filter`, only those it matches
+    /// ([`TransitionFilter`]; refused with [`error::INVALID_FIELD`] when it
+    /// fails its check). Roles: submitter, reader.
     #[subscription(name = "subscribe" => "transition", unsubscribe = "unsubscribe", item = Transition)]
-    async fn subscribe_transitions(&self, from_seq: Option<u64>) -> SubscriptionResult;
+    async fn subscribe_transitions(
+        &self,
+        from_seq: Option<u64>,
+        filter: Option<TransitionFilter>,
+    ) -> SubscriptionResult;
 
     /// The bridge's signed receipt. Role: bridge.
-    #[method(name = "postReceipt")]
+    #[method(name = "postReceipt", blocking)]
     fn post_receipt(&self, receipt: PaymentReceipt) -> RpcResult<Event>;
 
     /// Registers many events in one group commit. Role: submitter, item by
@@ -457,10 +576,10 @@ const READERS: &[Role] = &[Role::Submitter, Role::Reader];
 /// |---|---|
 /// | `event_register`, `event_registerBatch` | submitter |
 /// | `event_get` | submitter, reader, bridge |
-/// | `event_history`, `event_list`, `event_stats`, `event_subscribe`, `event_unsubscribe` | submitter, reader |
+/// | `event_history`, `event_getProof`, `event_list`, `event_stats`, `event_subscribe`, `event_unsubscribe` | submitter, reader |
 /// | `event_postReceipt`, `event_postReceipts`, `bus_pull`, `bus_ack` | bridge |
 /// | `rpc_methods` | any credential |
-pub const ACCESS: [(&str, Access); 13] = [
+pub const ACCESS: [(&str, Access); 14] = [
     ("event_register", Access::Roles(&[Role::Submitter])),
     ("event_registerBatch", Access::Roles(&[Role::Submitter])),
     (
@@ -468,6 +587,7 @@ pub const ACCESS: [(&str, Access); 13] = [
         Access::Roles(&[Role::Submitter, Role::Reader, Role::Bridge]),
     ),
     ("event_history", Access::Roles(READERS)),
+    ("event_getProof", Access::Roles(READERS)),
     ("event_list", Access::Roles(READERS)),
     ("event_stats", Access::Roles(READERS)),
     ("event_subscribe", Access::Roles(READERS)),
@@ -547,5 +667,65 @@ mod tests {
         assert_eq!(names.len(), ACCESS.len());
         assert_eq!(access("bus_pull"), Some(Access::Roles(&[Role::Bridge][..])));
         assert_eq!(access("event_made_up"), None);
+    }
+
+    fn transition(id: &str, to: State) -> Transition {
+        Transition {
+            seq: 1,
+            event_id: id.into(),
+            at_ms: 0,
+            from: None,
+            to,
+            reason: None,
+            evidence: None,
+            payment_reference: None,
+        }
+    }
+
+    #[test]
+    fn a_filter_matches_every_condition_it_gives_and_checks_its_bounds() {
+        let a = transition("run-1-a", State::Registered);
+        let b = transition("run-2-b", State::Completed);
+        assert!(TransitionFilter::default().matches(&a));
+        let ids = TransitionFilter::event_ids(["run-1-a"]);
+        assert!(ids.matches(&a) && !ids.matches(&b));
+        let prefix = TransitionFilter::id_prefix("run-2-");
+        assert!(!prefix.matches(&a) && prefix.matches(&b));
+        let both = TransitionFilter {
+            states: Some(vec![State::Completed, State::Cancelled]),
+            ..TransitionFilter::id_prefix("run-")
+        };
+        assert!(!both.matches(&a) && both.matches(&b));
+        for good in [&ids, &prefix, &both, &TransitionFilter::default()] {
+            assert_eq!(good.check(), Ok(()));
+        }
+        let refused = |filter: TransitionFilter| filter.check().expect_err("refused").field;
+        assert_eq!(
+            refused(TransitionFilter::event_ids(Vec::<String>::new())),
+            "eventIds"
+        );
+        let many: Vec<String> = (0..=MAX_FILTER_IDS).map(|i| format!("e{i}")).collect();
+        assert_eq!(refused(TransitionFilter::event_ids(many)), "eventIds");
+        assert_eq!(
+            refused(TransitionFilter::event_ids(["ok", "a\0b"])),
+            "eventIds"
+        );
+        assert_eq!(
+            refused(TransitionFilter::event_ids(["x".repeat(129)])),
+            "eventIds"
+        );
+        assert_eq!(refused(TransitionFilter::id_prefix("")), "idPrefix");
+        assert_eq!(refused(TransitionFilter::id_prefix("a b")), "idPrefix");
+        let no_states = TransitionFilter {
+            states: Some(Vec::new()),
+            ..TransitionFilter::default()
+        };
+        assert_eq!(refused(no_states), "states");
+        // The wire form: camelCase, and an unknown field does not parse.
+        let parsed: TransitionFilter =
+            serde_json::from_str(r#"{"eventIds":["a"],"idPrefix":"a","states":["Completed"]}"#)
+                .expect("parses");
+        assert_eq!(parsed.event_ids, Some(vec!["a".to_owned()]));
+        assert!(serde_json::from_str::<TransitionFilter>(r#"{"eventId":["a"]}"#).is_err());
     }
 }

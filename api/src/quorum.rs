@@ -177,9 +177,96 @@ pub fn decide(
     }
 }
 
+/// What the nodes said of the finalized block at one height.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockAgreement {
+    /// At least the threshold named this hash.
+    Agreed {
+        /// The block's hash.
+        hash: Hash,
+        /// The nodes that named it.
+        confirmed_by: Vec<String>,
+    },
+    /// No hash reached the threshold.
+    Undecided {
+        /// Whether two nodes named different blocks.
+        disagreement: bool,
+        /// How many nodes named a block.
+        answered: usize,
+    },
+}
+
+/// The quorum rule for a height: `answers` holds one entry per configured
+/// node (its URL and the hash it names for the height, if any). Two hashes
+/// can never both reach a threshold above half.
+pub fn agree_on_block(answers: &[(String, Option<Hash>)], threshold: usize) -> BlockAgreement {
+    let mut tally: Vec<(Hash, Vec<String>)> = Vec::new();
+    for (url, answer) in answers {
+        let Some(hash) = answer else { continue };
+        match tally.iter_mut().find(|(h, _)| h == hash) {
+            Some((_, urls)) => urls.push(url.clone()),
+            None => tally.push((*hash, vec![url.clone()])),
+        }
+    }
+    let answered = tally.iter().map(|(_, urls)| urls.len()).sum();
+    match tally
+        .iter()
+        .find(|(_, urls)| threshold > 0 && urls.len() >= threshold)
+    {
+        Some((hash, urls)) => BlockAgreement::Agreed {
+            hash: *hash,
+            confirmed_by: urls.clone(),
+        },
+        None => BlockAgreement::Undecided {
+            disagreement: tally.len() > 1,
+            answered,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_needs_the_threshold_on_one_hash() {
+        let (a, b) = (Hash([1; 32]), Hash([2; 32]));
+        let answers = |hashes: &[Option<Hash>]| -> Vec<(String, Option<Hash>)> {
+            hashes
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (format!("n{i}"), *h))
+                .collect()
+        };
+        assert_eq!(
+            agree_on_block(&answers(&[Some(a), Some(b), Some(a)]), 2),
+            BlockAgreement::Agreed {
+                hash: a,
+                confirmed_by: vec!["n0".into(), "n2".into()]
+            }
+        );
+        assert_eq!(
+            agree_on_block(&answers(&[Some(a), Some(b), None]), 2),
+            BlockAgreement::Undecided {
+                disagreement: true,
+                answered: 2
+            }
+        );
+        assert_eq!(
+            agree_on_block(&answers(&[Some(a), None, None]), 2),
+            BlockAgreement::Undecided {
+                disagreement: false,
+                answered: 1
+            }
+        );
+        assert_eq!(
+            agree_on_block(&answers(&[]), 0),
+            BlockAgreement::Undecided {
+                disagreement: false,
+                answered: 0
+            }
+        );
+    }
     use lockstep_runtime::DispatchError;
 
     fn finalized(hash: u8, outcome: Outcome) -> Option<TxStatusView> {

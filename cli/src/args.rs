@@ -20,7 +20,10 @@ use lockstep_runtime::{AssetId, Balance};
 /// Exit codes: 0 success; 1 error (unreachable service, refused request,
 /// audit violation); 2 bad usage (including a malformed token or an
 /// unusable CA file); 3 the transfer failed on chain, expired, or its event
-/// was cancelled.
+/// was cancelled; 4 `event verify`: the event's outcome is not proven (its
+/// proof does not verify against the chain spec, or a decided event has
+/// none); 5 `event verify`: nothing to prove (the event is Registered, or
+/// Cancelled as expired).
 #[derive(Debug, Parser)]
 #[command(name = "lockstep", version)]
 pub struct Cli {
@@ -190,10 +193,18 @@ pub enum EventCommand {
     },
     /// Stream transitions as they happen. With an id: that event's only,
     /// from its current state, until it is final (exit 0 Completed, 3
-    /// Cancelled).
+    /// Cancelled). The event system filters the stream (by id, --prefix,
+    /// --state), so a watcher receives only what it prints.
     Watch {
         /// Only this event.
         id: Option<String>,
+        /// Only events whose id starts with this.
+        #[arg(long, conflicts_with = "id", value_parser = parse_event_id)]
+        prefix: Option<String>,
+        /// Only transitions into this state (Registered, PendingAccount,
+        /// Completed, Cancelled); repeat for several.
+        #[arg(long = "state", conflicts_with = "id", value_parser = parse_state)]
+        states: Vec<State>,
         /// Start from this transition sequence number (replays the history
         /// from there). Default: only new transitions.
         #[arg(long)]
@@ -201,6 +212,42 @@ pub enum EventCommand {
     },
     /// Counts per state, overdue events, bus depth, last height.
     Stats,
+    /// Check an event's on-chain outcome offline, against the chain spec
+    /// alone, trusting neither the event system nor any node.
+    ///
+    /// Reads the event and the proof of its outcome (`event_getProof`: the
+    /// block's header with the validators' precommits, the transfer's
+    /// receipt with its Merkle path, the transfer's bytes) from the event
+    /// system, or from --from-file, and checks that a quorum of the spec's
+    /// validators made the block final, that the receipt is in it and is
+    /// the event's transfer's, that the transfer commits to the event's
+    /// payment (or not), and that the event's state is the one this gives.
+    /// The bridge's receipt of a Completed event is the bridge's word, not
+    /// the chain's: the proof shows the payment owed.
+    ///
+    /// Exit codes: 0 the proof verifies (whatever the outcome it proves,
+    /// Cancelled included); 4 it does not, or a decided event comes without
+    /// one; 5 nothing to prove (Registered: not decided yet; Cancelled as
+    /// expired: nothing was included); 1 an error (unreachable event
+    /// system, unknown event, unreadable file). --json prints the event,
+    /// the proof and the verdict as one document, which --from-file reads
+    /// back.
+    Verify {
+        /// The event id (with --from-file, optional: the file's event must
+        /// be this one).
+        #[arg(required_unless_present = "from_file", value_parser = parse_event_id)]
+        id: Option<String>,
+        /// The chain spec (JSON) of the chain: its id and validators are
+        /// all that is trusted.
+        #[arg(long, env = "LOCKSTEP_CHAIN_SPEC")]
+        chain_spec: PathBuf,
+        /// Verify the event and proof saved in this file (what `lockstep
+        /// --json event verify ID` prints: a JSON object with `event` and
+        /// `proof`; anything else in it, such as an earlier verdict, is
+        /// ignored), with no network at all.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
 }
 
 /// `lockstep chain ...`.
@@ -257,9 +304,11 @@ pub struct AuditArgs {
     #[arg(long)]
     pub require_final: bool,
     /// The chain spec (JSON) the chain was started from: its genesis
-    /// balances are the starting supply of the supply check. Default: the
-    /// dev chain's spec when the genesis hash is the dev chain's; otherwise
-    /// the supply check is skipped (and says so).
+    /// balances are the starting supply of the supply check, and its
+    /// validators what every event's proof is verified against. Default:
+    /// the dev chain's spec when the genesis hash is the dev chain's;
+    /// otherwise the supply check is skipped and the proofs are only
+    /// checked to be there (and the audit says so).
     #[arg(long, env = "LOCKSTEP_CHAIN_SPEC")]
     pub chain_spec: Option<PathBuf>,
     /// The total of every ledger balance per currency, system account
@@ -270,7 +319,8 @@ pub struct AuditArgs {
     /// Skip the chain supply check (it reads every block).
     #[arg(long)]
     pub skip_supply: bool,
-    /// Most node queries in flight at once.
+    /// Most node queries in flight at once (and event-system reads: that
+    /// many batches of histories, 8 times that many proof reads).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub concurrency: u64,
 }

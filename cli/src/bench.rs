@@ -31,7 +31,7 @@ use lockstep_api::client::{describe_refusal, ClientOptions, Subscription};
 use lockstep_api::event::{settlement_commitment, PaymentInstruction, RegisterRequest};
 use lockstep_api::lifecycle::State;
 use lockstep_api::node::{self, ChainApiClient, TxApiClient, TxState};
-use lockstep_api::offchain::EventApiClient;
+use lockstep_api::offchain::{EventApiClient, TransitionFilter};
 use lockstep_runtime::primitives::{from_hex, to_hex};
 use lockstep_runtime::{
     expired_after, BlockNumber, Call, Hash, Header, Keypair, SignedTx, SigningContext,
@@ -112,6 +112,10 @@ pub async fn run(
         // Eight hex digits of a fresh random key: randomness enough.
         Keypair::generate().public().to_string()[2..10].to_owned()
     });
+    // The event follower subscribes to this run's ids by their prefix.
+    TransitionFilter::id_prefix(format!("bench-{run_id}-"))
+        .check()
+        .map_err(|e| anyhow!("--run-id {run_id:?} makes event ids too long: {e}"))?;
     let count = args.count as usize;
     let accounts = args.accounts.min(args.count) as usize;
     let clients = args.clients as usize;
@@ -436,7 +440,10 @@ async fn follow_events(
     started: Instant,
 ) {
     loop {
-        let Ok((_client, mut transitions)) = events.subscribe(Some(from_seq)).await else {
+        // Only this run's events, filtered by the event system.
+        let filter = TransitionFilter::id_prefix(prefix.clone());
+        let Ok((_client, mut transitions)) = events.subscribe(Some(from_seq), Some(filter)).await
+        else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };

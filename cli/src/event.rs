@@ -2,13 +2,13 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::ws_client::WsClient;
 use lockstep_api::client::{ClientOptions, Subscription};
 use lockstep_api::event::{Event, RegisterRequest, Transition};
 use lockstep_api::lifecycle::State;
-use lockstep_api::offchain::{EventApiClient, ListParams, Page, Stats, MAX_PAGE};
+use lockstep_api::offchain::{EventApiClient, ListParams, Page, Stats, TransitionFilter, MAX_PAGE};
 use serde_json::json;
 
 use crate::args::EventCommand;
@@ -101,17 +101,35 @@ impl EventsClient {
             .at("listing events", &self.url)
     }
 
-    /// Subscribes to transitions from `from_seq` (default: new ones only).
+    /// Subscribes to transitions from `from_seq` (default: new ones only),
+    /// only those `filter` matches (the event system filters them).
     pub async fn subscribe(
         &self,
         from_seq: Option<u64>,
+        filter: Option<TransitionFilter>,
     ) -> anyhow::Result<(WsClient, Subscription<Transition>)> {
-        let client = ws(&self.url, &self.options).await?;
-        let subscription = client
-            .subscribe_transitions(from_seq)
-            .await
-            .at("subscribing to transitions", &self.url)?;
+        let client = self.connect().await?;
+        let subscription = self.subscribe_on(&client, from_seq, filter).await?;
         Ok((client, subscription))
+    }
+
+    /// A WebSocket connection, for [`Self::subscribe_on`].
+    pub async fn connect(&self) -> anyhow::Result<WsClient> {
+        ws(&self.url, &self.options).await
+    }
+
+    /// [`Self::subscribe`] on a connection already open (the subscription
+    /// lasts as long as `client`).
+    pub async fn subscribe_on(
+        &self,
+        client: &WsClient,
+        from_seq: Option<u64>,
+        filter: Option<TransitionFilter>,
+    ) -> anyhow::Result<Subscription<Transition>> {
+        client
+            .subscribe_transitions(from_seq, filter)
+            .await
+            .at("subscribing to transitions", &self.url)
     }
 }
 
@@ -213,8 +231,17 @@ pub async fn run(
     json_mode: bool,
     command: EventCommand,
 ) -> anyhow::Result<ExitCode> {
+    // Nothing connects until a call is made (and `verify --from-file`
+    // makes none).
     let events = EventsClient::new(endpoint)?;
     match command {
+        EventCommand::Verify {
+            id,
+            chain_spec,
+            from_file,
+        } => {
+            return crate::verify::run(&events, json_mode, id, &chain_spec, from_file).await;
+        }
         EventCommand::Get { id } => {
             let event = events.get(&id).await?;
             print(json_mode, &json!(event), describe_event(&event));
@@ -283,8 +310,19 @@ pub async fn run(
                 text.join("\n"),
             );
         }
-        EventCommand::Watch { id, from_seq } => {
-            return watch(&events, json_mode, id, from_seq).await;
+        EventCommand::Watch {
+            id,
+            prefix,
+            states,
+            from_seq,
+        } => {
+            let filter = TransitionFilter {
+                event_ids: id.clone().map(|id| vec![id]),
+                id_prefix: prefix,
+                states: (!states.is_empty()).then_some(states),
+            };
+            filter.check().context("the filter")?;
+            return watch(&events, json_mode, id, filter, from_seq).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -294,10 +332,21 @@ async fn watch(
     events: &EventsClient,
     json_mode: bool,
     id: Option<String>,
+    filter: TransitionFilter,
     from_seq: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
+    let mut client = events.connect().await?;
+    // Where to resume when the stream breaks: after the last transition
+    // seen, or, before any (a filtered stream may be quiet for long), from
+    // where it started.
+    let mut next_seq = match from_seq {
+        Some(seq) => seq,
+        None => events.stats().await?.last_seq + 1,
+    };
     // Subscribe before reading the current state, so nothing falls between.
-    let (mut _client, mut stream) = events.subscribe(from_seq).await?;
+    let mut stream = events
+        .subscribe_on(&client, Some(next_seq), Some(filter.clone()))
+        .await?;
     if let Some(id) = &id {
         let event = events.get(id).await?;
         print(
@@ -309,11 +358,10 @@ async fn watch(
             return Ok(final_code(event.state));
         }
     }
-    let mut next_seq = from_seq;
     loop {
         while let Some(Ok(transition)) = stream.next().await {
-            next_seq = Some(transition.seq + 1);
-            if id.as_ref().is_some_and(|id| *id != transition.event_id) {
+            next_seq = transition.seq + 1;
+            if !filter.matches(&transition) {
                 continue;
             }
             print(
@@ -327,11 +375,12 @@ async fn watch(
         }
         // The stream broke (a slow reader's subscription is dropped, or the
         // event system restarted): resume after the last transition seen.
-        let Some(seq) = next_seq else {
-            bail!("the event stream ended before any transition");
-        };
-        (_client, stream) = events
-            .subscribe(Some(seq))
+        client = events
+            .connect()
+            .await
+            .context("the event stream ended; reconnecting failed")?;
+        stream = events
+            .subscribe_on(&client, Some(next_seq), Some(filter.clone()))
             .await
             .context("the event stream ended; resuming it failed")?;
     }

@@ -7,7 +7,9 @@
 //!
 //! Exit codes: 0 success; 1 error (or audit violations); 2 bad usage
 //! (clap, or a malformed token or unusable CA file); 3 the transfer failed
-//! on chain, expired, or its event was cancelled.
+//! on chain, expired, or its event was cancelled; 4 `event verify`: the
+//! event's outcome is not proven ([`EXIT_UNPROVEN`]); 5 `event verify`:
+//! nothing to prove ([`EXIT_NOTHING_TO_PROVE`]).
 //!
 //! ## Layout
 //!
@@ -16,6 +18,8 @@
 //! - [`event`]: the event system's client and `lockstep event`.
 //! - [`chain`]: a node's client and `lockstep chain`.
 //! - [`key`]: key and account arguments, `lockstep key`.
+//! - [`verify`]: an event's proof checked against the chain spec alone
+//!   (`lockstep event verify`, and the audit's proof check).
 //! - [`audit`]: the invariant checks over chain, event store and ledger.
 //! - [`ledger`]: the account bridge's ledger, read-only, as the audit sees it.
 //! - [`bench`]: the load generator.
@@ -32,17 +36,27 @@ mod key;
 mod ledger;
 mod rpc;
 mod transfer;
+mod verify;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, EventCommand};
 use crate::event::EventsEndpoint;
 
 /// Exit code for a transfer that failed on chain or expired, or an event
 /// that was cancelled.
 pub const EXIT_CANCELLED: u8 = 3;
+/// Exit code of `event verify` when the event's outcome is not proven: its
+/// proof does not verify against the chain spec, or a decided event
+/// (PendingAccount, Completed, Cancelled on an included transfer) comes
+/// without one.
+pub const EXIT_UNPROVEN: u8 = 4;
+/// Exit code of `event verify` when there is nothing to prove: the event is
+/// Registered (not decided yet) or Cancelled as expired (nothing was
+/// included).
+pub const EXIT_NOTHING_TO_PROVE: u8 = 5;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
@@ -61,9 +75,19 @@ const EXIT_USAGE: u8 = 2;
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let nodes = cli.node_urls();
+    // Checking a saved proof is offline: it reads no token and connects
+    // to nothing.
+    let offline = matches!(
+        cli.command,
+        Command::Key(_)
+            | Command::Event(EventCommand::Verify {
+                from_file: Some(_),
+                ..
+            })
+    );
     // Only the event system takes a token; keys and chain reads never
     // look at it.
-    let uses_events = !matches!(cli.command, Command::Key(_) | Command::Chain(_));
+    let uses_events = !offline && !matches!(cli.command, Command::Chain(_));
     let token = match cli
         .token
         .as_ref()
@@ -78,9 +102,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    // Keys never connect, so a CA file is read only by commands that do.
-    let connects = !matches!(cli.command, Command::Key(_));
-    let ca_file = cli.ca_file.as_deref().filter(|_| connects);
+    // Keys and saved proofs never connect, so a CA file is read only by
+    // commands that do.
+    let ca_file = cli.ca_file.as_deref().filter(|_| !offline);
     let options = match rpc::options(ca_file) {
         Ok(options) => options,
         Err(e) => {

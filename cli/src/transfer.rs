@@ -16,6 +16,7 @@ use lockstep_api::client::{ClientOptions, Subscription};
 use lockstep_api::event::{settlement_commitment, Event, RegisterRequest};
 use lockstep_api::node::error::ALREADY_KNOWN;
 use lockstep_api::node::{AuthorApiClient, ChainApiClient, TxApiClient, TxState};
+use lockstep_api::offchain::TransitionFilter;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{
     expired_after, BlockNumber, Call, Hash, Header, Nonce, Outcome, SignedTx, SigningContext,
@@ -274,7 +275,11 @@ pub async fn follow_event(events: &EventsClient, id: &str) -> anyhow::Result<Eve
     loop {
         // Subscribe first, then read: a move in between is in both.
         let attempt = async {
-            let (_client, mut stream) = events.subscribe(None).await?;
+            // Only this event's transitions: the event system reads its
+            // history, not the whole system's feed.
+            let (_client, mut stream) = events
+                .subscribe(None, Some(TransitionFilter::event_ids([id])))
+                .await?;
             let mut event = events.get(id).await?;
             loop {
                 progress.update(&format!("event {id}: {}", event.state));

@@ -235,31 +235,47 @@ impl MessageBus for EmbeddedBus {
     /// visible now; a message still queued or leased is left as it is. The
     /// queue's copy is the outbox's: `outgoing.message` only names it.
     async fn publish(&self, outgoing: &Outgoing) -> BusResult<Published> {
-        Ok(
-            match self.store.requeue(&outgoing.message.event_id, now_ms())? {
-                Requeue::Requeued => Published::Sent,
-                Requeue::StillQueued => Published::StillQueued,
-                Requeue::NotInOutbox => Published::Settled,
-            },
-        )
-    }
-
-    /// Leases from the store's queue, then signs each message: outside the
-    /// store's writer lock, so signing never holds up a write.
-    async fn pull(&self, max: usize, lease: Duration) -> BusResult<Pulled> {
-        let (lease, messages) = self.store.pull(max, lease.as_millis() as u64, now_ms())?;
-        Ok(Pulled {
-            lease_id: lease.lease_id,
-            deadline_ms: lease.deadline_ms,
-            messages: messages
-                .into_iter()
-                .map(|message| Delivery::Message(message.signed(&self.key)))
-                .collect(),
+        let id = outgoing.message.event_id.clone();
+        let requeued = self
+            .store
+            .blocking(move |store| store.requeue(&id, now_ms()))
+            .await?;
+        Ok(match requeued {
+            Requeue::Requeued => Published::Sent,
+            Requeue::StillQueued => Published::StillQueued,
+            Requeue::NotInOutbox => Published::Settled,
         })
     }
 
+    /// Leases from the store's queue (off the async workers: a pull that
+    /// leases writes, and waits for its fsync), then signs each message:
+    /// outside the store's writer lock, so signing never holds up a write.
+    async fn pull(&self, max: usize, lease: Duration) -> BusResult<Pulled> {
+        let lease_ms = lease.as_millis() as u64;
+        let key = self.key.clone();
+        let pulled = self
+            .store
+            .blocking(move |store| {
+                let (lease, messages) = store.pull(max, lease_ms, now_ms())?;
+                Ok(Pulled {
+                    lease_id: lease.lease_id,
+                    deadline_ms: lease.deadline_ms,
+                    messages: messages
+                        .into_iter()
+                        .map(|message| Delivery::Message(message.signed(&key)))
+                        .collect(),
+                })
+            })
+            .await?;
+        Ok(pulled)
+    }
+
     async fn ack(&self, lease_id: &str, messages: Option<Vec<String>>) -> BusResult<usize> {
-        Ok(self.store.ack(lease_id, messages.as_deref(), now_ms())?)
+        let lease_id = lease_id.to_owned();
+        Ok(self
+            .store
+            .blocking(move |store| store.ack(&lease_id, messages.as_deref(), now_ms()))
+            .await?)
     }
 
     async fn depth(&self) -> BusResult<u64> {
@@ -268,7 +284,10 @@ impl MessageBus for EmbeddedBus {
 
     async fn prune_expired_leases(&self) -> BusResult<usize> {
         let before = now_ms().saturating_sub(EXPIRED_LEASE_RETENTION.as_millis() as u64);
-        Ok(self.store.prune_leases(before)?)
+        Ok(self
+            .store
+            .blocking(move |store| store.prune_leases(before))
+            .await?)
     }
 }
 
@@ -311,6 +330,7 @@ mod tests {
                         confirmed_by: vec!["a".into()],
                         nodes_asked: 1,
                     }),
+                    proof: None,
                 }],
                 now,
                 now,

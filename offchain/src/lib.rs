@@ -22,7 +22,15 @@
 //! - the reconciler ([`reconciler::Reconciler`]): re-checks Registered
 //!   events after a grace period, hands unreceipted instructions to the bus
 //!   again;
+//! - the log summary ([`summary`]): one INFO line per interval in which
+//!   something happened (events per state, receipts, re-sends, the
+//!   watcher's lag); each event's own lines are DEBUG;
 //! - the Prometheus endpoint ([`metrics`]), if enabled.
+//!
+//! Every store call that writes (and so may wait for an fsync) or scans
+//! runs off the async workers: on the registration writer's thread, or on
+//! tokio's blocking pool ([`store::EventStore::blocking`], and the
+//! `blocking` methods of the API).
 //!
 //! ## Main types
 //!
@@ -48,6 +56,7 @@ pub mod nodes;
 pub mod reconciler;
 pub mod rpc;
 pub mod store;
+pub mod summary;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 pub mod watcher;
@@ -59,6 +68,7 @@ use std::time::Duration;
 
 use jsonrpsee::server::ServerHandle;
 use lockstep_api::client::{ClientOptions, TrustedCas};
+pub use lockstep_api::proof::ChainTrust;
 use lockstep_runtime::{AccountId, Keypair};
 use lockstep_service::auth::{
     AuthError, Credentials, Gate, Guard, RateLimit, RateLimiter, Refusals,
@@ -115,6 +125,11 @@ pub struct Config {
     pub nodes: Vec<String>,
     /// The share of nodes that must agree.
     pub quorum: Quorum,
+    /// The chain's id and validator set, from its chain spec
+    /// (`--chain-spec`): every block's justification is verified against
+    /// it before an event moves on that block. [`Config::new`] leaves it
+    /// unset and [`start`] refuses to run without it.
+    pub chain: Option<ChainTrust>,
     /// Data directory (the store is `<base>/events`).
     pub base_path: PathBuf,
     /// RPC listen address (port 0 picks one).
@@ -176,6 +191,8 @@ pub struct Config {
     pub max_catch_up: u64,
     /// fsync every write (survives power loss, not only crashes).
     pub sync_writes: bool,
+    /// How often the log summary is considered ([`summary`]).
+    pub summary_interval: Duration,
 }
 
 impl Config {
@@ -184,6 +201,7 @@ impl Config {
         Config {
             nodes,
             quorum: Quorum::default(),
+            chain: None,
             base_path,
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 9955)),
             tls: None,
@@ -205,6 +223,7 @@ impl Config {
             watcher_retry: Duration::from_secs(1),
             max_catch_up: 10_000,
             sync_writes: true,
+            summary_interval: summary::SUMMARY_INTERVAL,
         }
     }
 }
@@ -215,6 +234,9 @@ pub enum ServiceError {
     /// No node configured.
     #[error("at least one node URL is required")]
     NoNodes,
+    /// No chain spec: blocks could not be verified.
+    #[error("the chain spec is required (--chain-spec): block justifications are verified against its validators")]
+    NoChainSpec,
     /// A node URL is unusable.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -279,11 +301,15 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     if config.nodes.is_empty() {
         return Err(ServiceError::NoNodes);
     }
+    let Some(trust) = config.chain.clone() else {
+        return Err(ServiceError::NoChainSpec);
+    };
+    let metrics = Arc::new(Metrics::default());
     let node_options = ClientOptions::new(config.call_timeout).with_cas(config.node_cas.clone());
     let nodes = config
         .nodes
         .iter()
-        .map(|url| Node::new(url, &node_options))
+        .map(|url| Node::new(url, &node_options, metrics.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     // Credentials before anything is opened: a bad file stops the start.
     let credentials = match &config.auth {
@@ -316,10 +342,10 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     std::fs::create_dir_all(&path)
         .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
     let store = Arc::new(EventStore::open(&path, config.sync_writes)?);
-    let metrics = Arc::new(Metrics::default());
     let confirmer = Arc::new(QuorumConfirmer::new(
         nodes,
         config.quorum,
+        trust,
         store.clone(),
         metrics.clone(),
         RecheckPolicy {
@@ -344,7 +370,8 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         refusals.clone(),
     )
     .with_registered_bound(config.max_registered_per_credential)
-    .with_validity_bound(config.max_validity_blocks, metrics.clone());
+    .with_validity_bound(config.max_validity_blocks, metrics.clone())
+    .with_metrics(metrics.clone());
     let registrar_done = handler.registrar_done();
     let tls = config.tls.is_some();
     let (rpc, rpc_addr) = rpc::start(
@@ -398,7 +425,13 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     );
     let tasks = vec![
         tokio::spawn(watcher.run(shutdown_rx.clone())),
-        tokio::spawn(reconciler.run(shutdown_rx)),
+        tokio::spawn(reconciler.run(shutdown_rx.clone())),
+        tokio::spawn(summary::run(
+            store.clone(),
+            metrics.clone(),
+            config.summary_interval,
+            shutdown_rx,
+        )),
     ];
     Ok(RunningService {
         rpc_addr,
@@ -430,9 +463,10 @@ impl RunningService {
 
     /// Stops the tasks (each finishes the write it is making: every write
     /// is one batch, so nothing is left half-done), then the RPC server,
-    /// then waits for the registration writer to let go of the store, so
-    /// that the store may be opened again once this returns (bounded: a
-    /// writer still held after [`STOP_WAIT`] is logged and left).
+    /// then waits for the registration writer and every store call still
+    /// running off the async workers to let go of the store, so that the
+    /// store may be opened again once this returns (bounded: a store still
+    /// held after [`STOP_WAIT`] is logged and left).
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks.drain(..) {
@@ -444,9 +478,17 @@ impl RunningService {
             task.abort();
         }
         let done = self.registrar_done.clone();
+        let closed = self.store.on_close();
         drop(self);
         if tokio::time::timeout(STOP_WAIT, done.wait()).await.is_err() {
             tracing::warn!(target: "lockstep::offchain", "the registration writer has not ended {STOP_WAIT:?} after the server stopped");
+            return;
+        }
+        if tokio::time::timeout(STOP_WAIT, closed.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(target: "lockstep::offchain", "the event store is still held {STOP_WAIT:?} after the server stopped");
         }
     }
 }

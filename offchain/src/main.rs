@@ -155,11 +155,17 @@ struct RunArgs {
     /// --insecure-no-auth, whose anonymous caller has no rate either.
     #[arg(long, default_value_t = DEFAULT_MAX_REGISTERED_PER_CREDENTIAL)]
     max_registered_per_credential: u64,
-    /// The chain spec's maxValidityBlocks (`system_properties` on a node
-    /// tells it): registrations valid for more than twice this past the
-    /// chain's head are refused.
-    #[arg(long, default_value_t = lockstep_runtime::DEFAULT_MAX_VALIDITY_BLOCKS)]
-    max_validity_blocks: u64,
+    /// The chain spec the nodes run (JSON, as `lockstep-node build-spec`
+    /// writes it): every block's justification is verified against its
+    /// validators and chain id before an event moves on that block, so
+    /// no node, nor a quorum of them, can prove a block the validators did
+    /// not finalize.
+    #[arg(long, value_name = "FILE")]
+    chain_spec: PathBuf,
+    /// Overrides the chain spec's maxValidityBlocks: registrations valid
+    /// for more than twice this past the chain's head are refused.
+    #[arg(long)]
+    max_validity_blocks: Option<u64>,
     /// The event system's key file (from `lockstep-offchain key generate`;
     /// mode 0600): it signs every payment instruction, and the bridge is
     /// given its public key as --event-system-key.
@@ -240,7 +246,19 @@ async fn main() -> anyhow::Result<()> {
         burst: args.register_burst,
     };
     config.max_registered_per_credential = args.max_registered_per_credential;
-    config.max_validity_blocks = args.max_validity_blocks;
+    let spec_text = std::fs::read_to_string(&args.chain_spec)
+        .with_context(|| format!("cannot read the chain spec {}", args.chain_spec.display()))?;
+    let spec = lockstep_runtime::ChainSpec::from_json(&spec_text)
+        .map_err(|e| anyhow::anyhow!("chain spec {}: {e}", args.chain_spec.display()))?;
+    config.chain = Some(
+        lockstep_offchain::ChainTrust::from_spec(&spec).ok_or_else(|| {
+            anyhow::anyhow!(
+                "chain spec {}: its validator set is empty or repeats a validator",
+                args.chain_spec.display()
+            )
+        })?,
+    );
+    config.max_validity_blocks = args.max_validity_blocks.unwrap_or(spec.max_validity_blocks);
     // Watched before the start, so that a SIGHUP sent once the address
     // line is out reloads rather than kills.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

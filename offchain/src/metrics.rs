@@ -34,18 +34,27 @@ pub struct Metrics {
     pub quorum_undecided: AtomicU64,
     /// Node calls that failed or timed out.
     pub node_errors: AtomicU64,
+    /// JSON-RPC calls made to nodes (each call of a batch counts).
+    pub node_calls: AtomicU64,
+    /// Blocks whose proof did not verify from any node (justification,
+    /// transaction or receipt roots): their events did not move.
+    pub proof_failures: AtomicU64,
     /// Messages in the bus not acknowledged.
     pub bus_depth: AtomicU64,
     /// PendingAccount events past the overdue threshold.
     pub overdue: AtomicU64,
     /// Instructions re-queued by the reconciler.
     pub resends: AtomicU64,
+    /// Failure receipts recorded (the bridge could not pay).
+    pub failure_receipts: AtomicU64,
     /// Events cancelled because their finalized transfer does not commit
     /// to them (registered by hash for someone else's transfer, or for one
     /// committing to another event or instruction).
     pub not_committed: AtomicU64,
     /// Last finalized height the watcher processed.
     pub watcher_height: AtomicU64,
+    /// Last finalized height a node reported to the watcher.
+    pub finalized_head: AtomicU64,
     /// Times the watcher switched to another node.
     pub watcher_failovers: AtomicU64,
     /// From a finalized block reaching the watcher to the quorum's decision
@@ -68,11 +77,15 @@ impl Default for Metrics {
             quorum_disagreements: AtomicU64::new(0),
             quorum_undecided: AtomicU64::new(0),
             node_errors: AtomicU64::new(0),
+            node_calls: AtomicU64::new(0),
+            proof_failures: AtomicU64::new(0),
             bus_depth: AtomicU64::new(0),
             overdue: AtomicU64::new(0),
             resends: AtomicU64::new(0),
+            failure_receipts: AtomicU64::new(0),
             not_committed: AtomicU64::new(0),
             watcher_height: AtomicU64::new(0),
+            finalized_head: AtomicU64::new(0),
             watcher_failovers: AtomicU64::new(0),
             confirmation_seconds: lockstep_service::metrics::seconds_histogram(),
             rpc_times: RpcTimes::default(),
@@ -113,7 +126,7 @@ impl Exposed for Metrics {
                 ("Cancelled", get(&self.cancelled)),
             ],
         )?;
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "lockstep_offchain_transitions",
                 "Transitions recorded, registrations included",
@@ -140,9 +153,24 @@ impl Exposed for Metrics {
                 &self.node_errors,
             ),
             (
+                "lockstep_offchain_node_calls",
+                "JSON-RPC calls made to nodes, each call of a batch counted",
+                &self.node_calls,
+            ),
+            (
+                "lockstep_offchain_proof_failures",
+                "Blocks whose proof no node could serve: justification, transaction or receipt roots did not verify",
+                &self.proof_failures,
+            ),
+            (
                 "lockstep_offchain_resends",
                 "Payment instructions re-queued",
                 &self.resends,
+            ),
+            (
+                "lockstep_offchain_failure_receipts",
+                "Failure receipts recorded (the bridge could not pay)",
+                &self.failure_receipts,
             ),
             (
                 "lockstep_offchain_watcher_failovers",
@@ -172,6 +200,11 @@ impl Exposed for Metrics {
             "lockstep_offchain_watcher_height",
             "Last finalized height processed",
             get(&self.watcher_height),
+        )?;
+        out.gauge(
+            "lockstep_offchain_finalized_head",
+            "Last finalized height a node reported to the watcher",
+            get(&self.finalized_head),
         )
     }
 }

@@ -1,14 +1,20 @@
 //! Clients for the configured chain nodes, through the node's typed
 //! interface (`lockstep_api::node`): `tx_getStatus` in JSON-RPC batches with
-//! a per-call timeout, and the block fetches the watcher needs.
+//! a per-call timeout, and the block, block hash and receipt fetches of the
+//! watcher and the confirmer. Every call is counted in
+//! [`Metrics::node_calls`] (each call of a batch on its own).
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::ws_client::WsClient;
 use lockstep_api::client::{self, ClientOptions};
-use lockstep_api::node::{self, BlockView, ChainApiClient, TxStatusView};
-use lockstep_runtime::{BlockNumber, Hash, Header};
+use lockstep_api::node::{self, ChainApiClient, SignedBlockView, TxStatusView};
+use lockstep_runtime::{BlockNumber, Hash, Header, Receipt};
+
+use crate::metrics::Metrics;
 
 /// Why a node call failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,20 +42,33 @@ pub struct Node {
     pub ws_url: String,
     http: HttpClient,
     options: ClientOptions,
+    metrics: Arc<Metrics>,
 }
 
 impl Node {
     /// A client for `url` (`http://`, `https://`, `ws://` or `wss://`; both
     /// protocols share the node's port), with `options`' timeout and
-    /// trusted CAs. Nothing is connected yet.
-    pub fn new(url: &str, options: &ClientOptions) -> Result<Node, NodeError> {
+    /// trusted CAs, counting its calls in `metrics`. Nothing is connected
+    /// yet.
+    pub fn new(
+        url: &str,
+        options: &ClientOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Node, NodeError> {
         let (_, ws_url) = client::endpoint_urls(url)?;
         Ok(Node {
             url: url.to_owned(),
             ws_url,
             http: client::http_with(url, options)?,
             options: options.clone(),
+            metrics,
         })
+    }
+
+    fn count(&self, calls: usize) {
+        self.metrics
+            .node_calls
+            .fetch_add(calls as u64, Ordering::Relaxed);
     }
 
     /// A WebSocket client of the node (for subscriptions), trusting the
@@ -77,22 +96,63 @@ impl Node {
         &self,
         hashes: &[Hash],
     ) -> Result<Vec<Option<TxStatusView>>, NodeError> {
+        self.count(hashes.len());
         let answers = node::tx_statuses(&self.http, hashes)
             .await
             .map_err(|e| self.call_error(e))?;
         Ok(answers.into_iter().map(Result::ok).collect())
     }
 
-    /// The finalized block at `number`, if the node has it.
-    pub async fn block_at(&self, number: BlockNumber) -> Result<Option<BlockView>, NodeError> {
-        Ok(node::block_at(&self.http, number)
+    /// The finalized block at `number` with its justification, if the node
+    /// has it (its hash checked against the one the node names for the
+    /// height).
+    pub async fn block_at(
+        &self,
+        number: BlockNumber,
+    ) -> Result<Option<SignedBlockView>, NodeError> {
+        self.count(2);
+        node::block_at(&self.http, number)
             .await
-            .map_err(|e| self.call_error(e))?
-            .map(|signed| signed.block))
+            .map_err(|e| self.call_error(e))
+    }
+
+    /// The block with hash `hash` and its justification, if the node has
+    /// it; a block with another hash is an error.
+    pub async fn block(&self, hash: Hash) -> Result<Option<SignedBlockView>, NodeError> {
+        self.count(1);
+        match self.http.block(Some(hash)).await {
+            Ok(Some(block)) if block.block.header.hash() == hash => Ok(Some(block)),
+            Ok(Some(_)) => Err(NodeError::Call {
+                url: self.url.clone(),
+                reason: format!("chain_getBlock({hash}) returned a block with another hash"),
+            }),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.call_error(e)),
+        }
+    }
+
+    /// The hash of the finalized block at `number`, if the node has one.
+    pub async fn block_hash(&self, number: BlockNumber) -> Result<Option<Hash>, NodeError> {
+        self.count(1);
+        self.http
+            .block_hash(Some(number))
+            .await
+            .map_err(|e| self.call_error(e))
+    }
+
+    /// The receipts of the block with hash `hash`, in transaction order,
+    /// if the node has it.
+    pub async fn receipts(&self, hash: Hash) -> Result<Option<Vec<Receipt>>, NodeError> {
+        self.count(1);
+        self.http
+            .receipts(hash)
+            .await
+            .map_err(|e| self.call_error(e))
     }
 
     /// The node's finalized head.
     pub async fn head(&self) -> Result<Header, NodeError> {
+        self.count(1);
         self.http
             .header(None)
             .await

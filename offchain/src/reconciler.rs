@@ -17,6 +17,11 @@
 //!   threshold; they are counted, listed by `event_list {overdue: true}` and
 //!   logged).
 //!
+//! Every store call of a pass runs on tokio's blocking pool
+//! ([`EventStore::blocking`]): the writes wait for their fsync, and none of
+//! it holds up an async worker. A re-send is counted in the metrics and
+//! logged at DEBUG (the log summary, `crate::summary`, counts them).
+//!
 //! A re-send is two writes: the bus's (the send) and then the store's (the
 //! resend count and the next look). A crash between them leaves the send
 //! done and the event still due: the next pass sends the same generation
@@ -30,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::bus::{BusError, MessageBus, Outgoing, Published};
-use crate::confirmer::{QuorumConfirmer, TxBodies};
+use crate::confirmer::QuorumConfirmer;
 use crate::metrics::Metrics;
 use crate::store::{EventStore, StoreError};
 use lockstep_api::lifecycle::State;
@@ -122,19 +127,29 @@ impl Reconciler {
     /// One pass; returns the overdue count.
     pub async fn pass(&self) -> Result<u64, ReconcilerError> {
         let now = now_ms();
-        let registered = self.store.due(State::Registered, now, MAX_PER_PASS)?;
+        let registered = self
+            .store
+            .blocking(move |store| store.due(State::Registered, now, MAX_PER_PASS))
+            .await?;
         if !registered.is_empty() {
             // No block at hand: the confirmer fetches the ones it needs.
-            self.confirmer.confirm(&registered, TxBodies::new()).await?;
+            self.confirmer.confirm(&registered).await?;
         }
-        for id in self.store.due(State::PendingAccount, now, MAX_PER_PASS)? {
-            self.resend(&id, now).await?;
+        let owed = self
+            .store
+            .blocking(move |store| store.due(State::PendingAccount, now, MAX_PER_PASS))
+            .await?;
+        for id in owed {
+            self.resend(id, now).await?;
         }
         // Leases expired a while ago: their messages are long back in the
         // queue; an ack for them is refused as unknown.
         self.bus.prune_expired_leases().await?;
         let overdue_ms = self.settings.overdue_after.as_millis() as u64;
-        let stats = self.store.stats(now, overdue_ms)?;
+        let stats = self
+            .store
+            .blocking(move |store| store.stats(now, overdue_ms))
+            .await?;
         let m = &self.metrics;
         m.registered.store(stats.registered, Ordering::Relaxed);
         m.pending_account
@@ -151,9 +166,14 @@ impl Reconciler {
     /// The resend check of one PendingAccount event whose next look is due:
     /// hands its instruction to the bus with the next generation, then
     /// records what the bus did and when to look again.
-    async fn resend(&self, id: &str, now: u64) -> Result<(), ReconcilerError> {
+    async fn resend(&self, id: String, now: u64) -> Result<(), ReconcilerError> {
         // None: the event left PendingAccount since it was listed.
-        let Some(owed) = self.store.pending_instruction(id)? else {
+        let read = id.clone();
+        let Some(owed) = self
+            .store
+            .blocking(move |store| store.pending_instruction(&read))
+            .await?
+        else {
             return Ok(());
         };
         let outgoing = Outgoing {
@@ -165,14 +185,19 @@ impl Reconciler {
             Published::StillQueued | Published::Settled => None,
         };
         let settings = self.settings;
-        let next_due = |resends: u32| {
+        let next_due = move |resends: u32| {
             now.saturating_add(
                 backoff(settings.resend_base, settings.resend_cap, resends).as_millis() as u64,
             )
         };
-        if self.store.record_resend(id, sent, next_due)? {
+        let recorded = id.clone();
+        let counted = self
+            .store
+            .blocking(move |store| store.record_resend(&recorded, sent, next_due))
+            .await?;
+        if counted {
             Metrics::inc(&self.metrics.resends);
-            tracing::info!(target: "lockstep::offchain", "event {id:?}: no receipt yet; instruction re-sent");
+            tracing::debug!(target: "lockstep::offchain", "event {id:?}: no receipt yet; instruction re-sent");
         }
         Ok(())
     }

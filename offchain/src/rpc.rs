@@ -19,6 +19,7 @@ use lockstep_api::offchain::{
     BusApiServer, EventApiServer, ItemResult, ListParams, Page, Stats, DEFAULT_PAGE,
     MAX_BATCH_ITEMS, MAX_CURSOR, MAX_PAGE,
 };
+use lockstep_api::proof::EventProof;
 use lockstep_runtime::AccountId;
 use lockstep_service::auth::{self, Caller, Guard, RateLimiter, Refusal, Refusals};
 use lockstep_service::now_ms;
@@ -29,6 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::bus::{BusError, MessageBus};
 use crate::metrics::Metrics;
 use crate::store::{EventStore, ListQuery, Registrant, StoreError, StoreResult, Submission};
+
+mod subscription;
+use subscription::TransitionSource;
 
 fn check_batch_len(len: usize) -> RpcResult<()> {
     if len > MAX_BATCH_ITEMS {
@@ -67,7 +71,7 @@ impl From<StoreError> for ErrorObjectOwned {
                 };
                 return error_with(TOO_MANY_PENDING, e.to_string(), data);
             }
-            StoreError::Db(_) | StoreError::Corrupt(_) => {
+            StoreError::Db(_) | StoreError::Corrupt(_) | StoreError::Task(_) => {
                 tracing::error!(target: "lockstep::offchain", "store error: {e}");
                 return error(INTERNAL, "internal error: the event store failed");
             }
@@ -106,6 +110,8 @@ pub struct EventRpc {
     /// The chain's validity window and where the watcher is; none: no
     /// bound (tests of the RPC alone).
     validity: Option<(u64, Arc<Metrics>)>,
+    /// Where receipts are counted; none: nowhere (tests of the RPC alone).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// What bounds each caller's registrations: its payer scope (on its
@@ -213,7 +219,15 @@ impl EventRpc {
             overdue_after,
             callers: CallerLimits::default(),
             validity: None,
+            metrics: None,
         }
+    }
+
+    /// The same handler, counting what it records in `metrics` (for the
+    /// metrics endpoint and the log summary).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> EventRpc {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// What resolves once the registration writer has ended (after the
@@ -399,16 +413,21 @@ async fn registered(
     Ok(event)
 }
 
-fn log_receipt(receipt: &PaymentReceipt, event: &Event, written: bool) {
+/// A recorded receipt: counted, and logged at DEBUG (one line per event;
+/// the log summary, `crate::summary`, counts them at INFO).
+fn log_receipt(metrics: Option<&Metrics>, receipt: &PaymentReceipt, event: &Event, written: bool) {
     if receipt.is_failure() {
-        tracing::warn!(
+        if let Some(metrics) = metrics {
+            Metrics::inc(&metrics.failure_receipts);
+        }
+        tracing::debug!(
             target: "lockstep::offchain",
             "event {:?}: the bridge could not pay: {}",
             event.id,
             receipt.reason.as_deref().unwrap_or_default()
         );
     } else if written {
-        tracing::info!(target: "lockstep::offchain", "event {:?} -> Completed ({})", event.id, receipt.payment_reference);
+        tracing::debug!(target: "lockstep::offchain", "event {:?} -> Completed ({})", event.id, receipt.payment_reference);
     }
 }
 
@@ -506,7 +525,7 @@ impl EventApiServer for EventRpc {
                         .next()
                         .unwrap_or_else(|| Err(StoreError::Corrupt("missing result".into())));
                     if let (Some(receipt), Ok((event, written))) = (verified.next(), &outcome) {
-                        log_receipt(receipt, event, *written);
+                        log_receipt(self.metrics.as_deref(), receipt, event, *written);
                     }
                     outcome.map(|(event, _)| event).map_err(Into::into).into()
                 }
@@ -528,6 +547,18 @@ impl EventApiServer for EventRpc {
             return Err(StoreError::NotFound(id).into());
         }
         Ok(history)
+    }
+
+    fn proof(&self, id: String) -> RpcResult<Option<EventProof>> {
+        checked_id(&id)?;
+        if let Some(proof) = self.store.proof(&id)? {
+            return Ok(Some(proof));
+        }
+        // None for an event without one; an unknown id is refused.
+        match self.store.get(&id)? {
+            Some(_) => Ok(None),
+            None => Err(StoreError::NotFound(id).into()),
+        }
     }
 
     fn list(&self, params: Option<ListParams>) -> RpcResult<Page> {
@@ -569,31 +600,59 @@ impl EventApiServer for EventRpc {
         &self,
         pending: PendingSubscriptionSink,
         from_seq: Option<u64>,
+        filter: Option<lockstep_api::offchain::TransitionFilter>,
     ) -> SubscriptionResult {
+        let filter = filter.unwrap_or_default();
+        if let Err(e) = filter.check() {
+            pending
+                .reject(error(INVALID_FIELD, format!("filter: {e}")))
+                .await;
+            return Ok(());
+        }
         let mut seq = self.store.watch_seq();
         let mut next = from_seq.unwrap_or_else(|| *seq.borrow() + 1).max(1);
+        let mut source = TransitionSource::of(&filter);
+        if let Err(e) = source.forget_finished(&self.store, next) {
+            tracing::error!(target: "lockstep::offchain", "subscription: {e}");
+            pending
+                .reject(error(INTERNAL, "internal error: the event store failed"))
+                .await;
+            return Ok(());
+        }
         let sink = pending.accept().await?;
         loop {
             // Mark the current value seen *before* reading the store, so a
-            // write landing after the read still wakes us.
-            seq.borrow_and_update();
-            let batch = match self.store.transitions_from(next, 256) {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::error!(target: "lockstep::offchain", "subscription: {e}");
-                    return Ok(());
+            // write landing after the read still wakes us. Every transition
+            // up to it is written (the store publishes a seq once its batch
+            // is), so a read up to it misses none and keeps seq order.
+            let last = *seq.borrow_and_update();
+            if next <= last && !source.is_done() {
+                let (batch, through) = match source.read(&self.store, next, last) {
+                    Ok(read) => read,
+                    Err(e) => {
+                        tracing::error!(target: "lockstep::offchain", "subscription: {e}");
+                        return Ok(());
+                    }
+                };
+                for transition in batch {
+                    if filter.matches(&transition) {
+                        sink.send(to_json_raw_value(&transition)?).await?;
+                    }
+                    source.passed(&transition);
                 }
-            };
-            if batch.is_empty() {
-                tokio::select! {
-                    _ = sink.closed() => return Ok(()),
-                    changed = seq.changed() => if changed.is_err() { return Ok(()) },
+                next = through + 1;
+                if through < last {
+                    continue;
                 }
-                continue;
             }
-            for transition in batch {
-                next = transition.seq + 1;
-                sink.send(to_json_raw_value(&transition)?).await?;
+            if source.is_done() {
+                // Every event followed is final: nothing more will come.
+                sink.closed().await;
+                return Ok(());
+            }
+            tokio::select! {
+                _ = sink.closed() => return Ok(()),
+                changed = seq.changed() => if changed.is_err() { return Ok(()) },
             }
         }
     }
@@ -601,7 +660,7 @@ impl EventApiServer for EventRpc {
     fn post_receipt(&self, receipt: PaymentReceipt) -> RpcResult<Event> {
         self.verify_receipt(&receipt)?;
         let (event, written) = self.store.post_receipt(&receipt, now_ms())?;
-        log_receipt(&receipt, &event, written);
+        log_receipt(self.metrics.as_deref(), &receipt, &event, written);
         Ok(event)
     }
 }

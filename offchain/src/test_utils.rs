@@ -26,13 +26,13 @@ use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::ws_client::WsClient;
 use lockstep_api::client::{self, BearerToken, ClientOptions, TrustedCas};
 use lockstep_api::event::{Event, Transition};
-use lockstep_api::offchain::{EventApiClient, Role, Stats};
-use lockstep_runtime::{AccountId, Hash};
+use lockstep_api::offchain::{EventApiClient, Role, Stats, TransitionFilter};
+use lockstep_runtime::{AccountId, Hash, Keypair};
 use lockstep_service::auth::{Roles, TokenHash};
 use lockstep_service::tls::{server_urls, ServerTls};
 
 use crate::metrics::Metrics;
-use crate::{Auth, Config, RunningService};
+use crate::{Auth, ChainTrust, Config, RunningService};
 
 /// Generous bound on the waits here, so a bug fails the test rather than
 /// hanging it. Not a timing assertion.
@@ -123,6 +123,45 @@ pub fn write_dev_credentials(path: &Path) -> std::io::Result<()> {
         options.mode(0o600);
     }
     options.open(path)?.write_all(text.as_bytes())
+}
+
+/// The chain id of the dev nodes the tests run (`lockstep_node::test_utils::DEV_CHAIN_ID`,
+/// which this crate cannot name: it does not depend on the node).
+pub const DEV_CHAIN_ID: &str = "lockstep-test";
+
+/// What the dev nodes' chain [`DEV_CHAIN_ID`] is trusted as: validated by
+/// `alice` alone (the node's `test_utils::dev_spec`).
+pub fn dev_chain() -> ChainTrust {
+    dev_chain_for(DEV_CHAIN_ID)
+}
+
+/// A dev chain named `chain_id`, validated by `alice` alone: what the
+/// node's `test_utils::dev_spec(chain_id)` runs.
+pub fn dev_chain_for(chain_id: &str) -> ChainTrust {
+    ChainTrust::from_spec(&lockstep_runtime::ChainSpec::dev(
+        chain_id,
+        &[Keypair::dev("alice").public()],
+    ))
+    .expect("one validator is a valid set")
+}
+
+/// The trust of the dev chain whose id the first answering node of
+/// `config.nodes` names (`system_properties`): the tests of each crate run
+/// dev nodes of their own chain id, all validated by `alice`. If no node
+/// answers, [`dev_chain`].
+async fn dev_chain_of(config: &Config) -> ChainTrust {
+    let options = ClientOptions::new(client::DEFAULT_TIMEOUT).with_cas(config.node_cas.clone());
+    for url in &config.nodes {
+        let Ok(node) = client::http_with(url, &options) else {
+            continue;
+        };
+        if let Ok(properties) = lockstep_api::node::SystemApiClient::properties(&node).await {
+            return dev_chain_for(&properties.chain_id);
+        }
+    }
+    // None answers (e.g. a test of an event system that may not reach
+    // its nodes): it will not verify anything either way.
+    dev_chain()
 }
 
 /// [`Config::new`] with quick re-checks and re-sends, JSON-RPC on
@@ -219,6 +258,9 @@ impl EventSystem {
         let (server_tls, cas) = tls.unzip();
         config.tls = server_tls;
         configure(&mut config);
+        if config.chain.is_none() {
+            config.chain = Some(dev_chain_of(&config).await);
+        }
         let tls = config.tls.is_some();
         assert!(
             !tls || cas.is_some(),
@@ -304,12 +346,13 @@ impl EventSystem {
     }
 
     /// Waits until `id` moves to the state named `state` (a
-    /// [`lockstep_api::lifecycle::State`]'s name), following `event_subscribe` from the start; panics if it
-    /// moves to another final state first, or after [`PATIENCE`].
+    /// [`lockstep_api::lifecycle::State`]'s name), following `event_subscribe` from the start,
+    /// filtered to `id`; panics if it moves to another final state first,
+    /// or after [`PATIENCE`].
     pub async fn await_transition(&self, id: &str, state: &str) {
         let mut feed = self
             .ws
-            .subscribe_transitions(Some(1))
+            .subscribe_transitions(Some(1), Some(TransitionFilter::event_ids([id])))
             .await
             .unwrap_or_else(|e| panic!("event_subscribe: {e}"));
         let wait = async {

@@ -2,12 +2,11 @@
 //! WebSocket subscription, and fails over to the next node when that one
 //! fails (connection refused, subscription closed, call error).
 //!
-//! For each finalized block it hashes the extrinsics (`tx_hash =
-//! SHA-256(encoded extrinsic)`), looks them up in the store's tx index and
-//! hands the events found to the [`QuorumConfirmer`], with their
-//! transfers' bytes (so that the commitment of an event registered by hash
-//! is checked without another call). Only then is the
-//! block's height persisted: a crash re-processes a block (harmless: moves
+//! Each finalized block goes, with its justification, to the
+//! [`QuorumConfirmer`], which looks its transactions up in the store's tx
+//! index (`tx_hash = SHA-256(encoded extrinsic)`) and, when it holds
+//! registered transfers, proves the block and moves their events (see its
+//! docs). Only then is the block's height persisted: a crash re-processes a block (harmless: moves
 //! are refused once made) rather than skipping one. After a restart it
 //! resumes from the persisted height, fetching missed blocks by number (at
 //! most `max_catch_up` of them; the reconciler re-checks whatever is older).
@@ -17,12 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_api::client::{self, Subscription};
-use lockstep_api::node::{BlockView, ChainApiClient};
-use lockstep_runtime::primitives::from_hex;
-use lockstep_runtime::{BlockNumber, Hash, Header};
+use lockstep_api::node::{ChainApiClient, SignedBlockView};
+use lockstep_runtime::{BlockNumber, Header};
 use tokio::sync::watch;
 
-use crate::confirmer::{QuorumConfirmer, TxBodies};
+use crate::confirmer::QuorumConfirmer;
 use crate::metrics::Metrics;
 use crate::nodes::Node;
 use crate::store::EventStore;
@@ -116,6 +114,7 @@ impl ChainWatcher {
     }
 
     async fn catch_up(&self, node: &Node, head: BlockNumber) -> Result<(), String> {
+        self.metrics.finalized_head.store(head, Ordering::Relaxed);
         let last = self.store.last_height().map_err(|e| e.to_string())?;
         let mut start = match last {
             Some(last) => last + 1,
@@ -142,9 +141,10 @@ impl ChainWatcher {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("node has no block #{number}"))?;
-            self.process(&block).await?;
+            self.process(block).await?;
             self.store
-                .set_last_height(number)
+                .blocking(move |store| store.set_last_height(number))
+                .await
                 .map_err(|e| e.to_string())?;
             self.metrics.watcher_height.store(number, Ordering::Relaxed);
         }
@@ -152,28 +152,17 @@ impl ChainWatcher {
         Ok(())
     }
 
-    async fn process(&self, block: &BlockView) -> Result<(), String> {
-        let started = std::time::Instant::now();
-        let mut ids = Vec::new();
-        let mut bodies = TxBodies::new();
-        for extrinsic in &block.extrinsics {
-            let bytes = from_hex(extrinsic).map_err(|e| format!("block extrinsic: {e}"))?;
-            let hash = Hash::digest(&bytes);
-            if let Some(id) = self.store.id_by_tx(&hash).map_err(|e| e.to_string())? {
-                ids.push(id);
-                bodies.insert(hash, bytes);
-            }
-        }
-        if !ids.is_empty() {
+    async fn process(&self, block: SignedBlockView) -> Result<(), String> {
+        let summary = self
+            .confirmer
+            .confirm_block(block)
+            .await
+            .map_err(|e| e.to_string())?;
+        if summary.moved > 0 || summary.undecided > 0 {
             tracing::debug!(
                 target: "lockstep::offchain",
-                "block #{}: {} registered transfers", block.header.number, ids.len()
+                "block: {} events moved, {} undecided", summary.moved, summary.undecided
             );
-            self.confirmer
-                .confirm(&ids, bodies)
-                .await
-                .map_err(|e| e.to_string())?;
-            lockstep_service::metrics::observe_since(&self.metrics.confirmation_seconds, started);
         }
         Ok(())
     }

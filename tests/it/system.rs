@@ -238,6 +238,9 @@ impl System {
                 bridge_public.into(),
                 "--key-file".into(),
                 events_key.into(),
+                // Every block's justification is verified against it.
+                "--chain-spec".into(),
+                net.spec_path().into(),
                 // Quick re-checks and re-sends, so that faults heal within
                 // a test's time.
                 "--scan-interval".into(),

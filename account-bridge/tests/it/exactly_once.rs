@@ -279,6 +279,10 @@ impl EventApiServer for StubEventSystem {
         Err(not_in_stub())
     }
 
+    fn proof(&self, _id: String) -> RpcResult<Option<lockstep_api::proof::EventProof>> {
+        Err(not_in_stub())
+    }
+
     fn list(&self, _params: Option<ListParams>) -> RpcResult<Page> {
         Err(not_in_stub())
     }
@@ -291,6 +295,7 @@ impl EventApiServer for StubEventSystem {
         &self,
         pending: PendingSubscriptionSink,
         _from_seq: Option<u64>,
+        _filter: Option<lockstep_api::offchain::TransitionFilter>,
     ) -> SubscriptionResult {
         pending.reject(not_in_stub()).await;
         Ok(())

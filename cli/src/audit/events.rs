@@ -89,20 +89,28 @@ fn legal(from: State, to: State, reason: Option<Reason>) -> bool {
     )
 }
 
+/// Why each cancelled event was cancelled, as its history says (events
+/// whose history was not read, or never reaches Cancelled, are absent).
+pub(super) fn cancel_reasons(
+    histories: &HashMap<String, Result<Vec<Transition>, String>>,
+) -> HashMap<String, Reason> {
+    histories
+        .iter()
+        .filter_map(|(id, history)| {
+            let history = history.as_ref().ok()?;
+            let cancel = history.iter().find(|t| t.to == State::Cancelled)?;
+            Some((id.clone(), cancel.reason?))
+        })
+        .collect()
+}
+
 /// The events cancelled because their transfer does not commit to them:
 /// their transfer may well be finalized and successful, and the chain check
 /// verifies instead that it indeed does not commit.
-pub(super) fn cancelled_not_committed(
-    histories: &HashMap<String, Result<Vec<Transition>, String>>,
-) -> HashSet<String> {
-    histories
+pub(super) fn cancelled_not_committed(reasons: &HashMap<String, Reason>) -> HashSet<String> {
+    reasons
         .iter()
-        .filter(|(_, history)| {
-            history.as_ref().is_ok_and(|h| {
-                h.iter()
-                    .any(|t| t.to == State::Cancelled && t.reason == Some(Reason::NotCommitted))
-            })
-        })
+        .filter(|(_, reason)| **reason == Reason::NotCommitted)
         .map(|(id, _)| id.clone())
         .collect()
 }

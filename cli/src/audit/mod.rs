@@ -19,22 +19,33 @@
 //! - a history read after its event may have moved on past the listed
 //!   state, legally;
 //! - finality never reverts, so what the nodes report last holds for every
-//!   event read earlier.
+//!   event read earlier;
+//! - a proof is written in the same write as the move it proves and never
+//!   removed, so every event decided when listed has its proof when asked
+//!   (after the histories).
 //!
 //! What it checks, per event:
 //! - Completed: a quorum of the nodes agrees the transfer is finalized and
 //!   succeeded, in the block the event's evidence names (evidence
 //!   required); the transfer commits to the event (its bytes, from that
 //!   block, carry the reference `settlement_commitment(event id, payment)`);
-//!   exactly one Paid ledger payment (second read) with the event's id,
-//!   whose payer, payee, amount and currency are the instruction's and
-//!   whose reference is the receipt's.
-//! - PendingAccount: the same on chain; its payment (second read) may exist
-//!   (the receipt is on its way) and, if paid, must then match.
+//!   the event system serves the proof of that outcome (`event_getProof`)
+//!   and, when the chain spec is known (`--chain-spec`, or the dev chain's
+//!   own), it verifies against the spec's validators alone, trusting no
+//!   node: the block justified by a quorum of them, the transfer's receipt
+//!   under its receipts root, the transfer committing to the payment, the
+//!   block the one the evidence names; exactly one Paid ledger payment
+//!   (second read) with the event's id, whose payer, payee, amount and
+//!   currency are the instruction's and whose reference is the receipt's.
+//! - PendingAccount: the same on chain, proof included; its payment (second
+//!   read) may exist (the receipt is on its way) and, if paid, must then
+//!   match.
 //! - Cancelled: no node reports the transfer finalized and successful, or
 //!   (Cancelled as not committed) the finalized transfer does not commit to
-//!   the event; no ledger payment row in either read (no instruction is
-//!   ever sent for it).
+//!   the event; Cancelled on an included transfer (failed, or not
+//!   committed) has its proof, verified as above (one Cancelled as expired
+//!   has nothing included to prove); no ledger payment row in either read
+//!   (no instruction is ever sent for it).
 //! - Registered: no ledger payment row in the first read.
 //! - History: starts with the registration, each move is legal and starts
 //!   where the previous one ended, sequence numbers increase, and it passes
@@ -62,11 +73,13 @@
 //! - [`quorum`]: each transfer's outcome on a quorum of nodes against its
 //!   event.
 //! - [`commitment`]: each settled event's transfer commits to it.
+//! - [`proofs`]: each decided event's proof, against the chain spec.
 //! - [`supply`]: the chain's asset supply conserved.
 
 mod commitment;
 mod events;
 mod payments;
+mod proofs;
 mod quorum;
 mod supply;
 
@@ -189,7 +202,8 @@ pub async fn run(
             findings.notes.push(note);
         }
     }
-    let not_committed = events::cancelled_not_committed(&histories);
+    let cancel_reasons = events::cancel_reasons(&histories);
+    let not_committed = events::cancelled_not_committed(&cancel_reasons);
     let mut claims = Vec::new();
     let chain_summary = quorum::check_chain(
         &chain_nodes,
@@ -204,6 +218,21 @@ pub async fn run(
     progress.update("checking each transfer's commitment to its event");
     let commitment_summary =
         commitment::check_commitments(&chain_nodes, concurrency, &claims, &mut findings).await;
+    progress.update("checking each decided event's proof against the chain spec");
+    let trust = chain
+        .as_ref()
+        .and_then(|c| c.spec())
+        .and_then(|s| s.trust.as_ref());
+    let proof_summary = proofs::check_proofs(
+        &events,
+        trust,
+        &all_events,
+        &cancel_reasons,
+        concurrency,
+        &mut findings,
+        &mut progress,
+    )
+    .await?;
     let supply_summary = if args.skip_supply {
         findings
             .notes
@@ -220,6 +249,7 @@ pub async fn run(
         "perState": per_state.iter().map(|(s, n)| (s.name(), *n)).collect::<BTreeMap<_, _>>(),
         "chain": chain_summary,
         "commitments": commitment_summary,
+        "proofs": proof_summary,
         "ledger": ledger_summary,
         "supply": supply_summary,
     });
@@ -290,6 +320,18 @@ fn print_report(findings: &Findings, summary: &Value, per_state: &BTreeMap<State
     out!(
         "commitments: {} transfers checked: {} commit to their event, {} do not; {} not served by any node",
         k["checked"], k["committed"], k["notCommitted"], k["unchecked"]
+    );
+    let p = &summary["proofs"];
+    out!(
+        "proofs: {} decided events: {} verify against the chain spec, {} without a proof, {} that do not verify{}",
+        p["checked"],
+        p["verified"],
+        p["missing"],
+        p["invalid"],
+        match p["unverified"].as_u64() {
+            Some(n) if n > 0 => format!(", {n} not verified (no chain spec)"),
+            _ => String::new(),
+        }
     );
     let l = &summary["ledger"];
     let totals: Vec<String> = l["totals"]

@@ -9,6 +9,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 use lockstep_api::client::{describe_refusal, ClientOptions};
 use lockstep_api::node::error::HISTORICAL_STATE;
 use lockstep_api::node::{self, ChainApiClient, TxState};
+use lockstep_api::proof::ChainTrust;
 use lockstep_runtime::primitives::from_hex;
 use lockstep_runtime::{
     AccountId, AssetId, Balance, BlockNumber, Call, ChainSpec, Genesis, Hash, Header, Keypair,
@@ -21,6 +22,7 @@ use crate::args::AuditArgs;
 use crate::chain::NodeClient;
 use crate::output::Progress;
 use crate::rpc::At;
+use crate::verify::read_chain_spec;
 
 /// Attempts at reading every balance at one head while blocks keep coming.
 const SNAPSHOT_ATTEMPTS: usize = 10;
@@ -51,6 +53,10 @@ pub(super) struct KnownSpec {
     pub validators: usize,
     /// Votes that finalize a block: more than two thirds of them.
     pub validator_quorum: usize,
+    /// What the events' proofs are checked against: the spec's chain id and
+    /// validators (none if its validator set is empty or repeats one, which
+    /// no running chain's is).
+    pub trust: Option<ChainTrust>,
 }
 
 impl ChainInfo {
@@ -85,14 +91,12 @@ pub(super) async fn chain_info(
     let known = |spec: ChainSpec, genesis: Genesis| KnownSpec {
         validators: genesis.validators.len(),
         validator_quorum: genesis.validators.quorum(),
+        trust: ChainTrust::from_spec(&spec),
         spec,
     };
     let spec = match &args.chain_spec {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the chain spec {}", path.display()))?;
-            let spec = ChainSpec::from_json(&text)
-                .map_err(|e| anyhow!("chain spec {}: {e}", path.display()))?;
+            let spec = read_chain_spec(path)?;
             let built = spec
                 .genesis()
                 .map_err(|e| anyhow!("chain spec {}: {e}", path.display()))?;

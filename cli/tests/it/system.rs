@@ -14,8 +14,10 @@ use jsonrpsee::core::RpcResult;
 use jsonrpsee::server::{Server, ServerHandle};
 use jsonrpsee::types::error::METHOD_NOT_FOUND_CODE;
 use jsonrpsee::types::ErrorObjectOwned;
-use lockstep_api::event::PaymentInstruction;
+use lockstep_api::event::{Event, PaymentInstruction, RegisterRequest};
 use lockstep_api::node::{TxApiServer, TxProof, TxState, TxStatusView};
+use lockstep_api::offchain::EventApiClient;
+use lockstep_api::proof::{ChainTrust, EventProof};
 use lockstep_bridge::ledger::{Instruction, PaymentLedger, SqliteLedger};
 use lockstep_bridge::RunningBridge;
 use lockstep_node::test_utils::{dev_spec, DevNode};
@@ -57,11 +59,15 @@ impl System {
         let spec = dev_spec("lockstep-cli-system");
         let spec_path = dir.path().join("chain-spec.json");
         std::fs::write(&spec_path, spec.to_json()).unwrap();
+        // The event system verifies every block against this chain's spec
+        // (not the dev nodes' default one).
+        let trust = ChainTrust::from_spec(&spec).unwrap();
         let node = DevNode::start_with(spec, |_| {}).await;
         let node_url = node.url();
 
         let events = EventSystem::start_with(vec![node_url.clone()], bridge_key().public(), |c| {
             c.resend_base = Duration::from_millis(300);
+            c.chain = Some(trust);
         })
         .await;
         let events_url = events.url();
@@ -450,6 +456,9 @@ async fn settle_inspect_bench_and_audit() {
         report["summary"]["supply"]["assets"]["1"].is_object(),
         "{report}"
     );
+    // Every decided event (61 Completed, order-2 Cancelled as failed) has
+    // its proof, verified against the chain spec.
+    assert_eq!(report["summary"]["proofs"]["verified"], 62, "{report}");
 
     // Money moved twice under one payment row: a second posting pair under
     // order-1's reference, with the balances moved to match (raw SQL on a
@@ -644,8 +653,9 @@ async fn audit_is_clean_while_settlements_are_in_flight() {
 /// commit to it (a chain-only transfer, and a stranger's payment bob → eve
 /// attached to it), written with the store's own API past the event
 /// system's checks, then paid by the bridge as any instruction would be.
-/// The ledger and the chain agree with the event; only the transfer's
-/// bytes give it away, and the audit names the event.
+/// The ledger and the chain agree with the event; the transfer's bytes
+/// give it away, and so does the absence of the proof every move made by
+/// the confirmer carries: the audit names the event for both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_finds_a_completed_event_whose_transfer_does_not_commit() {
     use lockstep_api::event::{Evidence, Registration};
@@ -715,7 +725,10 @@ async fn audit_finds_a_completed_event_whose_transfer_does_not_commit() {
     let report = json(&audit);
     assert_eq!(
         kinds(&report),
-        [("not-committed".to_string(), "forged-1".to_string())],
+        [
+            ("not-committed".to_string(), "forged-1".to_string()),
+            ("proof-missing".to_string(), "forged-1".to_string())
+        ],
         "{report}"
     );
     assert_eq!(
@@ -728,6 +741,359 @@ async fn audit_finds_a_completed_event_whose_transfer_does_not_commit() {
         "{}",
         show(&plain)
     );
+
+    system.stop().await;
+}
+
+/// `lockstep event verify ID --json`'s event and proof, doctored by
+/// `doctor` and saved to `name` (as a user would save and then edit the
+/// output); returns the path.
+fn doctored_proof(
+    system: &System,
+    saved: &Value,
+    name: &str,
+    doctor: impl FnOnce(&mut Event, &mut EventProof),
+) -> String {
+    let mut event: Event = serde_json::from_value(saved["event"].clone()).unwrap();
+    let mut proof: EventProof = serde_json::from_value(saved["proof"].clone()).unwrap();
+    doctor(&mut event, &mut proof);
+    let path = system.dir.path().join(name);
+    std::fs::write(
+        &path,
+        serde_json::json!({ "event": event, "proof": proof }).to_string(),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// `lockstep event verify --from-file FILE --chain-spec SPEC` with no
+/// token and the event system's URL pointing nowhere: offline.
+async fn verify_offline(file: &str, spec: &Path, down: &str) -> Output {
+    lockstep(vec![
+        "--events".into(),
+        down.to_owned(),
+        "event".into(),
+        "verify".into(),
+        "--from-file".into(),
+        file.to_owned(),
+        "--chain-spec".into(),
+        spec.display().to_string(),
+    ])
+    .await
+}
+
+/// `lockstep event verify` on real events of every kind: a Completed one,
+/// one Cancelled as failed and one as not committed (each proven, exit
+/// 0), a Registered and an expired one (nothing to prove, exit 5). Saved
+/// with --json, a Completed event's proof verifies again offline, and
+/// doctored copies (the receipt's outcome flipped, the payment's amount
+/// changed, the validator's signature removed or replaced) are refused
+/// with exit 4 and the proof's own error, as is the genuine proof against
+/// a chain spec of other validators or another chain id. The audit of it
+/// all is clean, every decided event's proof verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_verify_proves_outcomes_and_refuses_doctored_proofs() {
+    use lockstep_runtime::{ChainSpec, DispatchError};
+
+    let system = System::start().await;
+    let events = system.events.as_ref().unwrap();
+    let down = down_url().await;
+    let spec = system.spec.display().to_string();
+
+    let settled = system
+        .run(&[
+            "transfer",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "5",
+            "--pay",
+            "bob:alice:250:USD",
+            "--event-id",
+            "order-1",
+            "--wait",
+            "--timeout",
+            "120",
+        ])
+        .await;
+    assert!(settled.status.success(), "{}", show(&settled));
+    let event = events.event("order-1").await;
+    let block = event.evidence.as_ref().unwrap().block_number;
+    let block_hash = event.evidence.as_ref().unwrap().block_hash.unwrap();
+
+    // Proven online: the block, the validators, the payment.
+    let proven = system
+        .run(&["event", "verify", "order-1", "--chain-spec", &spec])
+        .await;
+    assert_eq!(proven.status.code(), Some(0), "{}", show(&proven));
+    let out = text(&proven.stdout);
+    for expected in [
+        format!("proven by block #{block} {block_hash}"),
+        "signed by 1 of 1 validators of chain lockstep-cli-system".to_owned(),
+        "the transfer commits to this payment: bob → alice 250 USD".to_owned(),
+        "the event is Completed".to_owned(),
+    ] {
+        assert!(out.contains(&expected), "{expected:?} in {}", show(&proven));
+    }
+
+    // Saved, and proven again with no network and no token.
+    let saved = system
+        .run(&[
+            "--json",
+            "event",
+            "verify",
+            "order-1",
+            "--chain-spec",
+            &spec,
+        ])
+        .await;
+    assert_eq!(saved.status.code(), Some(0), "{}", show(&saved));
+    let saved_json = json(&saved);
+    assert_eq!(saved_json["verdict"], "proven", "{saved_json}");
+    assert_eq!(saved_json["proven"]["blockNumber"], block, "{saved_json}");
+    let saved_path = system.dir.path().join("order-1.proof.json");
+    std::fs::write(&saved_path, &saved.stdout).unwrap();
+    let saved_path = saved_path.display().to_string();
+    let offline = verify_offline(&saved_path, &system.spec, &down).await;
+    assert_eq!(offline.status.code(), Some(0), "{}", show(&offline));
+    assert!(
+        text(&offline.stdout).contains(&format!("proven by block #{block}")),
+        "{}",
+        show(&offline)
+    );
+
+    // Doctored copies: each refused, exit 4, with what failed.
+    let flipped = doctored_proof(&system, &saved_json, "flipped.json", |_, proof| {
+        proof.receipt.outcome = Outcome::Failed(DispatchError::InsufficientBalance);
+    });
+    let more = doctored_proof(&system, &saved_json, "more.json", |event, _| {
+        event.payment.amount = "25000".into();
+    });
+    let unsigned = doctored_proof(&system, &saved_json, "unsigned.json", |_, proof| {
+        proof.justification.signatures.clear();
+    });
+    let forged = doctored_proof(&system, &saved_json, "forged.json", |_, proof| {
+        let alice = Keypair::dev("alice");
+        proof.justification.signatures = vec![(alice.public(), alice.sign(b"something else"))];
+    });
+    for (file, error) in [
+        (
+            &flipped,
+            format!(
+                "the receipt's Merkle path does not lead to the receipts root of block #{block}"
+            ),
+        ),
+        (
+            &more,
+            "the event is Completed, but the proof shows Cancelled (NotCommitted)".to_owned(),
+        ),
+        (&unsigned, format!("block #{block}: 0 signatures, 1 needed")),
+        (
+            &forged,
+            format!(
+                "block #{block}: bad signature from {}",
+                Keypair::dev("alice").public()
+            ),
+        ),
+    ] {
+        let refused = verify_offline(file, &system.spec, &down).await;
+        assert_eq!(refused.status.code(), Some(4), "{file}: {}", show(&refused));
+        let out = text(&refused.stdout);
+        assert!(
+            out.contains("the proof does not verify") && out.contains(&error),
+            "{file}: {error:?} in {}",
+            show(&refused)
+        );
+    }
+
+    // The genuine proof against other validators, or another chain id.
+    let strangers = system.dir.path().join("strangers.json");
+    std::fs::write(
+        &strangers,
+        ChainSpec::dev("lockstep-cli-system", &[Keypair::dev("bob").public()]).to_json(),
+    )
+    .unwrap();
+    let other_chain = system.dir.path().join("other-chain.json");
+    std::fs::write(
+        &other_chain,
+        ChainSpec::dev("another-chain", &[Keypair::dev("alice").public()]).to_json(),
+    )
+    .unwrap();
+    let refused = system
+        .run(&[
+            "event",
+            "verify",
+            "order-1",
+            "--chain-spec",
+            &strangers.display().to_string(),
+        ])
+        .await;
+    assert_eq!(refused.status.code(), Some(4), "{}", show(&refused));
+    assert!(
+        text(&refused.stdout).contains(&format!(
+            "signer {} is not a validator",
+            Keypair::dev("alice").public()
+        )),
+        "{}",
+        show(&refused)
+    );
+    let refused = verify_offline(&saved_path, &other_chain, &down).await;
+    assert_eq!(refused.status.code(), Some(4), "{}", show(&refused));
+    assert!(
+        text(&refused.stdout).contains("bad signature from"),
+        "{}",
+        show(&refused)
+    );
+
+    // Included but failed: proven Cancelled, nothing owed.
+    let failed = system
+        .run(&[
+            "transfer",
+            "--from",
+            "carol-empty",
+            "--to",
+            "bob",
+            "--amount",
+            "1",
+            "--pay",
+            "bob:alice:100:USD",
+            "--event-id",
+            "order-2",
+            "--wait",
+            "--timeout",
+            "120",
+        ])
+        .await;
+    assert_eq!(failed.status.code(), Some(3), "{}", show(&failed));
+    let proven = system
+        .run(&["event", "verify", "order-2", "--chain-spec", &spec])
+        .await;
+    assert_eq!(proven.status.code(), Some(0), "{}", show(&proven));
+    let out = text(&proven.stdout);
+    assert!(
+        out.contains("outcome: failed (insufficient balance)")
+            && out.contains("the event is Cancelled (Failed)"),
+        "{}",
+        show(&proven)
+    );
+
+    // A chain-only transfer (no commitment), registered by its hash with a
+    // payment: proven Cancelled as not committed.
+    let sent = system
+        .run(&[
+            "--json", "transfer", "--from", "alice", "--to", "bob", "--amount", "2",
+        ])
+        .await;
+    assert!(sent.status.success(), "{}", show(&sent));
+    let sent = json(&sent);
+    events
+        .http
+        .register(RegisterRequest {
+            id: "order-3".into(),
+            tx: None,
+            tx_hash: Some(serde_json::from_value(sent["txHash"].clone()).unwrap()),
+            valid_until: sent["validUntil"].as_u64(),
+            payment: PaymentInstruction {
+                payer: "bob".into(),
+                payee: "alice".into(),
+                amount: "300".into(),
+                currency: "USD".into(),
+            },
+        })
+        .await
+        .unwrap();
+    events.await_state("order-3", "Cancelled").await;
+    let proven = system
+        .run(&["event", "verify", "order-3", "--chain-spec", &spec])
+        .await;
+    assert_eq!(proven.status.code(), Some(0), "{}", show(&proven));
+    let out = text(&proven.stdout);
+    assert!(
+        out.contains("the transfer does not commit to this payment: bob → alice 300 USD")
+            && out.contains("the event is Cancelled (NotCommitted)"),
+        "{}",
+        show(&proven)
+    );
+
+    // Nothing to prove: Registered (never submitted, valid for long), and
+    // expired (never submitted, valid for 2 blocks).
+    let registered = system
+        .run(&[
+            "transfer",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "1",
+            "--pay",
+            "bob:alice:1:USD",
+            "--event-id",
+            "order-4",
+            "--register-only",
+        ])
+        .await;
+    assert!(registered.status.success(), "{}", show(&registered));
+    let undecided = system
+        .run(&["event", "verify", "order-4", "--chain-spec", &spec])
+        .await;
+    assert_eq!(undecided.status.code(), Some(5), "{}", show(&undecided));
+    assert!(
+        text(&undecided.stdout).contains("not decided yet"),
+        "{}",
+        show(&undecided)
+    );
+    let expired = system
+        .run(&[
+            "transfer",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "1",
+            "--pay",
+            "bob:alice:1:USD",
+            "--event-id",
+            "order-5",
+            "--register-only",
+            "--valid-for",
+            "2",
+            "--wait",
+            "--timeout",
+            "120",
+        ])
+        .await;
+    assert_eq!(expired.status.code(), Some(3), "{}", show(&expired));
+    let nothing = system
+        .run(&[
+            "--json",
+            "event",
+            "verify",
+            "order-5",
+            "--chain-spec",
+            &spec,
+        ])
+        .await;
+    assert_eq!(nothing.status.code(), Some(5), "{}", show(&nothing));
+    let nothing = json(&nothing);
+    assert_eq!(nothing["verdict"], "expired", "{nothing}");
+    assert!(
+        nothing["error"]
+            .as_str()
+            .unwrap()
+            .contains("expired: nothing was included, nothing to prove"),
+        "{nothing}"
+    );
+
+    // The audit: every decided event's proof verifies (order-1, 2 and 3).
+    let audit = system.audit_with(&system.ledger, true, false).await;
+    assert_eq!(audit.status.code(), Some(0), "{}", show(&audit));
+    let report = json(&audit);
+    assert_eq!(report["summary"]["proofs"]["checked"], 3, "{report}");
+    assert_eq!(report["summary"]["proofs"]["verified"], 3, "{report}");
 
     system.stop().await;
 }

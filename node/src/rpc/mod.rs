@@ -348,6 +348,9 @@ impl TxApiServer for RpcHandler {
     }
 }
 
+/// A stored block's receipts, in transaction order. Receipts are not
+/// stored as such: each is (tx hash, outcome), and the outcomes are in the
+/// tx index.
 impl SystemApiServer for RpcHandler {
     fn health(&self) -> RpcResult<Health> {
         Ok(Health {

@@ -19,8 +19,9 @@ use lockstep_api::lifecycle::{next_state, IllegalMove, Reason, State};
 use lockstep_runtime::Hash;
 use rocksdb::{Direction, IteratorMode};
 
+use super::floors::Range;
 use super::records::{Provenance, StoredEvent, StoredTransition};
-use super::{decode, encode, timed_key, EventStore, Pending, StoreError, StoreResult};
+use super::{decode, encode, timed_key, EventStore, MoveProof, Pending, StoreError, StoreResult};
 use super::{CF_BY_STATE, CF_BY_TX, CF_DUE, CF_EVENTS, CF_HISTORY, CF_TRANSITIONS};
 
 /// One requested move, for [`EventStore::transition_many`].
@@ -32,6 +33,9 @@ pub struct Move {
     pub reason: Reason,
     /// The quorum's evidence.
     pub evidence: Option<Evidence>,
+    /// What proves the outcome (a move decided from a verified block),
+    /// written with the move.
+    pub proof: Option<MoveProof>,
 }
 
 /// One registration for [`EventStore::register_checked`].
@@ -229,16 +233,16 @@ impl EventStore {
             pending
                 .batch
                 .put_cf(self.cf(CF_BY_TX)?, event.tx_hash.as_bytes(), id);
-            pending.batch.put_cf(
-                self.cf(CF_BY_STATE)?,
-                timed_key(State::Registered, now_ms, id),
-                [],
-            );
-            pending.batch.put_cf(
-                self.cf(CF_DUE)?,
-                timed_key(State::Registered, recheck_at_ms, id),
-                [],
-            );
+            self.stage_index_put(
+                &mut pending,
+                Range::ByState(State::Registered),
+                &timed_key(State::Registered, now_ms, id),
+            )?;
+            self.stage_index_put(
+                &mut pending,
+                Range::Due(State::Registered),
+                &timed_key(State::Registered, recheck_at_ms, id),
+            )?;
             self.append_transition(
                 &mut pending,
                 provenance.registered_by.as_deref(),
@@ -309,17 +313,48 @@ impl EventStore {
 
     /// An event's transitions, oldest first.
     pub fn history(&self, id: &str) -> StoreResult<Vec<Transition>> {
-        let prefix = [id.as_bytes(), &[0]].concat();
+        self.history_range(id, 0, u64::MAX, usize::MAX)
+    }
+
+    /// Event `id`'s transitions with `from <= seq <= to`, oldest first, at
+    /// most `limit`: read from its own `history` keys (the iterator is
+    /// bounded to them), so the cost follows this event's history, never
+    /// the global feed's length or rate.
+    pub fn history_range(
+        &self,
+        id: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Transition>> {
         let mut out = Vec::new();
+        if from > to || limit == 0 {
+            return Ok(out);
+        }
+        let prefix_len = id.len() + 1;
+        let start = history_key(id, from);
+        // Past the last key wanted: the next seq's key, or (for the last
+        // seq there is) the first key after every one of this id's.
+        let end = match to.checked_add(1) {
+            Some(after) => history_key(id, after),
+            None => [id.as_bytes(), &[1]].concat(),
+        };
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(end);
         let transitions = self.cf(CF_TRANSITIONS)?;
-        for item in self.db.iterator_cf(
+        for item in self.db.iterator_cf_opt(
             self.cf(CF_HISTORY)?,
-            IteratorMode::From(&prefix, Direction::Forward),
+            options,
+            IteratorMode::From(&start, Direction::Forward),
         ) {
-            let (key, _) = item?;
-            let Some(seq) = key.strip_prefix(prefix.as_slice()) else {
+            if out.len() >= limit {
                 break;
-            };
+            }
+            let (key, _) = item?;
+            let seq = key
+                .get(prefix_len..)
+                .filter(|seq| seq.len() == 8)
+                .ok_or_else(|| StoreError::Corrupt(format!("history key of {id:?}")))?;
             let bytes = self
                 .db
                 .get_cf(transitions, seq)?
@@ -362,6 +397,7 @@ impl EventStore {
             id: id.to_owned(),
             reason,
             evidence,
+            proof: None,
         }];
         self.transition_many(&moves, now_ms, next_due_ms)?
             .pop()
@@ -382,6 +418,7 @@ impl EventStore {
         let mut guard = self.lock();
         let mut pending = self.begin(&guard);
         let mut staged = HashSet::new();
+        let mut blocks_staged = HashSet::new();
         let mut results = Vec::with_capacity(moves.len());
         for one in moves {
             let Some((event, provenance)) = self.get_with_provenance(&one.id)? else {
@@ -400,14 +437,18 @@ impl EventStore {
                 }));
                 continue;
             }
-            results.push(self.stage_transition(
+            let result = self.stage_transition(
                 &mut pending,
                 (event, provenance),
                 one.reason,
                 one.evidence.clone(),
                 now_ms,
                 next_due_ms,
-            )?);
+            )?;
+            if let (Ok(_), Some(proof)) = (&result, &one.proof) {
+                self.stage_proof(&mut pending, &mut blocks_staged, &one.id, proof)?;
+            }
+            results.push(result);
         }
         if pending.transitions > 0 {
             self.commit(&mut guard, pending)?;
@@ -498,16 +539,18 @@ impl EventStore {
             by_state,
             timed_key(event.state, event.state_since_ms, &event.id),
         );
-        pending
-            .batch
-            .put_cf(by_state, timed_key(to, now_ms, &event.id), []);
+        self.stage_index_put(
+            pending,
+            Range::ByState(to),
+            &timed_key(to, now_ms, &event.id),
+        )?;
         if let Some(old) = event.due_at_ms {
             pending
                 .batch
                 .delete_cf(due, timed_key(event.state, old, &event.id));
         }
         if let Some(new) = due_ms {
-            pending.batch.put_cf(due, timed_key(to, new, &event.id), []);
+            self.stage_index_put(pending, Range::Due(to), &timed_key(to, new, &event.id))?;
         }
         Ok(())
     }
@@ -520,9 +563,11 @@ impl EventStore {
                 .batch
                 .delete_cf(due, timed_key(event.state, old, &event.id));
         }
-        pending
-            .batch
-            .put_cf(due, timed_key(event.state, due_ms, &event.id), []);
+        self.stage_index_put(
+            pending,
+            Range::Due(event.state),
+            &timed_key(event.state, due_ms, &event.id),
+        )?;
         event.due_at_ms = Some(due_ms);
         Ok(())
     }
@@ -681,6 +726,34 @@ impl EventStore {
         self.stage_due(&mut pending, &mut event, due_ms)?;
         event.checks = event.checks.saturating_add(1);
         self.stage_event(&mut pending, &event, &provenance)?;
+        self.commit(&mut guard, pending)
+    }
+
+    /// [`EventStore::reschedule`] for many events in one write: each
+    /// `(id, due_ms)` still in `state` gets its next check at `due_ms` and
+    /// one more undecided check. Unknown or moved-on events are skipped; an
+    /// id given twice is rescheduled once, at its first `due_ms`.
+    pub fn reschedule_many(&self, due: &[(String, u64)], state: State) -> StoreResult<()> {
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut guard = self.lock();
+        let mut pending = self.begin(&guard);
+        let mut seen = std::collections::HashSet::with_capacity(due.len());
+        for (id, due_ms) in due {
+            if !seen.insert(id.as_str()) {
+                continue;
+            }
+            let Some((mut event, provenance)) = self.get_with_provenance(id)? else {
+                continue;
+            };
+            if event.state != state {
+                continue;
+            }
+            self.stage_due(&mut pending, &mut event, *due_ms)?;
+            event.checks = event.checks.saturating_add(1);
+            self.stage_event(&mut pending, &event, &provenance)?;
+        }
         self.commit(&mut guard, pending)
     }
 
@@ -845,6 +918,7 @@ mod tests {
             id: id.into(),
             reason,
             evidence: Some(evidence()),
+            proof: None,
         };
         let results = store
             .transition_many(
@@ -877,6 +951,42 @@ mod tests {
             .collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
         assert_eq!(store.bus_depth().expect("depth"), 1);
+    }
+
+    #[test]
+    fn a_history_range_reads_one_event_between_two_seqs() {
+        let (_dir, store) = open();
+        // "e1" and "e10": one id a prefix of the other, interleaved seqs.
+        store
+            .register(&registration("e1", 1), 10, 20)
+            .expect("register");
+        store
+            .register(&registration("e10", 2), 10, 20)
+            .expect("register");
+        store
+            .transition("e10", Reason::Succeeded, Some(evidence()), 11, 1000)
+            .expect("succeed");
+        store
+            .transition("e1", Reason::Failed, Some(evidence()), 12, 1000)
+            .expect("cancel");
+        let seqs = |id: &str, from, to, limit| -> Vec<u64> {
+            store
+                .history_range(id, from, to, limit)
+                .expect("range")
+                .iter()
+                .map(|t| t.seq)
+                .collect()
+        };
+        assert_eq!(seqs("e1", 0, u64::MAX, usize::MAX), [1, 4]);
+        assert_eq!(seqs("e10", 0, u64::MAX, usize::MAX), [2, 3]);
+        assert_eq!(seqs("e1", 2, u64::MAX, 10), [4]);
+        assert_eq!(seqs("e1", 1, 3, 10), [1]);
+        assert_eq!(seqs("e1", 1, 4, 1), [1]);
+        assert_eq!(seqs("e1", 5, 9, 10), Vec::<u64>::new());
+        assert_eq!(seqs("e1", 4, 1, 10), Vec::<u64>::new());
+        assert_eq!(seqs("nope", 0, u64::MAX, 10), Vec::<u64>::new());
+        let history = store.history_range("e1", 4, 4, 10).expect("range");
+        assert_eq!(history, store.history("e1").expect("history")[1..]);
     }
 
     #[test]

@@ -15,9 +15,10 @@
 //!
 //! Nothing extra is written: [`EventStore::open`] rebuilds the counts from
 //! the Registered events, which the `by_state` index lists under its
-//! Registered prefix, each event's record naming its registrant
-//! (`registeredBy`). That is one point read per Registered event, never a
-//! walk of the history or of final events, and it is bounded: by the bound
+//! Registered prefix (read from its floor, `floors.rs`), each event's
+//! record naming its registrant (`registeredBy`). That is one point read
+//! per Registered event, never a walk of the history or of final events,
+//! and it is bounded: by the bound
 //! times the credentials, and by the chain's validity window, within which
 //! every Registered event becomes final. Events without a registrant
 //! (registered without credentials, or before the registrant was recorded)
@@ -26,11 +27,11 @@
 use std::collections::HashMap;
 
 use lockstep_api::lifecycle::State;
-use rocksdb::{Direction, IteratorMode};
 
+use super::floors::Range;
 use super::records::StoredEvent;
-use super::{decode, split_timed_key, state_tag, EventStore, Pending, StoreError, StoreResult};
-use super::{Writer, CF_BY_STATE, CF_EVENTS};
+use super::{decode, split_timed_key, EventStore, Pending, StoreError, StoreResult};
+use super::{Writer, CF_EVENTS};
 
 /// Changes of the per-credential counts staged in one batch: applied to the
 /// writer's counts when the batch is written, dropped with it otherwise.
@@ -89,19 +90,15 @@ impl EventStore {
     /// `by_state` index (see the module docs).
     pub(super) fn load_holdings(&self) -> StoreResult<HashMap<String, u64>> {
         let events = self.cf(CF_EVENTS)?;
-        let start = [state_tag(State::Registered)];
         let mut counts = HashMap::new();
-        for item in self.db.iterator_cf(
-            self.cf(CF_BY_STATE)?,
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
+        let Some(iter) = self.read_range(Range::ByState(State::Registered), None, None)? else {
+            return Ok(counts);
+        };
+        for item in iter {
             let (key, _) = item?;
-            let Some((state, _, id)) = split_timed_key(&key) else {
+            let Some((_, _, id)) = split_timed_key(&key) else {
                 return Err(StoreError::Corrupt("by_state key".into()));
             };
-            if state != State::Registered {
-                break;
-            }
             let bytes = self.db.get_cf(events, id)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("by_state lists {id:?}, which does not exist"))
             })?;
@@ -127,6 +124,7 @@ impl EventStore {
 #[cfg(test)]
 mod tests {
     use super::super::test_utils::*;
+    use super::super::CF_BY_STATE;
     use super::*;
     use lockstep_api::event::PaymentReceipt;
     use lockstep_api::lifecycle::Reason;

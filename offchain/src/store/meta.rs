@@ -1,12 +1,19 @@
 //! The `meta` column family: the per-state event counters (kept in the
 //! batch of every transition, so `event_stats` never counts by scanning),
-//! the next lease number, and the last height the watcher processed.
+//! the bus depth (kept in the batch of every change of the queue), the
+//! lease numbers, the floors, and the last height the watcher processed.
 //!
 //! | key | value (JSON) |
 //! |---|---|
 //! | `count/<State>` | events in that state |
+//! | `bus_depth` | messages in the queue (keys of `ready`) |
 //! | `lease_seq` | the number of the next lease |
+//! | `lease_floor` | every lease numbered below it is deleted |
+//! | `floor/<range>` | a range's floor, hex (`floors.rs`) |
 //! | `last_height` | last finalized height the watcher processed |
+//!
+//! A store written before `bus_depth` existed has its queue counted once
+//! at open (from the queue's floor), and the count written.
 //!
 //! The transition sequence is not stored here: it is the last key of
 //! `transitions` plus one, read at open.
@@ -15,11 +22,14 @@ use lockstep_api::lifecycle::State;
 use lockstep_runtime::BlockNumber;
 use rocksdb::IteratorMode;
 
+use super::floors::{Floors, Range};
 use super::{decode, encode, state_tag, EventStore, Pending, StoreError, StoreResult};
 use super::{CF_META, CF_TRANSITIONS};
 
 pub(super) const META_LAST_HEIGHT: &[u8] = b"last_height";
 pub(super) const META_LEASE_SEQ: &[u8] = b"lease_seq";
+pub(super) const META_LEASE_FLOOR: &[u8] = b"lease_floor";
+const META_BUS_DEPTH: &[u8] = b"bus_depth";
 
 /// What the writer keeps in memory between batches (and commits with them).
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +40,8 @@ pub(super) struct Counters {
     pub(super) next_lease: u64,
     /// Events per state, by [`count_index`].
     pub(super) counts: [u64; 4],
+    /// Messages in the embedded queue: keys of `ready`, leased or not.
+    pub(super) bus_depth: u64,
 }
 
 impl Counters {
@@ -38,6 +50,7 @@ impl Counters {
         next_seq: 1,
         next_lease: 1,
         counts: [0; 4],
+        bus_depth: 0,
     };
 }
 
@@ -49,8 +62,23 @@ fn count_key(state: State) -> Vec<u8> {
     [b"count/".as_slice(), state.name().as_bytes()].concat()
 }
 
+impl Pending {
+    /// Counts a message into the queue (`true`: a key of `ready` put) or
+    /// out of it (one deleted).
+    pub(super) fn count_queued(&mut self, into: bool) {
+        let depth = &mut self.counters.bus_depth;
+        *depth = if into {
+            depth.saturating_add(1)
+        } else {
+            depth.saturating_sub(1)
+        };
+    }
+}
+
 impl EventStore {
-    pub(super) fn load_counters(&self) -> StoreResult<Counters> {
+    /// The counters on disk (the queue counted from its floor in `floors`
+    /// if its depth was never written, and the count written).
+    pub(super) fn load_counters(&self, floors: &Floors) -> StoreResult<Counters> {
         let mut counters = Counters::EMPTY;
         if let Some(item) = self
             .db
@@ -73,7 +101,30 @@ impl EventStore {
                 counters.counts[count_index(state)] = decode("count", &bytes)?;
             }
         }
+        counters.bus_depth = match self.db.get_cf(meta, META_BUS_DEPTH)? {
+            Some(bytes) => decode("bus depth", &bytes)?,
+            None => {
+                let mut depth = 0u64;
+                for item in self.range_iter(Range::Ready, floors.get(Range::Ready), None)? {
+                    item?;
+                    depth += 1;
+                }
+                self.db
+                    .put_cf_opt(meta, META_BUS_DEPTH, encode(&depth), &self.write_options())?;
+                depth
+            }
+        };
         Ok(counters)
+    }
+
+    /// Stages the batch's bus depth.
+    pub(super) fn stage_bus_depth(&self, pending: &mut Pending) -> StoreResult<()> {
+        pending.batch.put_cf(
+            self.cf(CF_META)?,
+            META_BUS_DEPTH,
+            encode(&pending.counters.bus_depth),
+        );
+        Ok(())
     }
 
     /// Moves one event from `from`'s count (none for a registration) to
@@ -108,6 +159,13 @@ impl EventStore {
             encode(&pending.counters.next_lease),
         );
         Ok(())
+    }
+
+    /// Events per state, in [`State::ALL`] order: the writer's counters,
+    /// nothing is read.
+    pub fn counts(&self) -> [u64; 4] {
+        let counts = self.lock().counters.counts;
+        State::ALL.map(|state| counts[count_index(state)])
     }
 
     /// The last finalized height the watcher processed.

@@ -12,6 +12,8 @@
 //! | `ready` | visible-at ms (BE) ‖ event id | — (the embedded bus queue) |
 //! | `leases` | lease id | [`Lease`] (JSON) |
 //! | `meta` | name | counters, last processed height |
+//! | `blocks` | block hash | SCALE `(Header, Justification)`: a verified block's justified header |
+//! | `proofs` | event id | SCALE: receipt, its Merkle path, the transfer's bytes (`proofs.rs`) |
 //!
 //! Invariants this module keeps:
 //!
@@ -30,7 +32,14 @@
 //! - the writer's in-memory counts of Registered events per registering
 //!   credential (`holdings.rs`) change with the batch that changes what they
 //!   count, once it is written, and are rebuilt from the `by_state` index
-//!   at open.
+//!   at open;
+//! - no read walks the history: the ranges consumed from their start
+//!   (`ready`, and each state's part of `due` and `by_state`) are read from
+//!   a floor below which everything is deleted (`floors.rs`), the bus depth
+//!   is a counter kept by the batches that change the queue (`meta`), and
+//!   the live leases are known to the writer (`queue.rs`); every other read
+//!   is a point read, a prefix of one event, or a range of keys that are
+//!   never deleted (`events`, `transitions`, the final states' `by_state`).
 //!
 //! Event ids never contain 0x00 ([`lockstep_api::event::check_event_id`]), which
 //! keeps the `history` keys unambiguous.
@@ -47,19 +56,25 @@
 //! - `events.rs`: registration, moves, receipts, history and the feed;
 //! - `queue.rs`: the outbox and the embedded bus queue with its leases;
 //! - `queries.rs`: `event_list`, stats, and the reconciler's due list;
-//! - `meta.rs`: the per-state counters and the watcher's height;
-//! - `holdings.rs`: how many events each credential holds in Registered.
+//! - `floors.rs`: where the reads of the ranges consumed from their start
+//!   begin;
+//! - `meta.rs`: the per-state counters, the bus depth and the watcher's
+//!   height;
+//! - `holdings.rs`: how many events each credential holds in Registered;
+//! - `proofs.rs`: what proves each event's outcome.
 
 mod events;
+mod floors;
 mod holdings;
 mod meta;
+mod proofs;
 mod queries;
 mod queue;
 pub mod records;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lockstep_runtime::Hash;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
@@ -71,12 +86,15 @@ use lockstep_api::lifecycle::{IllegalMove, State};
 pub use lockstep_api::offchain::{Page, Stats, MAX_PAGE};
 
 pub use events::{Move, Registrant, Submission};
+pub use proofs::{MoveProof, ProvenBlock};
 pub use queries::ListQuery;
 pub use queue::{PendingInstruction, Requeue};
 pub use records::{Lease, OutboxEntry, Provenance, StoredEvent, StoredTransition};
 
+use floors::Floors;
 use holdings::HoldingChanges;
 use meta::Counters;
+use queue::LeaseChanges;
 
 const CF_EVENTS: &str = "events";
 const CF_BY_TX: &str = "by_tx";
@@ -88,7 +106,9 @@ const CF_OUTBOX: &str = "outbox";
 const CF_READY: &str = "ready";
 const CF_LEASES: &str = "leases";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 10] = [
+const CF_BLOCKS: &str = "blocks";
+const CF_PROOFS: &str = "proofs";
+const ALL_CFS: [&str; 12] = [
     CF_EVENTS,
     CF_BY_TX,
     CF_BY_STATE,
@@ -99,10 +119,32 @@ const ALL_CFS: [&str; 10] = [
     CF_READY,
     CF_LEASES,
     CF_META,
+    CF_BLOCKS,
+    CF_PROOFS,
 ];
 
 /// Most index entries one list, stats or prune call scans.
 const MAX_SCAN: usize = 100_000;
+
+/// Most bytes of write-ahead log kept: past it, RocksDB flushes the column
+/// families that keep the oldest log file alive. Without it, a column
+/// family written rarely keeps every log file since its last flush (issue
+/// 14: 390 MB of logs for 90,000 events).
+const MAX_TOTAL_WAL: u64 = 64 << 20;
+/// Memtable size of each column family before it is flushed.
+const WRITE_BUFFER: usize = 16 << 20;
+/// Most memtable bytes of all column families together (ten of them): past
+/// it, the largest is flushed.
+const DB_WRITE_BUFFER: usize = 128 << 20;
+/// The column families whose keys are deleted as fast as they are written:
+/// an SST file of theirs in which deletions dominate is compacted soon, so
+/// that the tombstones go (RocksDB's compact-on-deletion collector: at
+/// least `DELETIONS_TRIGGER` deletions in any `DELETIONS_WINDOW`
+/// consecutive entries, or half of the file).
+const CHURN_CFS: [&str; 5] = [CF_READY, CF_LEASES, CF_DUE, CF_BY_STATE, CF_OUTBOX];
+const DELETIONS_WINDOW: usize = 1_000;
+const DELETIONS_TRIGGER: usize = 500;
+const DELETIONS_RATIO: f64 = 0.5;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +210,10 @@ pub enum StoreError {
     /// A list cursor that this store did not hand out.
     #[error("invalid cursor")]
     BadCursor,
+    /// A store call run off the async workers did not finish (it panicked,
+    /// or the runtime is shutting down).
+    #[error("store task failed: {0}")]
+    Task(String),
     /// The registering credential already holds as many events in
     /// Registered as it may.
     #[error(
@@ -202,6 +248,21 @@ fn state_from_tag(tag: u8) -> Option<State> {
     State::ALL.into_iter().find(|s| state_tag(*s) == tag)
 }
 
+/// The options of one column family.
+fn cf_options(name: &str) -> Options {
+    let mut options = Options::default();
+    options.set_write_buffer_size(WRITE_BUFFER);
+    options.set_max_write_buffer_number(2);
+    if CHURN_CFS.contains(&name) {
+        options.add_compact_on_deletion_collector_factory(
+            DELETIONS_WINDOW,
+            DELETIONS_TRIGGER,
+            DELETIONS_RATIO,
+        );
+    }
+    options
+}
+
 /// `by_state` and `due` keys: state tag ‖ ms (BE) ‖ event id.
 fn timed_key(state: State, ms: u64, id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + id.len());
@@ -234,6 +295,20 @@ pub struct EventStore {
     sync: bool,
     writer: Mutex<Writer>,
     feed: watch::Sender<u64>,
+    /// Dropped last, once the database is closed ([`EventStore::on_close`]).
+    closed: watch::Sender<()>,
+}
+
+/// Resolves once an [`EventStore`] is dropped and its database closed:
+/// whoever waits on it may open the store again.
+#[derive(Debug)]
+pub struct StoreClosed(watch::Receiver<()>);
+
+impl StoreClosed {
+    /// Waits for the store's end (its last holder drops it).
+    pub async fn wait(mut self) {
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 /// What the writer keeps in memory between batches, under its mutex.
@@ -243,6 +318,16 @@ struct Writer {
     counters: Counters,
     /// Events in Registered per registering credential (`holdings.rs`).
     registered_by: HashMap<String, u64>,
+    /// Where reads of the ranges consumed from their start begin
+    /// (`floors.rs`).
+    floors: Floors,
+    /// The floors as the last batch wrote them.
+    floors_on_disk: Floors,
+    /// The leases not deleted yet: number → deadline (`queue.rs`).
+    leases: BTreeMap<u64, u64>,
+    /// Every lease numbered below it is deleted, as on disk (none: not
+    /// written yet).
+    lease_floor_on_disk: Option<u64>,
 }
 
 /// A batch under construction, with the counters it will commit.
@@ -251,6 +336,10 @@ struct Pending {
     counters: Counters,
     /// Changes of [`Writer::registered_by`], applied once written.
     holdings: HoldingChanges,
+    /// The floors once this batch is written.
+    floors: Floors,
+    /// Changes of [`Writer::leases`], applied once written.
+    leases: LeaseChanges,
     transitions: u64,
 }
 
@@ -258,31 +347,71 @@ impl EventStore {
     /// Opens (or creates) the store at `path`. With `sync`, every write is
     /// fsynced before it is acknowledged, so it survives power loss, not only
     /// a process crash.
+    ///
+    /// Opening costs what the store holds now, not its history: the
+    /// counters, floors and lease numbers are read from `meta`, the live
+    /// leases and the Registered events one by one (a store written before
+    /// these were kept is walked once, and what was rebuilt is written).
     pub fn open(path: &Path, sync: bool) -> StoreResult<EventStore> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        options.set_max_total_wal_size(MAX_TOTAL_WAL);
+        options.set_db_write_buffer_size(DB_WRITE_BUFFER);
         let descriptors = ALL_CFS
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
         let db = DB::open_cf_descriptors(&options, path, descriptors)?;
-        let mut store = EventStore {
+        let store = EventStore {
             db,
             sync,
             writer: Mutex::new(Writer {
                 counters: Counters::EMPTY,
                 registered_by: HashMap::new(),
+                floors: Floors::starts(),
+                floors_on_disk: Floors::starts(),
+                leases: BTreeMap::new(),
+                lease_floor_on_disk: None,
             }),
             feed: watch::channel(0).0,
+            closed: watch::channel(()).0,
         };
-        let counters = store.load_counters()?;
+        let floors = store.load_floors()?;
+        let counters = store.load_counters(&floors)?;
+        let (leases, lease_floor_on_disk) = store.load_leases(counters.next_lease)?;
+        {
+            let mut writer = store.lock();
+            writer.counters = counters;
+            writer.floors = floors.clone();
+            writer.floors_on_disk = floors;
+            writer.leases = leases;
+            writer.lease_floor_on_disk = lease_floor_on_disk;
+        }
         let registered_by = store.load_holdings()?;
-        store.feed = watch::channel(counters.next_seq - 1).0;
-        store.writer = Mutex::new(Writer {
-            counters,
-            registered_by,
-        });
+        store.lock().registered_by = registered_by;
+        store.feed.send_replace(counters.next_seq - 1);
         Ok(store)
+    }
+
+    /// What resolves once this store is dropped (by every holder: the
+    /// tasks, the RPC handlers and their calls still running off the async
+    /// workers) and its database closed.
+    pub fn on_close(&self) -> StoreClosed {
+        StoreClosed(self.closed.subscribe())
+    }
+
+    /// Runs `f` on the store on tokio's blocking pool: what async code does
+    /// with every write (each may wait for an fsync) and every scan, so that
+    /// none holds up an async worker.
+    pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&EventStore) -> StoreResult<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     fn cf(&self, name: &str) -> StoreResult<&rocksdb::ColumnFamily> {
@@ -302,6 +431,8 @@ impl EventStore {
             batch: WriteBatch::default(),
             counters: writer.counters,
             holdings: HoldingChanges::default(),
+            floors: writer.floors.clone(),
+            leases: LeaseChanges::default(),
             transitions: 0,
         }
     }
@@ -312,10 +443,19 @@ impl EventStore {
         options
     }
 
-    fn commit(&self, writer: &mut Writer, pending: Pending) -> StoreResult<()> {
+    /// Writes `pending` with what it changed of the floors and the bus
+    /// depth, then makes its in-memory changes the writer's.
+    fn commit(&self, writer: &mut Writer, mut pending: Pending) -> StoreResult<()> {
+        self.stage_floors(&mut pending, &writer.floors_on_disk)?;
+        if pending.counters.bus_depth != writer.counters.bus_depth {
+            self.stage_bus_depth(&mut pending)?;
+        }
         self.db.write_opt(pending.batch, &self.write_options())?;
         writer.counters = pending.counters;
+        writer.floors_on_disk = pending.floors.clone();
+        writer.floors = pending.floors;
         pending.holdings.apply(&mut writer.registered_by);
+        pending.leases.apply(&mut writer.leases);
         if pending.transitions > 0 {
             self.feed.send_replace(writer.counters.next_seq - 1);
         }

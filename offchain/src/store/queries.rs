@@ -3,16 +3,19 @@
 //! entry per state, overdue events, the bus depth), and the reconciler's
 //! work list from the `due` index. Nothing here writes.
 //!
-//! Each read is a prefix or range scan of one index from a known key, bounded
-//! by [`MAX_SCAN`] where the range could be large; none walks the history.
+//! Each read is a range of one index between known keys, bounded by
+//! [`MAX_SCAN`] where the range could be large; none walks the history:
+//! a state's part of `due` and of `by_state` is read from its floor
+//! (`floors.rs`), and the reconciler's reads of `due` stop at now.
 
 use lockstep_api::lifecycle::State;
 use rocksdb::{Direction, IteratorMode};
 
+use super::floors::{at_or_before, Range};
 use super::meta::count_index;
 use super::records::StoredEvent;
 use super::{decode, split_timed_key, state_tag, EventStore, StoreError, StoreResult};
-use super::{Page, Stats, CF_BY_STATE, CF_DUE, CF_EVENTS, MAX_PAGE, MAX_SCAN};
+use super::{Page, Stats, CF_EVENTS, MAX_PAGE, MAX_SCAN};
 
 /// `event_list`'s query.
 #[derive(Debug, Clone, Default)]
@@ -30,22 +33,31 @@ pub struct ListQuery {
 impl EventStore {
     /// Ids of events in `state` whose due time is at or before `now_ms`,
     /// earliest first, at most `limit`.
+    ///
+    /// Read under the writer's mutex from the state's floor to `now_ms`,
+    /// which it then raises to the first id returned (or past `now_ms`
+    /// when there is none): the entries deleted before it (the moves and
+    /// reschedules of earlier passes) are not walked again.
     pub fn due(&self, state: State, now_ms: u64, limit: usize) -> StoreResult<Vec<String>> {
-        let start = [state_tag(state)];
+        let range = Range::Due(state);
+        let upper = at_or_before(state, now_ms);
+        let mut guard = self.lock();
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            self.cf(CF_DUE)?,
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
+        let mut first = None;
+        for item in self.range_iter(range, guard.floors.get(range), Some(upper.clone()))? {
             let (key, _) = item?;
-            let Some((s, due, id)) = split_timed_key(&key) else {
-                return Err(StoreError::Corrupt("due key".into()));
-            };
-            if s != state || due > now_ms || out.len() >= limit {
+            if first.is_none() {
+                first = Some(key.to_vec());
+            }
+            if out.len() >= limit {
                 break;
             }
+            let Some((_, _, id)) = split_timed_key(&key) else {
+                return Err(StoreError::Corrupt("due key".into()));
+            };
             out.push(id.to_owned());
         }
+        guard.floors.raise(range, first.unwrap_or(upper));
         Ok(out)
     }
 
@@ -86,20 +98,22 @@ impl EventStore {
                 }
             }
             Some(state) => {
-                let start = match &cursor {
-                    Some(key) if key.first() == Some(&state_tag(state)) => key.clone(),
-                    Some(_) => return Err(StoreError::BadCursor),
-                    None => vec![state_tag(state)],
-                };
-                let overdue_before = now_ms.saturating_sub(overdue_after_ms);
-                for item in self
-                    .db
-                    .iterator_cf(
-                        self.cf(CF_BY_STATE)?,
-                        IteratorMode::From(&start, Direction::Forward),
-                    )
-                    .take(MAX_SCAN)
+                if cursor
+                    .as_ref()
+                    .is_some_and(|key| key.first() != Some(&state_tag(state)))
                 {
+                    return Err(StoreError::BadCursor);
+                }
+                let overdue_before = now_ms.saturating_sub(overdue_after_ms);
+                let upper = query.overdue.then(|| at_or_before(state, overdue_before));
+                let range = Range::ByState(state);
+                let Some(iter) = self.read_range(range, cursor.as_deref(), upper)? else {
+                    return Ok(Page {
+                        events,
+                        next_cursor: None,
+                    });
+                };
+                for item in iter.take(MAX_SCAN) {
                     let (key, _) = item?;
                     if cursor.as_deref() == Some(&key[..]) {
                         continue;
@@ -135,22 +149,13 @@ impl EventStore {
             let guard = self.lock();
             (guard.counters.counts, guard.counters.next_seq)
         };
-        let by_state = self.cf(CF_BY_STATE)?;
+        // The first live entry of the state, from its floor.
         let oldest = |state: State| -> StoreResult<Option<u64>> {
-            let start = [state_tag(state)];
-            match self
-                .db
-                .iterator_cf(by_state, IteratorMode::From(&start, Direction::Forward))
-                .next()
-            {
-                Some(item) => {
-                    let (key, _) = item?;
-                    Ok(split_timed_key(&key)
-                        .filter(|(s, _, _)| *s == state)
-                        .map(|(_, since, _)| now_ms.saturating_sub(since)))
-                }
-                None => Ok(None),
-            }
+            Ok(self
+                .first_live(Range::ByState(state), None)?
+                .as_deref()
+                .and_then(split_timed_key)
+                .map(|(_, since, _)| now_ms.saturating_sub(since)))
         };
         Ok(Stats {
             registered: counts[count_index(State::Registered)],
@@ -166,24 +171,19 @@ impl EventStore {
         })
     }
 
-    /// PendingAccount events older than the threshold.
+    /// PendingAccount events older than the threshold (at most
+    /// [`MAX_SCAN`]), from the state's floor.
     pub fn overdue_count(&self, now_ms: u64, overdue_after_ms: u64) -> StoreResult<u64> {
         let before = now_ms.saturating_sub(overdue_after_ms);
-        let start = [state_tag(State::PendingAccount)];
+        let state = State::PendingAccount;
+        let upper = Some(at_or_before(state, before));
+        let Some(iter) = self.read_range(Range::ByState(state), None, upper)? else {
+            return Ok(0);
+        };
         let mut count = 0;
-        for item in self
-            .db
-            .iterator_cf(
-                self.cf(CF_BY_STATE)?,
-                IteratorMode::From(&start, Direction::Forward),
-            )
-            .take(MAX_SCAN)
-        {
-            let (key, _) = item?;
-            match split_timed_key(&key) {
-                Some((State::PendingAccount, since, _)) if since <= before => count += 1,
-                _ => break,
-            }
+        for item in iter.take(MAX_SCAN) {
+            item?;
+            count += 1;
         }
         Ok(count)
     }

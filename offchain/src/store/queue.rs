@@ -6,10 +6,10 @@
 //! Every bus sends from it.
 //!
 //! The **embedded queue** is the [`crate::bus::EmbeddedBus`]'s storage: the
-//! `ready` index (visible-at ms ‖ event id, read from its start: the
-//! earliest visible message first) plus the queue fields of each outbox
-//! entry (`visibleAtMs`, `lease`, `acked`) and the `leases` column family.
-//! Its rules:
+//! `ready` index (visible-at ms ‖ event id, read from its floor up to now:
+//! the earliest visible message first, see `floors.rs`) plus the queue
+//! fields of each outbox entry (`visibleAtMs`, `lease`, `acked`) and the
+//! `leases` column family. Its rules:
 //!
 //! - a message is in `ready` exactly while it is not acknowledged, under
 //!   its entry's `visibleAtMs` (leased messages under their deadline, so an
@@ -17,19 +17,61 @@
 //! - `pull` leases visible messages (`attempt` one higher each time) and
 //!   writes the lease; `ack` releases only what that lease still holds;
 //! - the first send is part of the move's own batch ([`EventStore::stage_outbox`]);
-//!   a re-send ([`EventStore::requeue`]) puts an acknowledged message back.
+//!   a re-send ([`EventStore::requeue`]) puts an acknowledged message back;
+//! - the depth (keys of `ready`) is a counter that every batch putting or
+//!   deleting a key of `ready` moves (`meta`'s `bus_depth`), never a count;
+//! - the writer knows every lease not yet deleted (its number and deadline:
+//!   [`LeaseChanges`], applied with the batch that makes or deletes it), so
+//!   pruning expired leases reads nothing; at open they are found by number
+//!   from `lease_floor` (below which every lease is deleted, written by the
+//!   prune) up to the next lease, one point read each.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use lockstep_api::bus::BusMessage;
 use lockstep_api::lifecycle::State;
 use rocksdb::IteratorMode;
 
+use super::floors::Range;
+use super::meta::META_LEASE_FLOOR;
 use super::records::{Lease, OutboxEntry, StoredMessage};
 use super::{decode, encode, EventStore, Pending, StoreError, StoreResult, MAX_PULL, MAX_SCAN};
-use super::{CF_LEASES, CF_OUTBOX, CF_READY};
+use super::{CF_LEASES, CF_META, CF_OUTBOX, CF_READY};
 
 /// `ready` keys: visible-at ms (BE) ‖ event id.
 fn ready_key(ms: u64, id: &str) -> Vec<u8> {
     [ms.to_be_bytes().as_slice(), id.as_bytes()].concat()
+}
+
+/// The id of lease number `n`. Part of the wire and the on-disk format.
+fn lease_id(n: u64) -> String {
+    format!("lease-{n}")
+}
+
+/// The number of a lease id this store made.
+fn lease_number(id: &str) -> Option<u64> {
+    id.strip_prefix("lease-")?.parse().ok()
+}
+
+/// Changes of the writer's live leases staged in one batch, applied when
+/// it is written.
+#[derive(Debug, Default)]
+pub(super) struct LeaseChanges {
+    /// A lease made: number and deadline.
+    added: Option<(u64, u64)>,
+    /// Leases deleted.
+    removed: BTreeSet<u64>,
+}
+
+impl LeaseChanges {
+    pub(super) fn apply(self, leases: &mut BTreeMap<u64, u64>) {
+        for n in self.removed {
+            leases.remove(&n);
+        }
+        if let Some((n, deadline)) = self.added {
+            leases.insert(n, deadline);
+        }
+    }
 }
 
 /// What [`EventStore::requeue`] did.
@@ -73,9 +115,8 @@ impl EventStore {
         pending
             .batch
             .put_cf(self.cf(CF_OUTBOX)?, id, encode(&entry));
-        pending
-            .batch
-            .put_cf(self.cf(CF_READY)?, ready_key(now_ms, id), []);
+        self.stage_index_put(pending, Range::Ready, &ready_key(now_ms, id))?;
+        pending.count_queued(true);
         Ok(())
     }
 
@@ -87,6 +128,7 @@ impl EventStore {
                 pending
                     .batch
                     .delete_cf(self.cf(CF_READY)?, ready_key(entry.visible_at_ms, id));
+                pending.count_queued(false);
             }
             pending.batch.delete_cf(self.cf(CF_OUTBOX)?, id);
         }
@@ -142,9 +184,8 @@ impl EventStore {
         entry.acked = false;
         entry.lease = None;
         entry.visible_at_ms = now_ms;
-        pending
-            .batch
-            .put_cf(self.cf(CF_READY)?, ready_key(now_ms, id), []);
+        self.stage_index_put(&mut pending, Range::Ready, &ready_key(now_ms, id))?;
+        pending.count_queued(true);
         pending
             .batch
             .put_cf(self.cf(CF_OUTBOX)?, id, encode(&entry));
@@ -154,6 +195,12 @@ impl EventStore {
 
     /// Leases up to `max` visible messages until `now_ms + lease_ms`. Each
     /// leased message becomes visible again at the deadline unless acked.
+    ///
+    /// Reads `ready` from its floor to `now_ms` only: neither the entries
+    /// deleted before the floor nor those deleted in the future (acked
+    /// leases' deadlines) are walked; the floor then moves to the first
+    /// visible message left, or past `now_ms` when none is (kept in memory
+    /// when nothing is written: an empty pull writes nothing).
     pub fn pull(
         &self,
         max: usize,
@@ -163,51 +210,73 @@ impl EventStore {
         let max = max.min(MAX_PULL);
         let mut guard = self.lock();
         let deadline = now_ms.saturating_add(lease_ms);
-        let lease_id = format!("lease-{}", guard.counters.next_lease);
-        let mut pending = self.begin(&guard);
+        let number = guard.counters.next_lease;
+        let lease_id = lease_id(number);
         let ready = self.cf(CF_READY)?;
         let outbox = self.cf(CF_OUTBOX)?;
-        let mut messages = Vec::new();
-        for item in self.db.iterator_cf(ready, IteratorMode::Start) {
-            if messages.len() >= max {
-                break;
-            }
+        let visible_until = now_ms.checked_add(1).map(|ms| ms.to_be_bytes().to_vec());
+        let mut taken = Vec::new();
+        let mut stale = Vec::new();
+        // The first visible key this pull leaves in place.
+        let mut left = None;
+        for item in self.range_iter(
+            Range::Ready,
+            guard.floors.get(Range::Ready),
+            visible_until.clone(),
+        )? {
             let (key, _) = item?;
-            let visible = u64::from_be_bytes(
-                key.get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| StoreError::Corrupt("ready key".into()))?,
-            );
-            if visible > now_ms {
+            if taken.len() >= max {
+                left = Some(key.to_vec());
                 break;
             }
-            let id = std::str::from_utf8(&key[8..])
-                .map_err(|_| StoreError::Corrupt("ready key".into()))?;
-            let Some(mut entry) = self.outbox_entry(id)? else {
+            let id = key
+                .get(8..)
+                .and_then(|id| std::str::from_utf8(id).ok())
+                .ok_or_else(|| StoreError::Corrupt("ready key".into()))?;
+            match self.outbox_entry(id)? {
+                Some(entry) => taken.push((key.to_vec(), id.to_owned(), entry)),
                 // A stale index entry: drop it.
-                pending.batch.delete_cf(ready, &key);
-                continue;
-            };
+                None => stale.push(key.to_vec()),
+            }
+        }
+        // Below it, every key is deleted once this pull's batch is written.
+        let raised = left.or(visible_until);
+        let lease = Lease {
+            lease_id: lease_id.clone(),
+            deadline_ms: deadline,
+            messages: taken.iter().map(|(_, id, _)| id.clone()).collect(),
+        };
+        if taken.is_empty() && stale.is_empty() {
+            if let Some(raised) = raised {
+                guard.floors.raise(Range::Ready, raised);
+            }
+            return Ok((lease, Vec::new()));
+        }
+        let mut pending = self.begin(&guard);
+        if let Some(raised) = raised {
+            pending.floors.raise(Range::Ready, raised);
+        }
+        for key in &stale {
+            pending.batch.delete_cf(ready, key);
+            pending.count_queued(false);
+        }
+        let mut messages = Vec::with_capacity(taken.len());
+        for (key, id, mut entry) in taken {
             pending.batch.delete_cf(ready, &key);
-            pending.batch.put_cf(ready, ready_key(deadline, id), []);
+            self.stage_index_put(&mut pending, Range::Ready, &ready_key(deadline, &id))?;
             entry.visible_at_ms = deadline;
             entry.lease = Some(lease_id.clone());
             entry.message.attempt = entry.message.attempt.saturating_add(1);
-            pending.batch.put_cf(outbox, id, encode(&entry));
+            pending.batch.put_cf(outbox, id.as_str(), encode(&entry));
             messages.push(BusMessage::from(entry.message));
         }
-        let lease = Lease {
-            lease_id,
-            deadline_ms: deadline,
-            messages: messages.iter().map(|m| m.message_id.clone()).collect(),
-        };
-        if messages.is_empty() {
-            return Ok((lease, messages));
+        if !messages.is_empty() {
+            self.stage_next_lease(&mut pending)?;
+            pending
+                .batch
+                .put_cf(self.cf(CF_LEASES)?, &lease.lease_id, encode(&lease));
+            pending.leases.added = Some((number, deadline));
         }
-        self.stage_next_lease(&mut pending)?;
-        pending
-            .batch
-            .put_cf(self.cf(CF_LEASES)?, &lease.lease_id, encode(&lease));
         self.commit(&mut guard, pending)?;
         Ok((lease, messages))
     }
@@ -256,6 +325,7 @@ impl EventStore {
                     pending
                         .batch
                         .delete_cf(self.cf(CF_READY)?, ready_key(entry.visible_at_ms, id));
+                    pending.count_queued(false);
                     entry.acked = true;
                     entry.lease = None;
                     pending
@@ -268,6 +338,9 @@ impl EventStore {
         lease.messages.retain(|m| !chosen.contains(m));
         if lease.messages.is_empty() {
             pending.batch.delete_cf(leases, lease_id);
+            if let Some(n) = lease_number(lease_id) {
+                pending.leases.removed.insert(n);
+            }
         } else {
             pending.batch.put_cf(leases, lease_id, encode(&lease));
         }
@@ -276,38 +349,80 @@ impl EventStore {
     }
 
     /// Deletes leases whose deadline passed before `before_ms` (their
-    /// messages are back in the queue already). Returns how many.
+    /// messages are back in the queue already), at most [`MAX_SCAN`] at a
+    /// time, from the writer's list of live leases: nothing is read. Also
+    /// writes the lease floor when it moved. Returns how many were deleted.
     pub fn prune_leases(&self, before_ms: u64) -> StoreResult<usize> {
         let mut guard = self.lock();
         let leases = self.cf(CF_LEASES)?;
         let mut pending = self.begin(&guard);
-        let mut pruned = 0;
-        for item in self
-            .db
-            .iterator_cf(leases, IteratorMode::Start)
+        for (&n, _) in guard
+            .leases
+            .iter()
+            .filter(|(_, &deadline)| deadline < before_ms)
             .take(MAX_SCAN)
         {
-            let (key, value) = item?;
-            let lease: Lease = decode("lease", &value)?;
-            if lease.deadline_ms < before_ms {
-                pending.batch.delete_cf(leases, &key);
-                pruned += 1;
-            }
+            pending.batch.delete_cf(leases, lease_id(n));
+            pending.leases.removed.insert(n);
         }
-        if pruned > 0 {
-            self.commit(&mut guard, pending)?;
+        let pruned = pending.leases.removed.len();
+        let floor = guard
+            .leases
+            .keys()
+            .find(|n| !pending.leases.removed.contains(n))
+            .copied()
+            .unwrap_or(guard.counters.next_lease);
+        if pruned == 0 && guard.lease_floor_on_disk == Some(floor) {
+            return Ok(0);
         }
+        pending
+            .batch
+            .put_cf(self.cf(CF_META)?, META_LEASE_FLOOR, encode(&floor));
+        self.commit(&mut guard, pending)?;
+        guard.lease_floor_on_disk = Some(floor);
         Ok(pruned)
     }
 
-    /// Messages in the queue (not acknowledged), leased or not.
+    /// Messages in the queue (not acknowledged), leased or not: a counter,
+    /// nothing is read.
     pub fn bus_depth(&self) -> StoreResult<u64> {
-        let mut depth = 0;
-        for item in self.db.iterator_cf(self.cf(CF_READY)?, IteratorMode::Start) {
-            item?;
-            depth += 1;
+        Ok(self.lock().counters.bus_depth)
+    }
+
+    /// The leases on disk, by number, with their deadlines, and the lease
+    /// floor as written: read one by one from the floor to `next_lease`,
+    /// or (a store written before the floor existed) by walking `leases`
+    /// once.
+    pub(super) fn load_leases(
+        &self,
+        next_lease: u64,
+    ) -> StoreResult<(BTreeMap<u64, u64>, Option<u64>)> {
+        let cf = self.cf(CF_LEASES)?;
+        let mut live = BTreeMap::new();
+        let floor = match self.db.get_cf(self.cf(CF_META)?, META_LEASE_FLOOR)? {
+            Some(bytes) => Some(decode::<u64>("lease floor", &bytes)?),
+            None => None,
+        };
+        match floor {
+            Some(floor) => {
+                for n in floor..next_lease {
+                    if let Some(bytes) = self.db.get_cf(cf, lease_id(n))? {
+                        live.insert(n, decode::<Lease>("lease", &bytes)?.deadline_ms);
+                    }
+                }
+            }
+            None => {
+                for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+                    let (key, value) = item?;
+                    // Every lease this store made is numbered.
+                    let Some(n) = std::str::from_utf8(&key).ok().and_then(lease_number) else {
+                        continue;
+                    };
+                    live.insert(n, decode::<Lease>("lease", &value)?.deadline_ms);
+                }
+            }
         }
-        Ok(depth)
+        Ok((live, floor))
     }
 }
 

@@ -94,7 +94,11 @@ async fn succeeded_transfer_is_pending_then_completed_by_receipt() {
     assert_eq!(stats.last_seq, 3);
 
     // A subscriber resuming from seq 2 gets exactly what it missed.
-    let mut feed = events.ws.subscribe_transitions(Some(2)).await.unwrap();
+    let mut feed = events
+        .ws
+        .subscribe_transitions(Some(2), None)
+        .await
+        .unwrap();
     let second = feed.next().await.unwrap().unwrap();
     let third = feed.next().await.unwrap().unwrap();
     assert_eq!((second.seq, second.to), (2, State::PendingAccount));

@@ -68,6 +68,12 @@ fn event_process(base: &Path, node_url: &str, port: u16) -> TestProcess {
     }
     let credentials = base.join("credentials");
     lockstep_offchain::test_utils::write_dev_credentials(&credentials).expect("credentials");
+    let spec = base.join("chain-spec.json");
+    std::fs::write(
+        &spec,
+        lockstep_node::test_utils::dev_spec("lockstep-offchain-test").to_json(),
+    )
+    .expect("chain spec");
     TestProcess::new("run", env!("CARGO_BIN_EXE_lockstep-offchain"), base)
         .args(["run", "--nodes", node_url, "--quorum", "1/1", "--base-path"])
         .arg(base)
@@ -77,6 +83,8 @@ fn event_process(base: &Path, node_url: &str, port: u16) -> TestProcess {
         .arg(&key_file)
         .args(["--rpc-port", &port.to_string()])
         .args(["--bridge-key", &bridge_key().public().to_string()])
+        .arg("--chain-spec")
+        .arg(&spec)
         .args([
             "--scan-interval",
             "100ms",
@@ -329,7 +337,7 @@ async fn kill_9_at_random_points_loses_nothing() {
     )
     .await
     .unwrap();
-    let mut feed = ws.subscribe_transitions(Some(1)).await.unwrap();
+    let mut feed = ws.subscribe_transitions(Some(1), None).await.unwrap();
     let mut per_event: BTreeMap<String, u64> = BTreeMap::new();
     for expected_seq in 1..=history_len {
         let transition = feed.next().await.unwrap().unwrap();

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jsonrpsee::core::client::{ClientT, Error as ClientError};
+use jsonrpsee::core::params::ArrayParams;
 use jsonrpsee::http_client::HttpClientBuilder;
 use jsonrpsee::server::{Server, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
@@ -15,11 +16,11 @@ use lockstep_api::bus::{BusMessage, Delivery};
 use lockstep_api::event::{
     settlement_commitment, Event, Evidence, PaymentInstruction, RegisterRequest,
 };
-use lockstep_api::node::{methods as node_methods, TxApiClient, TxState, TxStatusView};
+use lockstep_api::node::{methods as node_methods, SignedBlockView, TxState, TxStatusView};
 use lockstep_api::offchain::{EventApiClient, Stats};
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
-use lockstep_runtime::{AccountId, Call, Hash, Keypair, Outcome, SignedTx};
+use lockstep_runtime::{AccountId, Call, DispatchError, Hash, Keypair, Outcome, Receipt, SignedTx};
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
@@ -124,50 +125,110 @@ pub fn hex(tx: &SignedTx) -> String {
     to_hex(&tx.encode())
 }
 
-/// How a proxy treats `tx_getStatus` answers.
+/// How a proxy treats what it forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
-    /// Forwards them unchanged: a second honest endpoint onto the same chain.
+    /// Forwards everything unchanged: a second honest endpoint onto the
+    /// same chain.
     Honest,
     /// Claims every transaction finalized successfully in a block that does
-    /// not exist.
+    /// not exist, and names that block's hash for every height.
     Lying,
+    /// Serves receipts with every outcome flipped (success ↔ failure).
+    TamperedReceipts,
+    /// Serves blocks whose justification is signed by strangers.
+    StrangerJustification,
 }
 
-/// A JSON-RPC endpoint that forwards `tx_getStatus` (single and batched) to
-/// a real node, honestly or not. Only that method: the watcher never
-/// follows a proxy in these tests.
+/// The hash the [`Behaviour::Lying`] proxy names.
+pub fn lie() -> Hash {
+    Hash::digest(b"a block that does not exist")
+}
+
+/// A JSON-RPC endpoint (HTTP only: no subscriptions, so the watcher never
+/// follows a proxy) that forwards the calls the event system makes of its
+/// nodes — `tx_getStatus` (single and batched), `chain_getBlockHash`,
+/// `chain_getBlock`, `chain_getReceipts`, `system_properties` — to a real
+/// node, honestly or not.
 pub async fn proxy(target: SocketAddr, behaviour: Behaviour) -> (ServerHandle, String) {
     let client = HttpClientBuilder::default()
         .build(format!("http://{target}"))
         .unwrap();
     let mut module = RpcModule::new(client);
-    module
-        .register_async_method(
-            node_methods::TX_GET_STATUS,
-            move |params, client, _| async move {
-                let hash: Hash = params.one()?;
-                let mut answer = client
-                    .status(hash)
+    for method in [
+        node_methods::TX_GET_STATUS,
+        node_methods::CHAIN_GET_BLOCK_HASH,
+        "chain_getBlock",
+        "chain_getReceipts",
+        "system_properties",
+    ] {
+        module
+            .register_async_method(method, move |params, client, _| async move {
+                let mut forwarded = ArrayParams::new();
+                let mut sequence = params.sequence();
+                while let Some(value) = sequence.optional_next::<Value>()? {
+                    forwarded.insert(value).unwrap();
+                }
+                let answer: Value = client
+                    .request(method, forwarded)
                     .await
                     .map_err(|e| ErrorObjectOwned::owned(-32000, e.to_string(), None::<()>))?;
-                if behaviour == Behaviour::Lying {
-                    answer.status = TxState::Finalized;
-                    answer.block_hash = Some(Hash::digest(b"a block that does not exist"));
-                    answer.block_number = Some(1);
-                    answer.index = Some(0);
-                    answer.outcome = Some(Outcome::Success);
-                }
-                Ok::<TxStatusView, ErrorObjectOwned>(answer)
-            },
-        )
-        .unwrap();
+                Ok::<Value, ErrorObjectOwned>(distort(behaviour, method, answer))
+            })
+            .unwrap();
+    }
     let server = Server::builder()
         .build(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
     let addr = server.local_addr().unwrap();
     (server.start(module), format!("http://{addr}"))
+}
+
+/// What a proxy of `behaviour` answers instead of the node's `answer`.
+fn distort(behaviour: Behaviour, method: &str, answer: Value) -> Value {
+    match (behaviour, method) {
+        (Behaviour::Lying, node_methods::TX_GET_STATUS) => {
+            let mut status: TxStatusView = serde_json::from_value(answer).unwrap();
+            status.status = TxState::Finalized;
+            status.block_hash = Some(lie());
+            status.block_number = Some(1);
+            status.index = Some(0);
+            status.outcome = Some(Outcome::Success);
+            serde_json::to_value(status).unwrap()
+        }
+        (Behaviour::Lying, node_methods::CHAIN_GET_BLOCK_HASH) => {
+            serde_json::to_value(lie()).unwrap()
+        }
+        (Behaviour::TamperedReceipts, "chain_getReceipts") => {
+            let receipts: Option<Vec<Receipt>> = serde_json::from_value(answer).unwrap();
+            let flipped = receipts.map(|receipts| {
+                receipts
+                    .into_iter()
+                    .map(|mut r| {
+                        r.outcome = match r.outcome {
+                            Outcome::Success => Outcome::Failed(DispatchError::InsufficientBalance),
+                            Outcome::Failed(_) => Outcome::Success,
+                        };
+                        r
+                    })
+                    .collect::<Vec<_>>()
+            });
+            serde_json::to_value(flipped).unwrap()
+        }
+        (Behaviour::StrangerJustification, "chain_getBlock") => {
+            let mut block: Option<SignedBlockView> = serde_json::from_value(answer).unwrap();
+            if let Some(justification) = block.as_mut().and_then(|b| b.justification.as_mut()) {
+                let stranger = Keypair::dev("mallory");
+                for (signer, signature) in &mut justification.signatures {
+                    *signer = stranger.public();
+                    *signature = stranger.sign(b"not a precommit");
+                }
+            }
+            serde_json::to_value(block).unwrap()
+        }
+        _ => answer,
+    }
 }
 
 /// An address where nothing listens: a node that is down.

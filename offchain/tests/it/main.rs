@@ -9,6 +9,8 @@ mod bad_input;
 mod chain;
 mod crash;
 mod harness;
+mod proofs;
 mod quorum;
 mod registered_bound;
+mod subscribe;
 mod tls;

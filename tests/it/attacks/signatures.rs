@@ -103,6 +103,8 @@ async fn an_instruction_not_signed_by_the_event_systems_key_is_not_paid() {
         .args(["--rpc-port", &forger_port.to_string()])
         .args(["--bridge-key", &forger_bridge_public, "--key-file"])
         .arg(&forger_key)
+        .arg("--chain-spec")
+        .arg(system.net.spec_path())
         .args([
             "--scan-interval",
             "300ms",
