@@ -62,7 +62,7 @@ while [ "$settled" -lt "$TARGET" ]; do
     [ -n "$first" ] || first=$eps
     last=$eps
     printf '%d %d %.0f %.0f %s %s %s\n' "$run" "$settled" "$eps" "$tps" "$pending_p99" "$completed_p99" \
-        "$(awk -v c="$calls" -v n="$completed" 'BEGIN { printf "%.4f", n > 0 ? c / n : 0 }')"
+        "$(awk -v c="$calls" -v n="$completed" 'BEGIN { printf "%.4f", (n > 0 ? c / n : 0) }')"
 done
 awk -v f="$first" -v l="$last" 'BEGIN { printf "last run / first run: %.2f\n", l / f }'
 

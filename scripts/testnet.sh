@@ -223,7 +223,7 @@ start() {
         --chain-spec "$RUN_DIR/chain-spec.json" \
         --prometheus-port "$(port_of metrics-events)" \
         --credentials "$CREDENTIALS" \
-        --scan-interval 1s --grace 5s \
+        --scan-interval 1s \
         --resend-base 5s --resend-cap 1m
     await "the event system to follow the chain" 30 events_following
     launch bridge "$RUN_DIR/bridge.log" "$BRIDGE" run --event-system "$events_url" \

@@ -165,6 +165,11 @@ pub struct Config {
     /// Twice, so that a watcher a little behind the chain does not refuse
     /// a client's honest window.
     pub max_validity_blocks: u64,
+    /// The chain spec's block time: with `max_validity_blocks` and each
+    /// registration's `validUntil`, when an event whose transfer is never
+    /// included can first be cancelled as expired (the reconciler looks
+    /// then if that comes before `grace`).
+    pub block_time: Duration,
     /// The event system's own key: it signs every payment instruction
     /// that leaves the outbox, and the bridge pays nothing else. A fresh
     /// random key unless set (`lockstep-offchain run` reads `--key-file`);
@@ -212,6 +217,7 @@ impl Config {
             register_rate: DEFAULT_REGISTER_RATE,
             max_registered_per_credential: DEFAULT_MAX_REGISTERED_PER_CREDENTIAL,
             max_validity_blocks: lockstep_runtime::DEFAULT_MAX_VALIDITY_BLOCKS,
+            block_time: Duration::from_secs(1),
             instruction_key: Keypair::generate(),
             scan_interval: Duration::from_secs(5),
             grace: Duration::from_secs(30),
@@ -371,6 +377,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     )
     .with_registered_bound(config.max_registered_per_credential)
     .with_validity_bound(config.max_validity_blocks, metrics.clone())
+    .with_block_time(config.block_time)
     .with_metrics(metrics.clone());
     let registrar_done = handler.registrar_done();
     let tls = config.tls.is_some();

@@ -174,7 +174,11 @@ struct RunArgs {
     /// Time between reconciler passes (e.g. 500ms, 5s, 1m).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     scan_interval: Duration,
-    /// Age of a Registered event before the reconciler re-checks it.
+    /// Age of a Registered event before the reconciler asks the nodes about
+    /// its transfer (sooner if the chain will be past its validUntil
+    /// before: it can be cancelled as expired then). Blocks settle every
+    /// event whose transfer they hold without it; it is for what no block
+    /// answered: a transfer never included, or registered after its block.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     grace: Duration,
     /// Largest delay between re-checks of an undecided Registered event.
@@ -259,6 +263,7 @@ async fn main() -> anyhow::Result<()> {
         })?,
     );
     config.max_validity_blocks = args.max_validity_blocks.unwrap_or(spec.max_validity_blocks);
+    config.block_time = Duration::from_millis(spec.block_time_ms.max(1));
     // Watched before the start, so that a SIGHUP sent once the address
     // line is out reloads rather than kills.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

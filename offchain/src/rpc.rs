@@ -110,6 +110,11 @@ pub struct EventRpc {
     /// The chain's validity window and where the watcher is; none: no
     /// bound (tests of the RPC alone).
     validity: Option<(u64, Arc<Metrics>)>,
+    /// The chain's block time: with the watcher's height, when a
+    /// registration's `validUntil` will have passed, so that an event whose
+    /// transfer is never included is looked at once it can be cancelled,
+    /// not only at the grace period's end. None: at the grace period's end.
+    block_time: Option<Duration>,
     /// Where receipts are counted; none: nowhere (tests of the RPC alone).
     metrics: Option<Arc<Metrics>>,
 }
@@ -219,6 +224,7 @@ impl EventRpc {
             overdue_after,
             callers: CallerLimits::default(),
             validity: None,
+            block_time: None,
             metrics: None,
         }
     }
@@ -256,6 +262,13 @@ impl EventRpc {
     /// without credentials has no bound, as it has no rate.
     pub fn with_registered_bound(mut self, max: u64) -> EventRpc {
         self.callers.max_registered = Some(max);
+        self
+    }
+
+    /// Looks first at an event whose `validUntil` comes before the grace
+    /// period's end once the chain, at `block_time` a block, is past it.
+    pub fn with_block_time(mut self, block_time: Duration) -> EventRpc {
+        self.block_time = Some(block_time);
         self
     }
 
@@ -359,6 +372,7 @@ impl EventRpc {
                 ));
             }
         }
+        let check_by_ms = self.expiry_estimate(registration.valid_until);
         let (reply, answer) = oneshot::channel();
         self.registrar
             .send(RegisterJob {
@@ -366,12 +380,26 @@ impl EventRpc {
                     registration,
                     commitment,
                     registrant: self.registrant(caller),
+                    check_by_ms,
                 },
                 reply,
             })
             .await
             .map_err(|_| registrar_stopped())?;
         Ok(answer)
+    }
+
+    /// When the chain will be past `valid_until`, from the watcher's height
+    /// and the block time, with one block to spare for the watcher to see
+    /// it: the earliest a transfer never included can be cancelled.
+    fn expiry_estimate(&self, valid_until: u64) -> Option<u64> {
+        let block_ms = self.block_time?.as_millis() as u64;
+        let (_, metrics) = self.validity.as_ref()?;
+        let head = metrics
+            .watcher_height
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let blocks = valid_until.saturating_sub(head).saturating_add(2);
+        Some(now_ms().saturating_add(blocks.saturating_mul(block_ms)))
     }
 
     fn verify_receipt(&self, receipt: &PaymentReceipt) -> RpcResult<()> {

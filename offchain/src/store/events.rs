@@ -49,6 +49,11 @@ pub struct Submission {
     /// no one's (registered without credentials, or by the store's own
     /// callers) and no bound applies.
     pub registrant: Option<Registrant>,
+    /// When the event can first be decided without its block: once the
+    /// chain is past its `validUntil` (an expiry the watcher cannot see).
+    /// The reconciler's first look is at this time when it comes before
+    /// the grace period's end; none: at the grace period's end.
+    pub check_by_ms: Option<u64>,
 }
 
 /// The credential that registers an event, and how many events it may hold
@@ -140,6 +145,7 @@ impl EventStore {
                 registration: r.clone(),
                 commitment: Commitment::Unverified,
                 registrant: None,
+                check_by_ms: None,
             })
             .collect();
         self.register_checked(&unverified, now_ms, recheck_at_ms)
@@ -151,6 +157,8 @@ impl EventStore {
     /// own, against the store and against the others of the group; a
     /// refused one is reported in its slot and contributes nothing. The
     /// outer error is a store failure, in which case nothing was written.
+    /// The reconciler first looks at each new event at `recheck_at_ms`, or
+    /// at its [`Submission::check_by_ms`] if that is earlier.
     /// Idempotency compares the payload only: the same event registered
     /// again by hash, or with its signed transfer, is the same event (and
     /// keeps what was first recorded of its commitment and registrant), and
@@ -173,6 +181,7 @@ impl EventStore {
             registration,
             commitment,
             registrant,
+            check_by_ms,
         } in submissions
         {
             let existing = match staged.get(&registration.id) {
@@ -209,6 +218,7 @@ impl EventStore {
                     continue;
                 }
             }
+            let due = check_by_ms.map_or(recheck_at_ms, |at| at.min(recheck_at_ms));
             let event = Event {
                 id: registration.id.clone(),
                 tx_hash: registration.tx_hash,
@@ -217,7 +227,7 @@ impl EventStore {
                 state: State::Registered,
                 created_at_ms: now_ms,
                 state_since_ms: now_ms,
-                due_at_ms: Some(recheck_at_ms),
+                due_at_ms: Some(due),
                 checks: 0,
                 resends: 0,
                 evidence: None,
@@ -241,7 +251,7 @@ impl EventStore {
             self.stage_index_put(
                 &mut pending,
                 Range::Due(State::Registered),
-                &timed_key(State::Registered, recheck_at_ms, id),
+                &timed_key(State::Registered, due, id),
             )?;
             self.append_transition(
                 &mut pending,
@@ -1032,6 +1042,37 @@ mod tests {
         assert!(matches!(results[3], Err(StoreError::TxConflict { .. })));
         let stats = store.stats(10, 1000).expect("stats");
         assert_eq!((stats.registered, stats.last_seq), (3, 3));
+    }
+
+    #[test]
+    fn an_event_is_first_looked_at_by_its_expiry_when_that_comes_before_the_grace_period() {
+        let (_dir, store) = open();
+        let soon = Submission {
+            check_by_ms: Some(15),
+            ..verified(registration("soon", 1))
+        };
+        let late = Submission {
+            check_by_ms: Some(500),
+            ..verified(registration("late", 2))
+        };
+        let plain = verified(registration("plain", 3));
+        for result in store
+            .register_checked(&[soon, late, plain], 10, 40)
+            .expect("register")
+        {
+            result.expect("registered");
+        }
+        let due_at = |id: &str| store.get(id).expect("get").expect(id).due_at_ms;
+        assert_eq!(
+            (due_at("soon"), due_at("late"), due_at("plain")),
+            (Some(15), Some(40), Some(40))
+        );
+        // The reconciler's list holds the early one alone until the grace
+        // period ends.
+        assert_eq!(store.due(State::Registered, 20, 10).expect("due"), ["soon"]);
+        let mut all = store.due(State::Registered, 40, 10).expect("due");
+        all.sort();
+        assert_eq!(all, ["late", "plain", "soon"]);
     }
 
     #[test]

@@ -495,6 +495,7 @@ pub(crate) mod test_utils {
             registration,
             commitment: lockstep_api::event::Commitment::Verified,
             registrant: None,
+            check_by_ms: None,
         }
     }
 
@@ -507,6 +508,7 @@ pub(crate) mod test_utils {
                 name: name.into(),
                 max_registered: max,
             }),
+            check_by_ms: None,
         }
     }
 
