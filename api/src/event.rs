@@ -580,6 +580,47 @@ impl PaymentReceipt {
 
     /// Checks the fields and the signature.
     pub fn verify(&self, bridge_key: &AccountId) -> Result<(), ReceiptError> {
+        self.check_fields()?;
+        if !crypto::verify(bridge_key, &self.signed_bytes(), &self.signature) {
+            return Err(ReceiptError::BadSignature);
+        }
+        Ok(())
+    }
+
+    /// [`PaymentReceipt::verify`] for each of `receipts`, in order, with one
+    /// batch check of the signatures when all are good (about twice as fast
+    /// per receipt as one by one) and one by one only to find the bad ones.
+    pub fn verify_all(
+        receipts: &[PaymentReceipt],
+        bridge_key: &AccountId,
+    ) -> Vec<Result<(), ReceiptError>> {
+        let mut results: Vec<Result<(), ReceiptError>> =
+            receipts.iter().map(PaymentReceipt::check_fields).collect();
+        let checked: Vec<(usize, Vec<u8>)> = receipts
+            .iter()
+            .zip(&results)
+            .enumerate()
+            .filter(|(_, (_, fields))| fields.is_ok())
+            .map(|(i, (receipt, _))| (i, receipt.signed_bytes()))
+            .collect();
+        let signers = vec![*bridge_key; checked.len()];
+        let bytes: Vec<&[u8]> = checked.iter().map(|(_, b)| b.as_slice()).collect();
+        let signatures: Vec<Signature> = checked
+            .iter()
+            .map(|(i, _)| receipts[*i].signature)
+            .collect();
+        if !crypto::verify_batch(&signers, &bytes, &signatures) {
+            for (i, bytes) in &checked {
+                if !crypto::verify(bridge_key, bytes, &receipts[*i].signature) {
+                    results[*i] = Err(ReceiptError::BadSignature);
+                }
+            }
+        }
+        results
+    }
+
+    /// Every check of [`PaymentReceipt::verify`] but the signature's.
+    fn check_fields(&self) -> Result<(), ReceiptError> {
         check_event_id(&self.event_id).map_err(|mut e| {
             e.field = "eventId";
             e
@@ -620,9 +661,6 @@ impl PaymentReceipt {
                 format!("must be 1 to {MAX_PAYMENT_REFERENCE} printable ASCII bytes"),
             )
             .into());
-        }
-        if !crypto::verify(bridge_key, &self.signed_bytes(), &self.signature) {
-            return Err(ReceiptError::BadSignature);
         }
         Ok(())
     }
@@ -761,6 +799,33 @@ mod tests {
             ..payment()
         };
         assert!(same.check().is_err());
+    }
+
+    #[test]
+    fn a_batch_of_receipts_is_checked_at_once_and_the_bad_ones_are_named() {
+        let key = Keypair::dev("bridge");
+        let good: Vec<PaymentReceipt> = (0..5)
+            .map(|i| PaymentReceipt::sign(&key, &format!("e{i}"), &format!("pay-{i}")))
+            .collect();
+        assert!(PaymentReceipt::verify_all(&good, &key.public())
+            .iter()
+            .all(Result::is_ok));
+        let mut mixed = good.clone();
+        // Another's signature, a changed reference, a malformed field.
+        mixed[1] = PaymentReceipt::sign(&Keypair::dev("mallory"), "e1", "pay-1");
+        mixed[3].payment_reference = "pay-x".into();
+        mixed[4].event_id = "bad id".into();
+        let results = PaymentReceipt::verify_all(&mixed, &key.public());
+        assert_eq!(results[0], Ok(()));
+        assert_eq!(results[1], Err(ReceiptError::BadSignature));
+        assert_eq!(results[2], Ok(()));
+        assert_eq!(results[3], Err(ReceiptError::BadSignature));
+        assert!(matches!(results[4], Err(ReceiptError::Invalid(_))));
+        // The same as one by one.
+        for (receipt, result) in mixed.iter().zip(&results) {
+            assert_eq!(&receipt.verify(&key.public()), result);
+        }
+        assert!(PaymentReceipt::verify_all(&[], &key.public()).is_empty());
     }
 
     #[test]

@@ -403,10 +403,15 @@ impl EventRpc {
     }
 
     fn verify_receipt(&self, receipt: &PaymentReceipt) -> RpcResult<()> {
-        receipt.verify(&self.bridge_key).map_err(|e| match e {
-            ReceiptError::Invalid(e) => error(INVALID_FIELD, e.to_string()),
-            ReceiptError::BadSignature => error(BAD_RECEIPT_SIGNATURE, e.to_string()),
-        })
+        receipt.verify(&self.bridge_key).map_err(receipt_refusal)
+    }
+}
+
+/// A receipt refused by its own checks.
+fn receipt_refusal(e: ReceiptError) -> ErrorObjectOwned {
+    match e {
+        ReceiptError::Invalid(e) => error(INVALID_FIELD, e.to_string()),
+        ReceiptError::BadSignature => error(BAD_RECEIPT_SIGNATURE, e.to_string()),
     }
 }
 
@@ -527,8 +532,9 @@ impl EventApiServer for EventRpc {
         let written = tokio::task::spawn_blocking(move || {
             let mut results: Vec<Option<RpcResult<Event>>> = Vec::with_capacity(receipts.len());
             let mut verified = Vec::new();
-            for receipt in receipts {
-                match handler.verify_receipt(&receipt) {
+            let checks = PaymentReceipt::verify_all(&receipts, &handler.bridge_key);
+            for (receipt, check) in receipts.into_iter().zip(checks) {
+                match check.map_err(receipt_refusal) {
                     Ok(()) => {
                         results.push(None);
                         verified.push(receipt);

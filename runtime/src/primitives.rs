@@ -73,13 +73,28 @@ macro_rules! hex_bytes_type {
             }
         }
 
+        impl $name {
+            /// `0x` and the bytes in lower-case hex, on the stack: one
+            /// write for the whole (ids are formatted for every JSON
+            /// answer, and a write per byte showed in profiles).
+            fn hex_text(&self) -> [u8; 2 + 2 * $len] {
+                let mut text = [0u8; 2 + 2 * $len];
+                text[0] = b'0';
+                text[1] = b'x';
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                for (i, byte) in self.0.iter().enumerate() {
+                    text[2 + 2 * i] = DIGITS[usize::from(byte >> 4)];
+                    text[3 + 2 * i] = DIGITS[usize::from(byte & 0x0f)];
+                }
+                text
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("0x")?;
-                for byte in self.0.iter() {
-                    write!(f, "{byte:02x}")?;
-                }
-                Ok(())
+                let text = self.hex_text();
+                // Only ASCII digits were written.
+                f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
             }
         }
 
@@ -106,7 +121,11 @@ macro_rules! hex_bytes_type {
 
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
+                let text = self.hex_text();
+                match std::str::from_utf8(&text) {
+                    Ok(text) => serializer.serialize_str(text),
+                    Err(_) => serializer.collect_str(self),
+                }
             }
         }
 
@@ -181,8 +200,21 @@ mod tests {
     fn hex_roundtrip_and_errors() {
         let hash = Hash::digest(b"lockstep");
         let text = hash.to_string();
-        assert!(text.starts_with("0x"));
+        assert_eq!(text, to_hex(hash.as_bytes()));
         assert_eq!(text.len(), 66);
+        // Every digit, in display and in JSON alike.
+        let all = AccountId(
+            (0..32)
+                .map(|i| i * 8 + 7)
+                .collect::<Vec<u8>>()
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(all.to_string(), to_hex(all.as_bytes()));
+        assert_eq!(
+            serde_json::to_string(&all).unwrap(),
+            format!("\"{}\"", to_hex(all.as_bytes()))
+        );
         assert_eq!(text.parse::<Hash>().unwrap(), hash);
         assert_eq!("abcd".parse::<Hash>(), Err(HexError::MissingPrefix));
         assert!(matches!("0xzz".parse::<Hash>(), Err(HexError::Invalid(_))));
