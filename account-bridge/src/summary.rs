@@ -92,26 +92,15 @@ impl Activity {
 }
 
 /// Logs a summary every `period` until `shutdown` turns true.
-pub async fn run(
-    metrics: Arc<BridgeMetrics>,
-    period: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let period = period.max(Duration::from_millis(1));
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = Activity::now(&metrics);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = interval.tick() => {}
-        }
-        let now = Activity::now(&metrics);
-        if let Some(line) = now.summary_since(&last, period) {
-            tracing::info!(target: "lockstep::bridge", "{line}");
-        }
-        last = now;
-    }
+pub async fn run(metrics: Arc<BridgeMetrics>, period: Duration, shutdown: watch::Receiver<bool>) {
+    lockstep_service::logging::summarise_every(
+        period,
+        shutdown,
+        || Activity::now(&metrics),
+        |now, last, period| now.summary_since(last, period),
+        |line| tracing::info!(target: "lockstep::bridge", "{line}"),
+    )
+    .await
 }
 
 #[cfg(test)]

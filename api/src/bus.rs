@@ -160,11 +160,10 @@ impl BusMessage {
         let signers = vec![*event_system; checked.len()];
         let bytes: Vec<&[u8]> = checked.iter().map(|(_, b, _)| b.as_slice()).collect();
         let signatures: Vec<Signature> = checked.iter().map(|(_, _, s)| *s).collect();
-        if !crypto::verify_batch(&signers, &bytes, &signatures) {
-            for (i, bytes, signature) in &checked {
-                if !crypto::verify(event_system, bytes, signature) {
-                    results[*i] = Err(InstructionSignatureError::BadSignature);
-                }
+        let valid = crypto::verify_each(&signers, &bytes, &signatures);
+        for ((i, _, _), valid) in checked.iter().zip(valid) {
+            if !valid {
+                results[*i] = Err(InstructionSignatureError::BadSignature);
             }
         }
         results

@@ -609,11 +609,10 @@ impl PaymentReceipt {
             .iter()
             .map(|(i, _)| receipts[*i].signature)
             .collect();
-        if !crypto::verify_batch(&signers, &bytes, &signatures) {
-            for (i, bytes) in &checked {
-                if !crypto::verify(bridge_key, bytes, &receipts[*i].signature) {
-                    results[*i] = Err(ReceiptError::BadSignature);
-                }
+        let valid = crypto::verify_each(&signers, &bytes, &signatures);
+        for ((i, _), valid) in checked.iter().zip(valid) {
+            if !valid {
+                results[*i] = Err(ReceiptError::BadSignature);
             }
         }
         results

@@ -112,24 +112,16 @@ pub async fn run(
     store: Arc<EventStore>,
     metrics: Arc<Metrics>,
     period: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    // A zero period would panic in tokio; a millisecond is the floor.
-    let period = period.max(Duration::from_millis(1));
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = Activity::now(&store, &metrics);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = interval.tick() => {}
-        }
-        let now = Activity::now(&store, &metrics);
-        if let Some(line) = now.summary_since(&last, period) {
-            tracing::info!(target: "lockstep::offchain", "{line}");
-        }
-        last = now;
-    }
+    lockstep_service::logging::summarise_every(
+        period,
+        shutdown,
+        || Activity::now(&store, &metrics),
+        |now, last, period| now.summary_since(last, period),
+        |line| tracing::info!(target: "lockstep::offchain", "{line}"),
+    )
+    .await
 }
 
 #[cfg(test)]

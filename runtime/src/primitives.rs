@@ -122,10 +122,9 @@ macro_rules! hex_bytes_type {
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let text = self.hex_text();
-                match std::str::from_utf8(&text) {
-                    Ok(text) => serializer.serialize_str(text),
-                    Err(_) => serializer.collect_str(self),
-                }
+                // Only ASCII digits were written.
+                serializer
+                    .serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
             }
         }
 

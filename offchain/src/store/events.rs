@@ -723,25 +723,9 @@ impl EventStore {
         Ok((event, true))
     }
 
-    /// Sets when the reconciler next looks at an event still in `state`,
-    /// counting one more undecided check (Registered). Does nothing if the
-    /// event has moved on meanwhile.
-    pub fn reschedule(&self, id: &str, state: State, due_ms: u64) -> StoreResult<()> {
-        let mut guard = self.lock();
-        let (mut event, provenance) = self.must_get_with_provenance(id)?;
-        if event.state != state {
-            return Ok(());
-        }
-        let mut pending = self.begin(&guard);
-        self.stage_due(&mut pending, &mut event, due_ms)?;
-        event.checks = event.checks.saturating_add(1);
-        self.stage_event(&mut pending, &event, &provenance)?;
-        self.commit(&mut guard, pending)
-    }
-
-    /// [`EventStore::reschedule`] for many events in one write: each
-    /// `(id, due_ms)` still in `state` gets its next check at `due_ms` and
-    /// one more undecided check. Unknown or moved-on events are skipped; an
+    /// Sets when the reconciler next looks at events still in `state`, in
+    /// one write: each `(id, due_ms)` gets its next check at `due_ms` and
+    /// one more undecided check (Registered). Unknown or moved-on events are skipped; an
     /// id given twice is rescheduled once, at its first `due_ms`.
     pub fn reschedule_many(&self, due: &[(String, u64)], state: State) -> StoreResult<()> {
         if due.is_empty() {
@@ -1102,7 +1086,7 @@ mod tests {
         assert_eq!(commitment("e1"), Commitment::Unverified);
         // An undecided check rewrites the record: the flag stays.
         store
-            .reschedule("e1", State::Registered, 30)
+            .reschedule_many(&[("e1".into(), 30)], State::Registered)
             .expect("reschedule");
         assert_eq!(commitment("e1"), Commitment::Unverified);
         assert_eq!(store.get("e1").expect("get").expect("e1").checks, 1);

@@ -228,7 +228,7 @@ mod tests {
             assert_eq!(store.registered_by("a"), 1);
             // An undecided check rewrites the record and keeps its registrant.
             store
-                .reschedule("a3", State::Registered, 50)
+                .reschedule_many(&[("a3".into(), 50)], State::Registered)
                 .expect("reschedule");
             let (_, provenance) = store.get_with_provenance("a3").expect("get").expect("a3");
             assert_eq!(provenance.registered_by.as_deref(), Some("a"));
