@@ -3,7 +3,7 @@
 //! says why), 2 bad usage.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lockstep_api::client::{TokenArg, TrustedCas};
 use lockstep_bridge::ledger::{
-    parse_amount, Durability, LedgerError, PaymentLedger, PaymentStatus, SqliteLedger,
+    parse_amount, Durability, LedgerError, LedgerLocation, PaymentLedger, PaymentStatus,
 };
 use lockstep_bridge::Config;
 use lockstep_runtime::{AccountId, Keypair};
@@ -77,9 +77,13 @@ struct RunArgs {
     /// generate` printed it): only instructions signed by it are paid.
     #[arg(long)]
     event_system_key: AccountId,
-    /// The ledger file (SQLite; created if missing).
-    #[arg(long)]
-    ledger: PathBuf,
+    /// The ledger: a SQLite file (created if missing), or a PostgreSQL
+    /// server as `postgres://USER[:PASSWORD]@HOST:PORT/DB` (the schema is
+    /// created or migrated at start; several bridges may share one). Give
+    /// a URL with a password through the environment variable: a command
+    /// line is visible to other users of the machine.
+    #[arg(long, env = "LOCKSTEP_BRIDGE_LEDGER", hide_env_values = true)]
+    ledger: LedgerLocation,
     /// The bridge's key file (from `lockstep-bridge key generate`); the event
     /// system must be started with its public key as --bridge-key.
     #[arg(long)]
@@ -116,16 +120,23 @@ struct RunArgs {
     #[arg(long, default_value = "127.0.0.1")]
     listen: IpAddr,
     /// Do not fsync each commit (SQLite synchronous=NORMAL: survives a
-    /// process crash, not power loss).
+    /// process crash, not power loss). SQLite only: a PostgreSQL ledger is
+    /// as durable as its server's synchronous_commit.
     #[arg(long)]
     no_fsync: bool,
 }
 
 #[derive(Debug, clap::Args)]
 struct LedgerArgs {
-    /// The ledger file (SQLite; created if missing).
-    #[arg(long, global = true, env = "LOCKSTEP_BRIDGE_LEDGER")]
-    ledger: Option<PathBuf>,
+    /// The ledger: a SQLite file (created if missing) or a
+    /// `postgres://` URL, as for `run`.
+    #[arg(
+        long,
+        global = true,
+        env = "LOCKSTEP_BRIDGE_LEDGER",
+        hide_env_values = true
+    )]
+    ledger: Option<LedgerLocation>,
     #[command(subcommand)]
     command: LedgerCommand,
 }
@@ -217,8 +228,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         Durability::Full
     };
-    let ledger: Arc<dyn PaymentLedger> =
-        Arc::new(SqliteLedger::open_with(&args.ledger, durability).context("opening the ledger")?);
+    if args.no_fsync && matches!(args.ledger, LedgerLocation::Postgres(_)) {
+        anyhow::bail!(
+            "--no-fsync applies to a SQLite ledger only: a PostgreSQL ledger is as durable as its server's synchronous_commit"
+        );
+    }
+    let ledger: Arc<dyn PaymentLedger> = args
+        .ledger
+        .open(durability)
+        .with_context(|| format!("opening the ledger {}", args.ledger))?;
     let mut config = Config::new(args.event_system, args.event_system_key);
     config.token = match (&args.token, &args.token_file) {
         // The message says what a token looks like, never what was given.
@@ -268,9 +286,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-fn open_ledger(path: Option<&Path>) -> anyhow::Result<SqliteLedger> {
-    let path = path.context("--ledger <file> is required (or LOCKSTEP_BRIDGE_LEDGER)")?;
-    Ok(SqliteLedger::open(path)?)
+fn open_ledger(location: Option<&LedgerLocation>) -> anyhow::Result<Arc<dyn PaymentLedger>> {
+    let location = location
+        .context("--ledger <file or postgres:// URL> is required (or LOCKSTEP_BRIDGE_LEDGER)")?;
+    location
+        .open(Durability::Full)
+        .with_context(|| format!("opening the ledger {location}"))
 }
 
 fn optional_amount(text: &str) -> Result<i128, LedgerError> {
@@ -295,7 +316,7 @@ fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
                 Some(text) => parse_amount(&text).map_err(|e| rename(e, "deposit"))?,
                 None => 0,
             };
-            let ledger = open_ledger(args.ledger.as_deref())?;
+            let ledger = open_ledger(args.ledger.as_ref())?;
             let created = ledger.open_accounts(&accounts, &currency, overdraft, deposit, now)?;
             for (account, created) in accounts.iter().zip(created) {
                 if created {
@@ -309,7 +330,7 @@ fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
         }
         LedgerCommand::Deposit { account, amount } => {
             let amount = parse_amount(&amount)?;
-            let ledger = open_ledger(args.ledger.as_deref())?;
+            let ledger = open_ledger(args.ledger.as_ref())?;
             let reference = ledger.deposit(&account, amount, now)?;
             let balance = ledger
                 .account(&account)?
@@ -318,7 +339,7 @@ fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             println!("{reference}: deposited {amount} into {account}; balance {balance}");
         }
         LedgerCommand::Balance { account, json } => {
-            let ledger = open_ledger(args.ledger.as_deref())?;
+            let ledger = open_ledger(args.ledger.as_ref())?;
             let accounts = match &account {
                 Some(id) => vec![ledger
                     .account(id)?
@@ -370,7 +391,7 @@ fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             }
         }
         LedgerCommand::Payments { json } => {
-            let ledger = open_ledger(args.ledger.as_deref())?;
+            let ledger = open_ledger(args.ledger.as_ref())?;
             let payments = ledger.payments()?;
             if json {
                 let rows: Vec<_> = payments

@@ -8,6 +8,7 @@ use lockstep_api::client::TokenArg;
 use lockstep_api::event::PaymentInstruction;
 use lockstep_api::lifecycle::State;
 use lockstep_api::quorum::Quorum;
+use lockstep_bridge::ledger::LedgerLocation;
 use lockstep_runtime::{AssetId, Balance};
 
 /// Lockstep: transfer assets with their fiat settlement, inspect events and
@@ -294,9 +295,11 @@ pub enum KeyCommand {
 /// `lockstep audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The account bridge's ledger (SQLite file), opened read-only.
-    #[arg(long, env = "LOCKSTEP_LEDGER")]
-    pub ledger: PathBuf,
+    /// The account bridge's ledger, opened read-only: a SQLite file or a
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` URL (give a password
+    /// through the environment variable, not the command line).
+    #[arg(long, env = "LOCKSTEP_LEDGER", hide_env_values = true)]
+    pub ledger: LedgerLocation,
     /// The share of --nodes that must agree on each transfer's outcome.
     #[arg(long, default_value = "2/3")]
     pub quorum: Quorum,

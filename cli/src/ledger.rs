@@ -1,13 +1,13 @@
 //! The account bridge's ledger as the audit reads it: every account,
 //! payment, deposit and posting, through the bridge's own read-only API
-//! (never its SQL), from a file opened read-only, in one read transaction.
+//! (never its SQL), from a SQLite file or a PostgreSQL database opened
+//! read-only, in one read transaction.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{anyhow, Context};
 use lockstep_bridge::ledger::{
-    Account, Deposit, PaymentRecord, PaymentStatus, Posting, SqliteLedger,
+    Account, Deposit, LedgerLocation, PaymentRecord, PaymentStatus, Posting,
 };
 
 /// What the audit needs from the ledger, read at one moment (one SQLite
@@ -32,10 +32,19 @@ pub fn is_paid(record: &PaymentRecord) -> bool {
     record.status == PaymentStatus::Paid
 }
 
-/// Reads the ledger at `path` (read-only; the bridge may keep writing).
-pub fn read(path: &Path) -> anyhow::Result<LedgerSnapshot> {
-    let ledger = SqliteLedger::open_read_only(path)
-        .with_context(|| format!("cannot open the ledger {}", path.display()))?;
+/// Reads the ledger at `location` (read-only; the bridge may keep
+/// writing), on a blocking thread: the ledgers' clients block.
+pub async fn read(location: &LedgerLocation) -> anyhow::Result<LedgerSnapshot> {
+    let location = location.clone();
+    tokio::task::spawn_blocking(move || read_blocking(&location))
+        .await
+        .context("the ledger reader failed")?
+}
+
+fn read_blocking(location: &LedgerLocation) -> anyhow::Result<LedgerSnapshot> {
+    let ledger = location
+        .open_read_only()
+        .with_context(|| format!("cannot open the ledger {location}"))?;
     let contents = ledger.contents().context("reading the ledger")?;
     let mut totals = BTreeMap::<String, i128>::new();
     for account in &contents.accounts {

@@ -34,8 +34,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod postgres;
 mod test_ca;
 
+pub use self::postgres::TestPostgres;
 pub use self::test_ca::TestCa;
 
 /// How long a wait takes at most unless [`TestProcess::timeout`] says
@@ -120,6 +122,20 @@ impl TestProcess {
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> TestProcess {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// Sets an environment variable for the next runs (replacing an
+    /// earlier value).
+    pub fn set_env(&mut self, key: impl Into<OsString>, value: impl Into<OsString>) {
+        let key = key.into();
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.into()));
+    }
+
+    /// Removes an environment variable for the next runs.
+    pub fn remove_env(&mut self, key: impl Into<OsString>) {
+        let key = key.into();
+        self.env.retain(|(k, _)| *k != key);
     }
 
     /// Sets environment variables.

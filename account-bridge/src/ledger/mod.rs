@@ -1,15 +1,21 @@
 //! The fiat ledger's interface: checked payment instructions, accounts,
 //! payments, postings, deposits, the errors, and the [`PaymentLedger`]
 //! trait whose contract every ledger keeps. [`SqliteLedger`] is the
-//! embedded default; PostgreSQL can implement the same trait.
+//! embedded default; [`PostgresLedger`] keeps the same tables and rules on
+//! a PostgreSQL server that several bridges can share. A
+//! [`LedgerLocation`] (a file or a `postgres://` URL, as `--ledger` takes
+//! it) opens either.
 //!
 //! ## Layout
 //!
-//! - this file: the types, the input checks and the trait; nothing here
-//!   touches a database;
+//! - this file: the types, the input checks, the decision every payment
+//!   goes through ([`decide`]) and the trait; nothing here touches a
+//!   database;
 //! - `sqlite.rs`: [`SqliteLedger`] — the schema, opening a file (and how
 //!   durable its commits are, [`Durability`]), paying a batch, deposits and
 //!   reads;
+//! - `postgresql.rs`: [`PostgresLedger`] — versioned migrations, a batch
+//!   as one transaction of a fixed number of statements, connections;
 //! - `outbox.rs`: the receipt outbox ([`OutboxReceipt`]) — a receipt queued
 //!   in its payment's own transaction, and the due / delivered / retry /
 //!   backlog operations the receipt poster uses.
@@ -44,12 +50,94 @@
 //! [`SYSTEM_PREFIX`]).
 
 mod outbox;
+mod postgresql;
 mod sqlite;
 
 pub use outbox::OutboxReceipt;
+pub use postgresql::{is_postgres_url, redacted, PostgresLedger};
 pub use sqlite::{Durability, SqliteLedger};
 
 use lockstep_api::event::{check_event_id, PaymentInstruction, MAX_PARTY};
+
+/// Where a ledger is: a SQLite file (the embedded default) or a PostgreSQL
+/// server (`postgres://user@host:port/db`, see [`PostgresLedger`]). Shown
+/// (and debug-printed) without a password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum LedgerLocation {
+    /// A SQLite file, created if missing.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+}
+
+impl std::str::FromStr for LedgerLocation {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<LedgerLocation, String> {
+        if spec.is_empty() {
+            return Err("name a SQLite file or a postgres:// URL".into());
+        }
+        if is_postgres_url(spec) {
+            ::postgres::Config::from_str(spec)
+                .map_err(|e| format!("{}: not a PostgreSQL URL: {e}", redacted(spec)))?;
+            return Ok(LedgerLocation::Postgres(spec.to_owned()));
+        }
+        if spec.contains("://") {
+            return Err(format!(
+                "{:?}: a ledger is a SQLite file or a postgres:// URL",
+                spec.split("://").next().unwrap_or("")
+            ));
+        }
+        Ok(LedgerLocation::Sqlite(spec.into()))
+    }
+}
+
+impl std::fmt::Display for LedgerLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerLocation::Sqlite(path) => write!(f, "{}", path.display()),
+            LedgerLocation::Postgres(url) => f.write_str(&redacted(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for LedgerLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerLocation::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            LedgerLocation::Postgres(url) => {
+                f.debug_tuple("Postgres").field(&redacted(url)).finish()
+            }
+        }
+    }
+}
+
+impl LedgerLocation {
+    /// Opens the ledger for writing (a SQLite file is created if missing,
+    /// a PostgreSQL database gets the missing migrations). `durability`
+    /// applies to SQLite only: PostgreSQL's is the server's
+    /// `synchronous_commit`.
+    pub fn open(&self, durability: Durability) -> LedgerResult<std::sync::Arc<dyn PaymentLedger>> {
+        Ok(match self {
+            LedgerLocation::Sqlite(path) => {
+                std::sync::Arc::new(SqliteLedger::open_with(path, durability)?)
+            }
+            LedgerLocation::Postgres(url) => std::sync::Arc::new(PostgresLedger::open(url)?),
+        })
+    }
+
+    /// Opens an existing ledger for reading only (audits).
+    pub fn open_read_only(&self) -> LedgerResult<std::sync::Arc<dyn PaymentLedger>> {
+        Ok(match self {
+            LedgerLocation::Sqlite(path) => {
+                std::sync::Arc::new(SqliteLedger::open_read_only(path)?)
+            }
+            LedgerLocation::Postgres(url) => {
+                std::sync::Arc::new(PostgresLedger::open_read_only(url)?)
+            }
+        })
+    }
+}
 
 /// Prefix of system account ids; refused for customer accounts.
 pub const SYSTEM_PREFIX: char = '@';
@@ -60,6 +148,10 @@ pub enum LedgerError {
     /// SQLite failed.
     #[error("ledger database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// PostgreSQL failed, or the connection to it (nothing of the
+    /// transaction was written).
+    #[error("ledger database: {0}")]
+    Postgres(#[from] ::postgres::Error),
     /// The file cannot be used as a ledger.
     #[error("{path}: {reason}")]
     Open {
@@ -118,6 +210,24 @@ pub enum PaymentStatus {
     /// Attempted and refused (funds or account); a later retry may turn it
     /// `Paid`.
     Failed,
+}
+
+// The `status` column's spelling (the schema's `CHECK`).
+impl PaymentStatus {
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            PaymentStatus::Paid => "paid",
+            PaymentStatus::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn from_column(text: &str) -> LedgerResult<PaymentStatus> {
+        match text {
+            "paid" => Ok(PaymentStatus::Paid),
+            "failed" => Ok(PaymentStatus::Failed),
+            other => Err(LedgerError::Corrupt(format!("payment status {other:?}"))),
+        }
+    }
 }
 
 /// One row of `payments`.
@@ -353,6 +463,129 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// What one delivery of an instruction is to do, decided from the rows it
+/// found: the payment row of its event (if any), whether the ledger holds
+/// the currency, and the two accounts. Both ledgers decide through
+/// [`decide`], so they pay and refuse alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Paid by an earlier delivery: nothing moves, its receipt is queued
+    /// again.
+    AlreadyPaid,
+    /// Move the money (both balances stay in range: checked).
+    Pay,
+    /// Record the refusal (it may heal) and queue a failure receipt.
+    Refuse(Refusal),
+}
+
+/// Decides one delivery (see [`Decision`]). An error is an instruction
+/// that must write nothing: another instruction under the same event id
+/// ([`LedgerError::Conflict`]), a currency the ledger does not hold or
+/// that differs from an account's ([`LedgerError::Invalid`]), a payee
+/// balance that would leave the 64-bit range ([`LedgerError::Overflow`]).
+/// System accounts are never payment parties: given one, it counts as
+/// missing.
+pub(crate) fn decide(
+    ins: &Instruction,
+    existing: Option<&PaymentRecord>,
+    currency_held: bool,
+    payer: Option<&Account>,
+    payee: Option<&Account>,
+) -> LedgerResult<Decision> {
+    if let Some(record) = existing {
+        if record.payer != ins.payer
+            || record.payee != ins.payee
+            || record.amount != ins.amount
+            || record.currency != ins.currency
+        {
+            return Err(LedgerError::Conflict(ins.event_id.clone()));
+        }
+        if record.status == PaymentStatus::Paid {
+            return Ok(Decision::AlreadyPaid);
+        }
+    }
+    if !currency_held {
+        return Err(invalid(
+            "currency",
+            format!("the ledger holds no {} accounts", ins.currency),
+        ));
+    }
+    let payer = payer.filter(|a| !a.system);
+    let payee = payee.filter(|a| !a.system);
+    for account in [payer, payee].into_iter().flatten() {
+        if account.currency != ins.currency {
+            return Err(invalid(
+                "currency",
+                format!(
+                    "account {} holds {}, the payment is in {}",
+                    account.id, account.currency, ins.currency
+                ),
+            ));
+        }
+    }
+    let (payer, payee) = match (payer, payee) {
+        (None, _) => return Ok(Decision::Refuse(Refusal::UnknownAccount(ins.payer.clone()))),
+        (_, None) => return Ok(Decision::Refuse(Refusal::UnknownAccount(ins.payee.clone()))),
+        (Some(payer), Some(payee)) => (payer, payee),
+    };
+    let after = payer.balance.checked_sub(ins.amount);
+    if after.is_none_or(|b| b < -payer.overdraft) {
+        return Ok(Decision::Refuse(Refusal::InsufficientFunds {
+            account: payer.id.clone(),
+            balance: payer.balance,
+            amount: ins.amount,
+        }));
+    }
+    let credited = payee.balance.checked_add(ins.amount);
+    if credited.is_none_or(|b| i64::try_from(b).is_err()) {
+        return Err(LedgerError::Overflow(payee.id.clone()));
+    }
+    Ok(Decision::Pay)
+}
+
+/// Checks the terms of [`PaymentLedger::open_accounts`] before any ledger
+/// is asked.
+pub(crate) fn check_open_terms(
+    ids: &[String],
+    currency: &str,
+    overdraft: i128,
+    deposit: i128,
+) -> LedgerResult<()> {
+    if ids.is_empty() {
+        return Err(invalid("account", "name at least one account"));
+    }
+    for id in ids {
+        check_account_id("account", id)?;
+    }
+    check_currency(currency)?;
+    if !(0..=i128::from(i64::MAX)).contains(&overdraft) {
+        return Err(invalid(
+            "overdraft",
+            format!("{overdraft} is not 0 to {}", i64::MAX),
+        ));
+    }
+    if !(0..=i128::from(i64::MAX)).contains(&deposit) {
+        return Err(invalid(
+            "deposit",
+            format!("{deposit} is not 0 to {}", i64::MAX),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the terms of [`PaymentLedger::deposit`] before any ledger is
+/// asked.
+pub(crate) fn check_deposit_terms(account: &str, amount: i128) -> LedgerResult<()> {
+    check_account_id("account", account)?;
+    if !(1..=i128::from(i64::MAX)).contains(&amount) {
+        return Err(invalid(
+            "amount",
+            format!("{amount} is not 1 to {}", i64::MAX),
+        ));
+    }
+    Ok(())
+}
+
 /// What a delivery of an instruction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PayOutcome {
@@ -446,6 +679,11 @@ pub trait PaymentLedger: Send + Sync + std::fmt::Debug {
 
     /// Receipts not yet delivered.
     fn receipt_backlog(&self) -> LedgerResult<u64>;
+
+    /// The whole ledger as one read transaction saw it (for audits; see
+    /// [`LedgerContents`]). Writers are not blocked, and what they commit
+    /// meanwhile is not seen.
+    fn contents(&self) -> LedgerResult<LedgerContents>;
 }
 
 #[cfg(test)]

@@ -66,9 +66,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use super::outbox::{self, queue_receipt};
 use super::{
-    check_account_id, check_currency, external_account, invalid, Account, Deposit, Instruction,
-    LedgerContents, LedgerError, LedgerResult, OutboxReceipt, PayOutcome, PaymentLedger,
-    PaymentRecord, PaymentStatus, Posting, Refusal,
+    check_deposit_terms, check_open_terms, decide, external_account, invalid, Account, Decision,
+    Deposit, Instruction, LedgerContents, LedgerError, LedgerResult, OutboxReceipt, PayOutcome,
+    PaymentLedger, PaymentRecord, PaymentStatus, Posting,
 };
 
 /// The columns [`payment_row`] reads, in its order.
@@ -352,24 +352,6 @@ fn account_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     })
 }
 
-// The `status` column's spelling (the schema's `CHECK`).
-impl PaymentStatus {
-    fn column(self) -> &'static str {
-        match self {
-            PaymentStatus::Paid => "paid",
-            PaymentStatus::Failed => "failed",
-        }
-    }
-
-    fn from_column(text: &str) -> LedgerResult<PaymentStatus> {
-        match text {
-            "paid" => Ok(PaymentStatus::Paid),
-            "failed" => Ok(PaymentStatus::Failed),
-            other => Err(LedgerError::Corrupt(format!("payment status {other:?}"))),
-        }
-    }
-}
-
 const SELECT_PAYMENT: &str = concat!(
     "SELECT ",
     payment_columns!(),
@@ -502,58 +484,30 @@ fn pay_one(tx: &Connection, ins: &Instruction, now_ms: u64) -> LedgerResult<PayO
         .optional()?
         .map(finish_payment)
         .transpose()?;
-    if let Some(record) = &existing {
-        if record.payer != ins.payer
-            || record.payee != ins.payee
-            || record.amount != ins.amount
-            || record.currency != ins.currency
-        {
-            return Err(LedgerError::Conflict(ins.event_id.clone()));
-        }
-        if record.status == PaymentStatus::Paid {
-            queue_receipt(tx, &ins.event_id, &record.reference, None, now_ms)?;
-            return Ok(PayOutcome::AlreadyPaid {
-                reference: record.reference.clone(),
-            });
-        }
-    }
-    let known_currency: bool = tx
-        .prepare_cached(CURRENCY_HELD)?
-        .query_row([&ins.currency], |row| row.get(0))?;
-    if !known_currency {
-        return Err(invalid(
-            "currency",
-            format!("the ledger holds no {} accounts", ins.currency),
-        ));
-    }
+    let known_currency: bool = match &existing {
+        Some(record) if record.status == PaymentStatus::Paid => true,
+        _ => tx
+            .prepare_cached(CURRENCY_HELD)?
+            .query_row([&ins.currency], |row| row.get(0))?,
+    };
     let payer = read_account(tx, &ins.payer)?.filter(|a| !a.system);
     let payee = read_account(tx, &ins.payee)?.filter(|a| !a.system);
-    for account in [&payer, &payee].into_iter().flatten() {
-        if account.currency != ins.currency {
-            return Err(invalid(
-                "currency",
-                format!(
-                    "account {} holds {}, the payment is in {}",
-                    account.id, account.currency, ins.currency
-                ),
-            ));
+    let refusal = match decide(
+        ins,
+        existing.as_ref(),
+        known_currency,
+        payer.as_ref(),
+        payee.as_ref(),
+    )? {
+        Decision::AlreadyPaid => {
+            let reference = existing
+                .map(|record| record.reference)
+                .ok_or_else(|| LedgerError::Corrupt("paid without a row".into()))?;
+            queue_receipt(tx, &ins.event_id, &reference, None, now_ms)?;
+            return Ok(PayOutcome::AlreadyPaid { reference });
         }
-    }
-    let refusal = match (&payer, &payee) {
-        (None, _) => Some(Refusal::UnknownAccount(ins.payer.clone())),
-        (_, None) => Some(Refusal::UnknownAccount(ins.payee.clone())),
-        (Some(payer), Some(_)) => {
-            let after = payer.balance.checked_sub(ins.amount);
-            if after.is_none_or(|b| b < -payer.overdraft) {
-                Some(Refusal::InsufficientFunds {
-                    account: payer.id.clone(),
-                    balance: payer.balance,
-                    amount: ins.amount,
-                })
-            } else {
-                None
-            }
-        }
+        Decision::Pay => None,
+        Decision::Refuse(refusal) => Some(refusal),
     };
     let status = if refusal.is_some() {
         PaymentStatus::Failed
@@ -614,25 +568,7 @@ impl PaymentLedger for SqliteLedger {
         now_ms: u64,
     ) -> LedgerResult<Vec<bool>> {
         self.writable()?;
-        if ids.is_empty() {
-            return Err(invalid("account", "name at least one account"));
-        }
-        for id in ids {
-            check_account_id("account", id)?;
-        }
-        check_currency(currency)?;
-        if !(0..=i128::from(i64::MAX)).contains(&overdraft) {
-            return Err(invalid(
-                "overdraft",
-                format!("{overdraft} is not 0 to {}", i64::MAX),
-            ));
-        }
-        if !(0..=i128::from(i64::MAX)).contains(&deposit) {
-            return Err(invalid(
-                "deposit",
-                format!("{deposit} is not 0 to {}", i64::MAX),
-            ));
-        }
+        check_open_terms(ids, currency, overdraft, deposit)?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut created = Vec::with_capacity(ids.len());
@@ -664,13 +600,7 @@ impl PaymentLedger for SqliteLedger {
 
     fn deposit(&self, account: &str, amount: i128, now_ms: u64) -> LedgerResult<String> {
         self.writable()?;
-        check_account_id("account", account)?;
-        if !(1..=i128::from(i64::MAX)).contains(&amount) {
-            return Err(invalid(
-                "amount",
-                format!("{amount} is not 1 to {}", i64::MAX),
-            ));
-        }
+        check_deposit_terms(account, amount)?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let reference = deposit_in(&tx, account, amount, now_ms)?;
@@ -757,6 +687,10 @@ impl PaymentLedger for SqliteLedger {
     fn receipt_backlog(&self) -> LedgerResult<u64> {
         outbox::receipt_backlog(&self.conn())
     }
+
+    fn contents(&self) -> LedgerResult<LedgerContents> {
+        SqliteLedger::contents(self)
+    }
 }
 
 fn deposit_in(tx: &Connection, account: &str, amount: i128, now_ms: u64) -> LedgerResult<String> {
@@ -794,6 +728,7 @@ fn sums(conn: &Connection, query: &str) -> LedgerResult<Vec<(String, i128)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Refusal;
     use lockstep_api::event::PaymentInstruction;
 
     fn ledger() -> (tempfile::TempDir, SqliteLedger) {

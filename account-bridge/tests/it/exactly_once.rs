@@ -1,7 +1,8 @@
 //! The same instruction delivered 100 times, concurrently, makes one
 //! payment: on the ledger directly (100 threads, 100 connections to one
-//! file), and through two bridges consuming one bus that hands the same
-//! message out 100 times. And an instruction the event system did not
+//! file or one PostgreSQL database), and through two bridges on one ledger
+//! (SQLite file or PostgreSQL database) consuming one bus that hands the
+//! same message out 100 times. And an instruction the event system did not
 //! sign makes none.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,9 +20,10 @@ use lockstep_api::offchain::{
     error, BusApiServer, EventApiServer, ItemResult, ListParams, Page, Stats,
 };
 use lockstep_bridge::ledger::{
-    Instruction, PayOutcome, PaymentLedger, PaymentStatus, SqliteLedger,
+    Durability, Instruction, LedgerLocation, PayOutcome, PaymentLedger, PaymentStatus, SqliteLedger,
 };
 use lockstep_runtime::{Hash, Keypair};
+use lockstep_service::test_utils::TestPostgres;
 
 use crate::harness::{assert_conserved, await_metrics, bridge_key, event_system_key, poll};
 
@@ -44,7 +46,16 @@ fn seeded(path: &std::path::Path) -> SqliteLedger {
     ledger
 }
 
-fn assert_paid_once(ledger: &SqliteLedger) {
+/// Opens and seeds the ledger at `location`, as [`seeded`] does.
+fn seeded_at(location: &LedgerLocation) {
+    location
+        .open(Durability::Full)
+        .unwrap()
+        .open_accounts(&["alice".into(), "bob".into()], "USD", 0, 10_000, 1)
+        .unwrap();
+}
+
+fn assert_paid_once(ledger: &dyn PaymentLedger) {
     let payments = ledger.payments().unwrap();
     assert_eq!(payments.len(), 1, "{payments:?}");
     assert_eq!(payments[0].status, PaymentStatus::Paid);
@@ -54,20 +65,18 @@ fn assert_paid_once(ledger: &SqliteLedger) {
     assert_conserved(ledger);
 }
 
-#[test]
-fn same_instruction_100_times_concurrently_on_the_ledger_pays_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
-    drop(seeded(&path));
+/// 100 threads deliver one instruction at once, each on a ledger of its
+/// own (its own connections, as separate processes would have).
+fn deliver_100_times_at_once(location: &LedgerLocation) {
+    seeded_at(location);
     let instruction = Instruction::parse("event-1", &instruction()).unwrap();
     let start = Arc::new(Barrier::new(DELIVERIES));
     let threads: Vec<_> = (0..DELIVERIES)
         .map(|_| {
-            let (path, instruction, start) = (path.clone(), instruction.clone(), start.clone());
+            let (location, instruction, start) =
+                (location.clone(), instruction.clone(), start.clone());
             std::thread::spawn(move || {
-                // Each delivery on its own connection, as separate
-                // processes would be.
-                let ledger = SqliteLedger::open(&path).unwrap();
+                let ledger = location.open(Durability::Full).unwrap();
                 start.wait();
                 ledger.pay(&instruction, 2).unwrap()
             })
@@ -90,9 +99,23 @@ fn same_instruction_100_times_concurrently_on_the_ledger_pays_once() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    let ledger = SqliteLedger::open_read_only(&path).unwrap();
-    assert_paid_once(&ledger);
+    let ledger = location.open_read_only().unwrap();
+    assert_paid_once(ledger.as_ref());
     assert_eq!(ledger.receipt_backlog().unwrap(), 1);
+}
+
+#[test]
+fn same_instruction_100_times_concurrently_on_the_ledger_pays_once() {
+    let dir = tempfile::tempdir().unwrap();
+    deliver_100_times_at_once(&LedgerLocation::Sqlite(dir.path().join("ledger.db")));
+}
+
+#[test]
+fn same_instruction_100_times_concurrently_on_a_postgres_ledger_pays_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestPostgres::start(dir.path());
+    let url = server.create_database("ledger");
+    deliver_100_times_at_once(&LedgerLocation::Postgres(url));
 }
 
 /// A bus that hands the same message out `DELIVERIES` times, one per pull,
@@ -351,11 +374,11 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn same_instruction_100_times_concurrently_through_two_bridges_pays_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
-    drop(seeded(&path));
+/// Two bridges on the ledger at `location` take the same message 100
+/// times from one bus. Runs on a multi-threaded runtime: the ledger is
+/// read here on blocking sections (a PostgreSQL client blocks).
+async fn two_bridges_take_100_deliveries(location: LedgerLocation) {
+    tokio::task::block_in_place(|| seeded_at(&location));
     let bus = Arc::new(StubBus::default());
     let (server, url) = stub_event_system(bus.clone()).await;
     // Two bridges (own connections) on one ledger file, 16 consumers each
@@ -366,7 +389,7 @@ async fn same_instruction_100_times_concurrently_through_two_bridges_pays_once()
         config.concurrency = 16;
         config.batch = 1;
         config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        let ledger = Arc::new(SqliteLedger::open(&path).unwrap());
+        let ledger = tokio::task::block_in_place(|| location.open(Durability::Full).unwrap());
         bridges.push(
             lockstep_bridge::start(config, ledger, bridge_key())
                 .await
@@ -377,10 +400,11 @@ async fn same_instruction_100_times_concurrently_through_two_bridges_pays_once()
         (bus.acked.load(Ordering::SeqCst) == DELIVERIES).then_some(())
     })
     .await;
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = tokio::task::block_in_place(|| location.open(Durability::Full).unwrap());
     poll("every receipt delivered", || {
-        (ledger.receipt_backlog().unwrap() == 0 && !bus.receipts.lock().unwrap().is_empty())
-            .then_some(())
+        (tokio::task::block_in_place(|| ledger.receipt_backlog().unwrap()) == 0
+            && !bus.receipts.lock().unwrap().is_empty())
+        .then_some(())
     })
     .await;
     // Counted by the Prometheus endpoints.
@@ -408,15 +432,29 @@ async fn same_instruction_100_times_concurrently_through_two_bridges_pays_once()
         bridge.stop().await;
     }
     assert_eq!((paid, duplicates), (1, DELIVERIES as u64 - 1));
-    assert_paid_once(&ledger);
+    tokio::task::block_in_place(|| assert_paid_once(ledger.as_ref()));
     // Every receipt sent is the same receipt (re-sends are identical).
     let receipts = bus.receipts.lock().unwrap();
     assert!(receipts.iter().all(|r| r == &receipts[0]));
     assert_eq!(
         receipts[0].payment_reference,
-        ledger.payments().unwrap()[0].reference
+        tokio::task::block_in_place(|| ledger.payments().unwrap())[0].reference
     );
     server.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_instruction_100_times_concurrently_through_two_bridges_pays_once() {
+    let dir = tempfile::tempdir().unwrap();
+    two_bridges_take_100_deliveries(LedgerLocation::Sqlite(dir.path().join("ledger.db"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_instruction_100_times_through_two_bridges_on_one_postgres_ledger_pays_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestPostgres::start(dir.path());
+    let url = server.create_database("ledger");
+    two_bridges_take_100_deliveries(LedgerLocation::Postgres(url)).await;
 }
 
 /// An event system that refuses every `event_postReceipts` call as a whole

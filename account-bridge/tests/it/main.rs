@@ -11,3 +11,4 @@ mod crash;
 mod exactly_once;
 mod failures;
 mod harness;
+mod postgres;

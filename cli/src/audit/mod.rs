@@ -156,14 +156,14 @@ pub async fn run(
     let mut findings = Findings::default();
 
     progress.update("reading the ledger");
-    let ledger_before = ledger::read(&args.ledger)?;
+    let ledger_before = ledger::read(&args.ledger).await?;
     progress.update("reading the event store");
     let stats_before = events.stats().await?;
     let all_events = events::read_events(&events, &mut progress).await?;
     let histories =
         events::read_histories(&events, &all_events, concurrency, &mut progress).await?;
     let stats_after = events.stats().await?;
-    let ledger_after = ledger::read(&args.ledger)?;
+    let ledger_after = ledger::read(&args.ledger).await?;
 
     let mut per_state: BTreeMap<State, u64> = State::ALL.iter().map(|s| (*s, 0)).collect();
     for event in &all_events {

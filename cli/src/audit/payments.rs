@@ -368,7 +368,7 @@ pub(super) fn check_postings(ledger: &LedgerSnapshot, findings: &mut Findings) {
 
 #[cfg(test)]
 mod tests {
-    use lockstep_bridge::ledger::{Account, Deposit};
+    use lockstep_bridge::ledger::{Account, Deposit, LedgerLocation};
 
     use super::*;
 
@@ -555,7 +555,7 @@ mod tests {
 
     fn args() -> AuditArgs {
         AuditArgs {
-            ledger: "ledger.sqlite".into(),
+            ledger: LedgerLocation::Sqlite("ledger.sqlite".into()),
             quorum: "2/3".parse().unwrap(),
             require_final: false,
             chain_spec: None,
