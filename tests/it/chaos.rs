@@ -1,6 +1,9 @@
 //! Chaos: while a load of well over a thousand settlements runs, a
 //! validator, the event system and the bridge are killed with SIGKILL and
-//! restarted, one at a time, over and over. At the end every event is
+//! restarted, one at a time, over and over; and, with two bridges on one
+//! PostgreSQL ledger, the database stops at once (`pg_ctl stop -m
+//! immediate`), loses its sessions (`pg_terminate_backend`), a bridge dies
+//! between its commit and its ack, and the other is frozen past its lease. At the end every event is
 //! final, at least a thousand are paid, and the audit finds no violation:
 //! nothing lost, nothing paid twice, nothing paid for a cancelled transfer,
 //! asset supply and ledger money conserved.
@@ -13,6 +16,8 @@ use lockstep_api::offchain::{EventApiClient, ListParams};
 use lockstep_runtime::crypto::DEV_NAMES;
 
 use crate::harness::exclusive;
+use lockstep_service::test_utils::TestProcess;
+
 use crate::system::{head, Client, Deal, Settlement, System};
 
 /// Settlements per dev account (8 accounts).
@@ -37,56 +42,120 @@ enum Victim {
     Bridge,
 }
 
+/// The load of a chaos test: settlements per dev account, paced, by one
+/// sender per account; and what is needed to see it through.
+struct Load {
+    task: tokio::task::JoinHandle<()>,
+    all_ids: Vec<String>,
+    by_id: BTreeMap<String, Settlement>,
+}
+
+impl Load {
+    async fn start(system: &System, prefix: &str) -> Load {
+        // Far ahead, within what the chain accepts: no transfer expires
+        // while the processes are killed and restarted.
+        let valid_until = head(system).await + system.net.spec.max_validity_blocks / 2;
+        let mut settlements: Vec<Vec<Settlement>> = Vec::new();
+        for (k, from) in DEV_NAMES.iter().enumerate() {
+            let to = DEV_NAMES[(k + 3) % DEV_NAMES.len()];
+            settlements.push(
+                (0..PER_ACCOUNT)
+                    .map(|nonce| {
+                        let deal = Deal {
+                            from,
+                            nonce,
+                            to,
+                            asset: 1 + u128::from(nonce % 7),
+                            cents: 1 + u128::from(nonce % 500),
+                            valid_until,
+                        };
+                        Settlement::new(&system.net, format!("{prefix}-{from}-{nonce}"), deal)
+                    })
+                    .collect(),
+            );
+        }
+        let all_ids: Vec<String> = settlements.iter().flatten().map(|s| s.id.clone()).collect();
+        let by_id: BTreeMap<String, Settlement> = settlements
+            .iter()
+            .flatten()
+            .map(|s| (s.id.clone(), s.clone()))
+            .collect();
+        // The transaction system: one paced sender per account.
+        let client = system.client();
+        let task = tokio::spawn(async move {
+            let senders = settlements.into_iter().enumerate().map(|(k, list)| {
+                let client = client.clone();
+                async move {
+                    let mut pace = tokio::time::interval(PACE);
+                    for s in list {
+                        pace.tick().await;
+                        s.register(&client).await;
+                        s.submit(&client, k).await;
+                    }
+                }
+            });
+            futures::future::join_all(senders).await;
+        });
+        Load {
+            task,
+            all_ids,
+            by_id,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits for the load to end and every event to be final, then checks
+    /// that at least a thousand were paid and that the audit is clean.
+    async fn finish(self, system: &System, rounds: usize) {
+        self.task.await.expect("the load ran to the end");
+        // A transfer can be lost with a killed node's pool; the transaction
+        // system re-submits whatever is still Registered (a node that knows
+        // it says so) until every event is final.
+        let client = system.client();
+        let total = self.all_ids.len() as u64;
+        let by_id = &self.by_id;
+        system
+            .await_condition("every event final", || async {
+                let Some(stats) = system.stats().await else {
+                    return false;
+                };
+                let finished = stats.completed + stats.cancelled;
+                if finished == total {
+                    return true;
+                }
+                for id in registered_ids(&client).await {
+                    if let Some(s) = by_id.get(&id) {
+                        s.submit(&client, 0).await;
+                    }
+                }
+                false
+            })
+            .await;
+        let events = system.await_final(&self.all_ids).await;
+        let completed = events
+            .iter()
+            .filter(|e| e.state == State::Completed)
+            .count();
+        eprintln!(
+            "{rounds} fault rounds; {completed} of {total} settlements paid, the rest cancelled"
+        );
+        assert!(
+            completed >= 1_000,
+            "only {completed} of {total} settlements were paid"
+        );
+        let (code, report) = system.audit();
+        assert_eq!(code, 0, "the audit found violations: {report:#}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_and_restart_every_process_kind_during_load() {
     let _one_at_a_time = exclusive().await;
     let mut system = System::start(4).await;
-    // Far ahead, within what the chain accepts: no transfer expires while the
-    // processes are killed and restarted.
-    let valid_until = head(&system).await + system.net.spec.max_validity_blocks / 2;
-
-    let mut settlements: Vec<Vec<Settlement>> = Vec::new();
-    for (k, from) in DEV_NAMES.iter().enumerate() {
-        let to = DEV_NAMES[(k + 3) % DEV_NAMES.len()];
-        settlements.push(
-            (0..PER_ACCOUNT)
-                .map(|nonce| {
-                    let deal = Deal {
-                        from,
-                        nonce,
-                        to,
-                        asset: 1 + u128::from(nonce % 7),
-                        cents: 1 + u128::from(nonce % 500),
-                        valid_until,
-                    };
-                    Settlement::new(&system.net, format!("chaos-{from}-{nonce}"), deal)
-                })
-                .collect(),
-        );
-    }
-    let all_ids: Vec<String> = settlements.iter().flatten().map(|s| s.id.clone()).collect();
-    let by_id: BTreeMap<String, Settlement> = settlements
-        .iter()
-        .flatten()
-        .map(|s| (s.id.clone(), s.clone()))
-        .collect();
-
-    // The transaction system: one paced sender per account.
-    let client = system.client();
-    let load = tokio::spawn(async move {
-        let senders = settlements.into_iter().enumerate().map(|(k, list)| {
-            let client = client.clone();
-            async move {
-                let mut pace = tokio::time::interval(PACE);
-                for s in list {
-                    pace.tick().await;
-                    s.register(&client).await;
-                    s.submit(&client, k).await;
-                }
-            }
-        });
-        futures::future::join_all(senders).await;
-    });
+    let load = Load::start(&system, "chaos").await;
 
     // The faults, one process at a time, for as long as the load runs (and
     // at least ROUNDS rounds).
@@ -121,44 +190,102 @@ async fn kill_and_restart_every_process_kind_during_load() {
         }
         round += 1;
     }
-    load.await.expect("the load ran to the end");
+    load.finish(&system, round).await;
+}
 
-    // A transfer can be lost with a killed node's pool; the transaction
-    // system re-submits whatever is still Registered (a node that knows it
-    // says so) until every event is final.
-    let client = system.client();
-    let total = all_ids.len() as u64;
-    system
-        .await_condition("every event final", || async {
-            let Some(stats) = system.stats().await else {
-                return false;
-            };
-            let finished = stats.completed + stats.cancelled;
-            if finished == total {
-                return true;
-            }
-            for id in registered_ids(&client).await {
-                if let Some(s) = by_id.get(&id) {
-                    s.submit(&client, 0).await;
+/// The faults of the PostgreSQL ledger's chaos test.
+#[derive(Debug, Clone, Copy)]
+enum LedgerFault {
+    /// `pg_ctl stop -m immediate`, and a start after a while.
+    ServerStop,
+    /// `pg_terminate_backend` of every bridge session, mid-batch or not.
+    TerminateBackends,
+    /// The first bridge aborts right after a commit, before its ack.
+    CrashAfterCommit,
+    /// The second bridge is stopped (SIGSTOP) for longer than the lease,
+    /// then goes on (SIGCONT).
+    StopSecondBridge,
+}
+
+/// Sends `signal` (STOP, CONT) to a process.
+fn signal(process: &TestProcess, signal: &str) {
+    let pid = process.pid().expect("the process runs");
+    let sent = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bridges_on_postgres_survive_the_database_and_each_others_faults() {
+    let _one_at_a_time = exclusive().await;
+    let mut system = System::start_on_postgres(4).await;
+    let mut second = system.extra_bridge("bridge-2");
+    second.spawn();
+    let load = Load::start(&system, "pg-chaos").await;
+    let mut round = 0;
+    while round < ROUNDS || !load.is_finished() {
+        for fault in [
+            LedgerFault::ServerStop,
+            LedgerFault::TerminateBackends,
+            LedgerFault::CrashAfterCommit,
+            LedgerFault::StopSecondBridge,
+        ] {
+            let before = head(&system).await;
+            let postgres = system.postgres.as_mut().expect("a PostgreSQL ledger");
+            match fault {
+                LedgerFault::ServerStop => postgres.stop_immediate(),
+                LedgerFault::TerminateBackends => {
+                    postgres.terminate_backends("ledger");
                 }
+                LedgerFault::CrashAfterCommit => {
+                    system.bridge.kill();
+                    system
+                        .bridge
+                        .set_env("LOCKSTEP_BRIDGE_CRASH_AFTER_COMMIT", "1");
+                    system.bridge.spawn();
+                }
+                LedgerFault::StopSecondBridge => signal(&second, "STOP"),
             }
-            false
-        })
-        .await;
-
-    let events = system.await_final(&all_ids).await;
-    let completed = events
-        .iter()
-        .filter(|e| e.state == State::Completed)
-        .count();
-    eprintln!("{round} fault rounds; {completed} of {total} settlements paid, the rest cancelled");
-    assert!(
-        completed >= 1_000,
-        "only {completed} of {total} settlements were paid"
-    );
-
-    let (code, report) = system.audit();
-    assert_eq!(code, 0, "the audit found violations: {report:#}");
+            match fault {
+                LedgerFault::CrashAfterCommit => {
+                    // It dies by itself at its first commit that paid (or
+                    // lives on if the other bridge took everything).
+                    let deadline = std::time::Instant::now() + crate::harness::DEADLINE;
+                    while system.bridge.is_running() && !load.is_finished() {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the bridge never crashed after a commit"
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                _ => await_blocks(&system, before + DOWN_FOR_BLOCKS).await,
+            }
+            match fault {
+                LedgerFault::ServerStop => system
+                    .postgres
+                    .as_mut()
+                    .expect("a PostgreSQL ledger")
+                    .restart(),
+                LedgerFault::TerminateBackends => {}
+                LedgerFault::CrashAfterCommit => {
+                    system.bridge.kill();
+                    system
+                        .bridge
+                        .remove_env("LOCKSTEP_BRIDGE_CRASH_AFTER_COMMIT");
+                    system.bridge.spawn();
+                }
+                LedgerFault::StopSecondBridge => signal(&second, "CONT"),
+            }
+            let back = head(&system).await;
+            await_blocks(&system, back + DOWN_FOR_BLOCKS).await;
+        }
+        round += 1;
+    }
+    load.finish(&system, round).await;
+    second.finish();
 }
 
 /// Waits until the chain (any node) has finalized `height`.

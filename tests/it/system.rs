@@ -1,8 +1,11 @@
 //! The whole system as real processes: a [`Testnet`] of validators, the
 //! event system (`lockstep-offchain`) watching all of them, and the account
-//! bridge (`lockstep-bridge`) with a SQLite ledger seeded for the dev
-//! accounts. Any process can be killed with SIGKILL and restarted on the
-//! same data and ports.
+//! bridge (`lockstep-bridge`) with a ledger seeded for the dev accounts: a
+//! SQLite file, or a database on a PostgreSQL server of the test's own
+//! ([`System::start_on_postgres`], or every system when the environment
+//! has `LOCKSTEP_TEST_LEDGER=postgres`, which `scripts/test.sh` sets for a
+//! second run of these tests). Any process can be killed with SIGKILL and
+//! restarted on the same data and ports.
 //!
 //! Credentials are on, as `scripts/testnet.sh` runs them: the credentials
 //! file is made with `lockstep-offchain token create`, one token per role
@@ -37,7 +40,7 @@ use lockstep_runtime::crypto::DEV_NAMES;
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, Keypair, SignedTx};
-use lockstep_service::test_utils::TestProcess;
+use lockstep_service::test_utils::{TestPostgres, TestProcess};
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
@@ -58,6 +61,14 @@ fn service(name: &str, program: PathBuf, args: Vec<OsString>, dir: &Path) -> Tes
         .args(args)
         .env("RUST_LOG", "info")
         .timeout(DEADLINE)
+}
+
+/// A bridge process with `args`, its token from the environment, as an
+/// operator would pass it (a command line is visible to every user of the
+/// machine).
+fn bridge_service(name: &str, args: &[OsString], tokens: &Tokens, dir: &Path) -> TestProcess {
+    service(name, binary("lockstep-bridge"), args.to_vec(), dir)
+        .env("LOCKSTEP_BRIDGE_TOKEN", tokens.bridge.expose_secret())
 }
 
 /// What the transaction system talks to: every node and the event system.
@@ -146,8 +157,13 @@ pub struct System {
     pub bridge: TestProcess,
     /// The event system's JSON-RPC URL.
     pub events_url: String,
-    /// The bridge's SQLite ledger.
-    pub ledger: PathBuf,
+    /// The bridge's ledger as its command lines name it: a SQLite file, or
+    /// a `postgres://` URL of [`System::postgres`].
+    pub ledger: String,
+    /// The PostgreSQL server of the ledger, when it is not SQLite.
+    pub postgres: Option<TestPostgres>,
+    /// The bridge's command line (for more bridges on the same ledger).
+    bridge_args: Vec<OsString>,
     /// The event system's public key, which signs its instructions (the
     /// bridge's `--event-system-key`).
     pub event_system_key: String,
@@ -168,16 +184,22 @@ impl System {
     /// [`System::start`], with `events_args` added to the event system's
     /// command line.
     pub async fn start_with(validators: usize, events_args: &[&str]) -> System {
-        System::launch(validators, events_args, false).await
+        System::launch(validators, events_args, false, false).await
+    }
+
+    /// [`System::start`] with the ledger on a PostgreSQL server of its own,
+    /// whatever `LOCKSTEP_TEST_LEDGER` says.
+    pub async fn start_on_postgres(validators: usize) -> System {
+        System::launch(validators, &[], false, true).await
     }
 
     /// [`System::start`] with TLS on every JSON-RPC endpoint (see the
     /// [module docs](self)): the CA is `net.tls`.
     pub async fn start_tls(validators: usize) -> System {
-        System::launch(validators, &[], true).await
+        System::launch(validators, &[], true, false).await
     }
 
-    async fn launch(validators: usize, events_args: &[&str], tls: bool) -> System {
+    async fn launch(validators: usize, events_args: &[&str], tls: bool, postgres: bool) -> System {
         let net = if tls {
             Testnet::start_tls(validators, 0).await
         } else {
@@ -208,7 +230,13 @@ impl System {
             .expect("the key's account id")
             .to_owned();
 
-        let ledger = dir.join("ledger.sqlite");
+        let postgres = (postgres
+            || std::env::var("LOCKSTEP_TEST_LEDGER").is_ok_and(|v| v == "postgres"))
+        .then(|| TestPostgres::start(&dir));
+        let ledger = match &postgres {
+            Some(server) => server.create_database("ledger"),
+            None => dir.join("ledger.sqlite").display().to_string(),
+        };
         seed_ledger(&ledger);
         let credentials = dir.join("credentials");
         let tokens = Tokens {
@@ -265,18 +293,15 @@ impl System {
             .collect(),
             &dir,
         );
-        let bridge = service(
-            "bridge",
-            binary("lockstep-bridge"),
+        let bridge_args: Vec<OsString> =
             bridge_run_args(&events_url, &ledger, &bridge_key, &event_system_key)
                 .into_iter()
                 .chain(client_tls)
-                .collect(),
-            &dir,
-        )
-        // From the environment, as an operator would pass it (a command
-        // line is visible to every user of the machine).
-        .env("LOCKSTEP_BRIDGE_TOKEN", tokens.bridge.expose_secret());
+                // A short lease: a bridge frozen mid-batch hands its batch
+                // back within a test's time.
+                .chain(["--lease".into(), "3s".into()])
+                .collect();
+        let bridge = bridge_service("bridge", &bridge_args, &tokens, &dir);
         let events_rpc = lockstep_api::client::http_with(
             &events_url,
             &client_options(net.tls.as_ref()).with_token(Some(tokens.submitter.clone())),
@@ -288,6 +313,8 @@ impl System {
             bridge,
             events_url,
             ledger,
+            postgres,
+            bridge_args,
             event_system_key,
             credentials,
             tokens,
@@ -378,6 +405,12 @@ impl System {
         self.bridge.print_tail();
     }
 
+    /// Another bridge on the same ledger and event system, as `name`, not
+    /// started.
+    pub fn extra_bridge(&self, name: &str) -> TestProcess {
+        bridge_service(name, &self.bridge_args, &self.tokens, self.net.dir())
+    }
+
     /// A `lockstep` command pointed at this system: every node
     /// (`--nodes`), the event system (`--events`), `token` in
     /// `LOCKSTEP_TOKEN` and, with TLS, the test CA (`--ca-file`).
@@ -426,6 +459,10 @@ impl Drop for System {
         // logs) is deleted.
         self.bridge.finish();
         self.events.finish();
+        // Before the testnet's directory, which holds its data, goes.
+        if let Some(mut server) = self.postgres.take() {
+            server.stop();
+        }
     }
 }
 
@@ -436,7 +473,7 @@ fn args(list: &[OsString]) -> Vec<OsString> {
 /// The bridge's `run` arguments: paying what `event_system_key` signed.
 pub fn bridge_run_args(
     events_url: &str,
-    ledger: &Path,
+    ledger: impl AsRef<std::ffi::OsStr>,
     key: &Path,
     event_system_key: &str,
 ) -> Vec<OsString> {
@@ -445,7 +482,7 @@ pub fn bridge_run_args(
         "--event-system".into(),
         events_url.into(),
         "--ledger".into(),
-        ledger.into(),
+        ledger.as_ref().into(),
         "--key".into(),
         key.into(),
         "--event-system-key".into(),
@@ -471,10 +508,13 @@ pub fn generate_event_system_key(file: &Path) -> String {
 
 /// `lockstep-bridge ledger --ledger <ledger> <args>` (a reader beside the
 /// running bridge): its JSON output.
-pub fn ledger_json<S: AsRef<std::ffi::OsStr>>(ledger: &Path, args: &[S]) -> Value {
+pub fn ledger_json<S: AsRef<std::ffi::OsStr>>(
+    ledger: impl AsRef<std::ffi::OsStr>,
+    args: &[S],
+) -> Value {
     let output = Command::new(binary("lockstep-bridge"))
         .args(["ledger", "--ledger"])
-        .arg(ledger)
+        .arg(ledger.as_ref())
         .args(args)
         .output()
         .expect("run lockstep-bridge ledger");
@@ -488,7 +528,7 @@ pub fn ledger_json<S: AsRef<std::ffi::OsStr>>(ledger: &Path, args: &[S]) -> Valu
 
 /// Opens a USD ledger account for every dev name, funded with
 /// [`LEDGER_FUNDS`].
-pub fn seed_ledger(ledger: &Path) {
+pub fn seed_ledger(ledger: impl AsRef<std::ffi::OsStr>) {
     let bridge = binary("lockstep-bridge");
     for name in DEV_NAMES {
         run_json(
@@ -496,7 +536,7 @@ pub fn seed_ledger(ledger: &Path) {
             &[
                 "ledger".into(),
                 "--ledger".into(),
-                ledger.into(),
+                ledger.as_ref().into(),
                 "open".into(),
                 (*name).into(),
                 "--currency".into(),

@@ -12,7 +12,6 @@
 //! plain `http://` to a TLS port; an unusable CA file is a usage error that
 //! quotes nothing of the file.
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use jsonrpsee::core::client::Error as ClientError;
@@ -258,7 +257,7 @@ fn assert_refused(output: &Output, expected: &str) {
 }
 
 /// Every payment row of the ledger, paid or failed.
-fn payments(ledger: &Path) -> Vec<Value> {
+fn payments(ledger: &str) -> Vec<Value> {
     ledger_json(ledger, &["payments", "--json"])
         .as_array()
         .expect("payments")
@@ -266,7 +265,7 @@ fn payments(ledger: &Path) -> Vec<Value> {
 }
 
 /// An account's ledger balance in cents.
-fn balance(ledger: &Path, account: &str) -> i128 {
+fn balance(ledger: &str, account: &str) -> i128 {
     let row = ledger_json(ledger, &["balance", account, "--json"]);
     row["balance"]
         .as_str()

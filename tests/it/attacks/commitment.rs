@@ -17,7 +17,6 @@
 //! not merely a bridge that pays nothing.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use jsonrpsee::core::client::Error as ClientError;
 use jsonrpsee::types::ErrorObjectOwned;
@@ -33,7 +32,7 @@ use crate::harness::exclusive;
 use crate::system::{head, ledger_json, Deal, Settlement, System, CURRENCY};
 
 /// Every ledger account's balance, in minor units.
-fn balances(ledger: &Path) -> BTreeMap<String, i128> {
+fn balances(ledger: &str) -> BTreeMap<String, i128> {
     let all = ledger_json(ledger, &["balance", "--json"]);
     all["accounts"]
         .as_array()
@@ -48,7 +47,7 @@ fn balances(ledger: &Path) -> BTreeMap<String, i128> {
 }
 
 /// The event ids of the ledger's payments, paid or failed.
-fn paid_events(ledger: &Path) -> Vec<String> {
+fn paid_events(ledger: &str) -> Vec<String> {
     let rows = ledger_json(ledger, &["payments", "--json"]);
     rows.as_array()
         .expect("payments")

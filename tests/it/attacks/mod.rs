@@ -7,7 +7,6 @@ mod commitment;
 mod signatures;
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
 /// `GET /metrics` on a loopback port; none while nothing answers there.
@@ -29,7 +28,7 @@ fn metric(text: &str, series: &str) -> Option<u64> {
 }
 
 /// The event ids of a ledger's payments (`lockstep-bridge ledger payments`).
-fn paid_events(ledger: &Path) -> Vec<String> {
+fn paid_events(ledger: impl AsRef<std::ffi::OsStr>) -> Vec<String> {
     let rows = crate::system::ledger_json(ledger, &["payments", "--json"]);
     let rows = rows.as_array().expect("payments as a JSON array");
     rows.iter()
