@@ -4,7 +4,8 @@
 # (lockstep-offchain) with its embedded message bus, and the account bridge
 # (lockstep-bridge) with a SQLite ledger seeded for the dev accounts.
 #
-#   scripts/testnet.sh start [N]   build (release); write a chain spec, N
+#   scripts/testnet.sh start [N] [--ledger postgres]
+#                                  build (release); write a chain spec, N
 #                                  validator keys, a bridge key and the
 #                                  event system's credentials (a token per
 #                                  role) into run/testnet/; seed the ledger; start N
@@ -15,6 +16,11 @@
 #   scripts/testnet.sh status      every process: pid, height, peers, events
 #   scripts/testnet.sh stop        stop what this script started (by the pids
 #                                  recorded in run/testnet/pids)
+#
+# `--ledger postgres` puts the ledger on a PostgreSQL server of the
+# testnet's own (scripts/lib/postgres.sh: Debian's postgresql, installed
+# when missing; data in run/testnet/postgres, a loopback port) and starts
+# two bridges on it instead of one.
 #
 # `start` wipes run/testnet/ from an earlier run (stop it first). Data and
 # logs stay in run/testnet/ after `stop`: node-<i>/ and node-<i>.log, events/
@@ -28,6 +34,7 @@
 # on a command line, where other users could read it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/postgres.sh
 
 RUN_DIR=run/testnet
 PIDS="$RUN_DIR/pids"
@@ -39,6 +46,7 @@ EVENTS="$RELEASE/lockstep-offchain"
 BRIDGE="$RELEASE/lockstep-bridge"
 CLI="$RELEASE/lockstep"
 LEDGER="$RUN_DIR/ledger.sqlite"
+LEDGER_KIND=sqlite
 CREDENTIALS="$RUN_DIR/credentials"
 # What each dev account holds in the ledger at the start: 1,000,000.00 USD,
 # in cents.
@@ -137,7 +145,23 @@ bridge_running() {
 }
 
 start() {
-    local count=${1:-4}
+    local count=4
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --ledger)
+            LEDGER_KIND=${2:-}
+            shift 2 || true
+            ;;
+        *)
+            count=$1
+            shift
+            ;;
+        esac
+    done
+    if [ "$LEDGER_KIND" != sqlite ] && [ "$LEDGER_KIND" != postgres ]; then
+        echo "usage: $0 start [N] [--ledger sqlite|postgres]" >&2
+        exit 2
+    fi
     if ! [[ "$count" =~ ^[0-9]+$ ]] || [ "$count" -lt 1 ] || [ "$count" -gt 100 ]; then
         echo "usage: $0 start [N], N between 1 and 100" >&2
         exit 2
@@ -146,6 +170,7 @@ start() {
         echo "a testnet is running already (scripts/testnet.sh status); stop it first" >&2
         exit 1
     fi
+    [ "$LEDGER_KIND" != postgres ] || LOCKSTEP_NEED_POSTGRES=1
     source scripts/lib/ensure-packages.sh
     echo "==> cargo build --release --locked (the first build takes a while)"
     cargo build --release --locked --bin lockstep-node --bin lockstep \
@@ -172,6 +197,12 @@ start() {
     if ! [[ "$events_key" =~ ^0x[0-9a-f]{64}$ ]]; then
         echo "could not read the event system's public key" >&2
         exit 1
+    fi
+    if [ "$LEDGER_KIND" = postgres ]; then
+        echo "postgres $(next_free_port 5432)" >>"$PORTS"
+        echo "==> PostgreSQL on 127.0.0.1:$(port_of postgres), data in $RUN_DIR/postgres"
+        pg_start "$RUN_DIR/postgres" "$(port_of postgres)" "$RUN_DIR/postgres.log"
+        LEDGER="postgres://postgres@127.0.0.1:$(port_of postgres)/ledger"
     fi
     # shellcheck disable=SC2086 # one argument per name
     "$BRIDGE" ledger --ledger "$LEDGER" open $DEV_NAMES --currency USD \
@@ -226,16 +257,23 @@ start() {
         --scan-interval 1s \
         --resend-base 5s --resend-cap 1m
     await "the event system to follow the chain" 30 events_following
-    launch bridge "$RUN_DIR/bridge.log" "$BRIDGE" run --event-system "$events_url" \
-        --ledger "$LEDGER" --key "$RUN_DIR/bridge-key.json" --event-system-key "$events_key" \
-        --token-file "$RUN_DIR/bridge.token"
+    local bridges=bridge
+    [ "$LEDGER_KIND" != postgres ] || bridges="bridge bridge-2"
+    local name
+    for name in $bridges; do
+        launch "$name" "$RUN_DIR/$name.log" "$BRIDGE" run --event-system "$events_url" \
+            --ledger "$LEDGER" --key "$RUN_DIR/bridge-key.json" --event-system-key "$events_key" \
+            --token-file "$RUN_DIR/bridge.token"
+    done
     await "the bridge to start" 10 bridge_running
+    local ledger_at="$PWD/$LEDGER"
+    [ "$LEDGER_KIND" != postgres ] || ledger_at=$LEDGER
     printf 'export LOCKSTEP_NODES=%s\nexport LOCKSTEP_RPC=%s\nexport LOCKSTEP_EVENTS=%s\nexport LOCKSTEP_LEDGER=%s\nexport LOCKSTEP_BRIDGE_LEDGER=%s\nexport LOCKSTEP_CHAIN_SPEC=%s\n' \
-        "$node_urls" "http://127.0.0.1:$(port_of node-0)" "$events_url" "$PWD/$LEDGER" \
-        "$PWD/$LEDGER" "$PWD/$RUN_DIR/chain-spec.json" >>"$RUN_DIR/env"
+        "$node_urls" "http://127.0.0.1:$(port_of node-0)" "$events_url" "$ledger_at" \
+        "$ledger_at" "$PWD/$RUN_DIR/chain-spec.json" >>"$RUN_DIR/env"
 
     echo
-    echo "Lockstep is running: $count validators, the event system and the account bridge."
+    echo "Lockstep is running: $count validators, the event system and the account bridge ($bridges on a $LEDGER_KIND ledger)."
     for ((i = 0; i < count; i++)); do
         echo "  node $i:        JSON-RPC http://127.0.0.1:$(port_of "node-$i") (HTTP and WebSocket), p2p /ip4/127.0.0.1/tcp/$(port_of "p2p-$i")"
     done
@@ -283,12 +321,16 @@ status() {
             ;;
         esac
     done <"$PORTS"
-    pid=$(awk '$1 == "bridge" {print $2}' <<<"$alive")
-    if [ -n "$pid" ]; then
-        echo "bridge: running (pid $pid), ledger $LEDGER"
-    else
-        echo "bridge: stopped, ledger $LEDGER"
-    fi
+    local ledger
+    ledger=$(sed -n 's/^export LOCKSTEP_BRIDGE_LEDGER=//p' "$RUN_DIR/env" 2>/dev/null)
+    for name in $(awk '$1 ~ /^(bridge|postgres)/ {print $1}' "$PIDS" 2>/dev/null); do
+        pid=$(awk -v n="$name" '$1 == n {print $2}' <<<"$alive")
+        if [ -n "$pid" ]; then
+            echo "$name: running (pid $pid), ledger ${ledger:-$LEDGER}"
+        else
+            echo "$name: stopped, ledger ${ledger:-$LEDGER}"
+        fi
+    done
 }
 
 stop() {
@@ -298,11 +340,18 @@ stop() {
         echo "nothing from the testnet is running"
         return 0
     fi
-    # The bridge and the event system first: they talk to the nodes.
+    # The bridges and the event system first: they talk to the nodes (and
+    # the bridges to PostgreSQL, which a SIGINT stops at once: fast
+    # shutdown, a checkpoint, no waiting for sessions).
     local name pid
-    for group in bridge events node-; do
+    for group in bridge events postgres node-; do
         while read -r name pid; do
-            [[ "$name" == "$group"* ]] && kill -TERM "$pid" 2>/dev/null || true
+            [[ "$name" == "$group"* ]] || continue
+            if [ "$group" = postgres ]; then
+                kill -INT "$pid" 2>/dev/null || true
+            else
+                kill -TERM "$pid" 2>/dev/null || true
+            fi
         done <<<"$alive"
     done
     local deadline=$((SECONDS + 15))
@@ -318,11 +367,14 @@ stop() {
 }
 
 case "${1:-}" in
-start) start "${2:-4}" ;;
+start)
+    shift
+    start "$@"
+    ;;
 status) status ;;
 stop) stop ;;
 *)
-    echo "usage: $0 start [N] | status | stop" >&2
+    echo "usage: $0 start [N] [--ledger sqlite|postgres] | status | stop" >&2
     exit 2
     ;;
 esac

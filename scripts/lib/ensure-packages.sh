@@ -6,6 +6,13 @@ dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# With LOCKSTEP_NEED_POSTGRES=1 set before it is sourced, also PostgreSQL
+# (the ledger on PostgreSQL: its tests, `scripts/testnet.sh start --ledger
+# postgres`): the server binaries under /usr/lib/postgresql and psql.
+if [ "${LOCKSTEP_NEED_POSTGRES:-0}" = 1 ] && { ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ||
+    ! command -v psql >/dev/null 2>&1; }; then
+    missing+=(postgresql)
+fi
 if ((${#missing[@]})); then
     echo "==> installing ${missing[*]}"
     sudo=""
