@@ -22,6 +22,9 @@
 //! (or at [`TestProcess::finish`], for owners whose log directory goes
 //! before they do).
 //!
+//! [`NatsServer`] runs `nats-server` with JetStream on a loopback port,
+//! for the tests of the message bus on NATS.
+//!
 //! [`TestCa`] makes a CA and a server certificate for `localhost` and
 //! `127.0.0.1` as PEM files, for tests of the servers' TLS and of the
 //! clients' `--ca-file`.
@@ -34,8 +37,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod nats;
 mod test_ca;
 
+pub use self::nats::{nats_server_binary, NatsServer};
 pub use self::test_ca::TestCa;
 
 /// How long a wait takes at most unless [`TestProcess::timeout`] says
