@@ -9,6 +9,11 @@
 //! ([`Tokens`]); the bridge gets its token from the environment, the
 //! clients here present the submitter's, the audit the reader's.
 //!
+//! [`System::start_nats`] runs the message bus on NATS JetStream: a
+//! `nats-server` of the test's own ([`NatsServer`]), the event system and
+//! every bridge with `--bus nats://...`, and as many bridges as asked for,
+//! all on one durable consumer and one SQLite ledger.
+//!
 //! [`System::start_tls`] runs every JSON-RPC endpoint over TLS, as issue 13
 //! has it: the validators and the event system serve `https://` with the
 //! certificate of the testnet's [`TestCa`](lockstep_service::test_utils::TestCa),
@@ -37,7 +42,7 @@ use lockstep_runtime::crypto::DEV_NAMES;
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, Keypair, SignedTx};
-use lockstep_service::test_utils::TestProcess;
+use lockstep_service::test_utils::{NatsServer, TestProcess};
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
@@ -144,6 +149,14 @@ pub struct System {
     pub events: TestProcess,
     /// `lockstep-bridge run`, logging to `bridge.log`.
     pub bridge: TestProcess,
+    /// More bridges on the same bus and ledger (`bridge-1.log`, ...):
+    /// only with [`System::start_nats`].
+    pub more_bridges: Vec<TestProcess>,
+    /// The NATS server the bus runs on ([`System::start_nats`]).
+    pub nats: Option<NatsServer>,
+    /// With NATS, each bridge's metrics port: `bridge`'s, then
+    /// `more_bridges`'.
+    pub bridge_metrics_ports: Vec<u16>,
     /// The event system's JSON-RPC URL.
     pub events_url: String,
     /// The bridge's SQLite ledger.
@@ -168,16 +181,28 @@ impl System {
     /// [`System::start`], with `events_args` added to the event system's
     /// command line.
     pub async fn start_with(validators: usize, events_args: &[&str]) -> System {
-        System::launch(validators, events_args, false).await
+        System::launch(validators, events_args, false, None).await
+    }
+
+    /// [`System::start`] with the message bus on NATS JetStream (see the
+    /// [module docs](self)) and `bridges` bridges (at least 1).
+    pub async fn start_nats(validators: usize, bridges: usize) -> System {
+        System::launch(validators, &[], false, Some(bridges.max(1))).await
     }
 
     /// [`System::start`] with TLS on every JSON-RPC endpoint (see the
     /// [module docs](self)): the CA is `net.tls`.
     pub async fn start_tls(validators: usize) -> System {
-        System::launch(validators, &[], true).await
+        System::launch(validators, &[], true, None).await
     }
 
-    async fn launch(validators: usize, events_args: &[&str], tls: bool) -> System {
+    /// `nats_bridges`: with the bus on NATS, how many bridges.
+    async fn launch(
+        validators: usize,
+        events_args: &[&str],
+        tls: bool,
+        nats_bridges: Option<usize>,
+    ) -> System {
         let net = if tls {
             Testnet::start_tls(validators, 0).await
         } else {
@@ -219,6 +244,24 @@ impl System {
         let events_key = dir.join("events-key.json");
         let event_system_key = generate_event_system_key(&events_key);
 
+        let nats = nats_bridges.map(|_| NatsServer::start(&dir, "nats"));
+        // The bus flags of both sides; a short ack wait, so that a
+        // delivery lost with the server comes back within a test's time,
+        // and small fetches, so that bridges on one consumer take turns.
+        let (events_bus, bridge_bus): (Vec<OsString>, Vec<OsString>) = match &nats {
+            Some(server) => (
+                args(&["--bus".into(), server.url().into()]),
+                args(&[
+                    "--bus".into(),
+                    server.url().into(),
+                    "--lease".into(),
+                    "5s".into(),
+                    "--batch".into(),
+                    "25".into(),
+                ]),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         let events_port = free_port();
         let scheme = if net.tls.is_some() { "https" } else { "http" };
         let events_url = format!("{scheme}://127.0.0.1:{events_port}");
@@ -262,21 +305,41 @@ impl System {
             .chain(server_tls)
             .chain(client_tls.iter().cloned())
             .chain(events_args.iter().map(OsString::from))
+            .chain(events_bus)
             .collect(),
             &dir,
         );
-        let bridge = service(
-            "bridge",
-            binary("lockstep-bridge"),
-            bridge_run_args(&events_url, &ledger, &bridge_key, &event_system_key)
-                .into_iter()
-                .chain(client_tls)
-                .collect(),
-            &dir,
-        )
-        // From the environment, as an operator would pass it (a command
-        // line is visible to every user of the machine).
-        .env("LOCKSTEP_BRIDGE_TOKEN", tokens.bridge.expose_secret());
+        let bridge_metrics_ports: Vec<u16> = match nats_bridges {
+            Some(n) => (0..n).map(|_| free_port()).collect(),
+            None => Vec::new(),
+        };
+        let bridge_process = |i: usize| {
+            let name = match i {
+                0 => "bridge".to_owned(),
+                i => format!("bridge-{i}"),
+            };
+            let metrics: Vec<OsString> = match bridge_metrics_ports.get(i) {
+                Some(port) => args(&["--prometheus-port".into(), port.to_string().into()]),
+                None => Vec::new(),
+            };
+            service(
+                &name,
+                binary("lockstep-bridge"),
+                bridge_run_args(&events_url, &ledger, &bridge_key, &event_system_key)
+                    .into_iter()
+                    .chain(client_tls.iter().cloned())
+                    .chain(bridge_bus.iter().cloned())
+                    .chain(metrics)
+                    .collect(),
+                &dir,
+            )
+            // From the environment, as an operator would pass it (a command
+            // line is visible to every user of the machine).
+            .env("LOCKSTEP_BRIDGE_TOKEN", tokens.bridge.expose_secret())
+        };
+        let bridge = bridge_process(0);
+        let more_bridges: Vec<TestProcess> =
+            (1..nats_bridges.unwrap_or(1)).map(bridge_process).collect();
         let events_rpc = lockstep_api::client::http_with(
             &events_url,
             &client_options(net.tls.as_ref()).with_token(Some(tokens.submitter.clone())),
@@ -286,6 +349,9 @@ impl System {
             net,
             events,
             bridge,
+            more_bridges,
+            nats,
+            bridge_metrics_ports,
             events_url,
             ledger,
             event_system_key,
@@ -295,6 +361,9 @@ impl System {
         };
         system.events.spawn();
         system.bridge.spawn();
+        for bridge in &mut system.more_bridges {
+            bridge.spawn();
+        }
         system.await_events_following().await;
         system
     }
@@ -376,6 +445,12 @@ impl System {
         self.net.print_log_tails();
         self.events.print_tail();
         self.bridge.print_tail();
+        for bridge in &self.more_bridges {
+            bridge.print_tail();
+        }
+        if let Some(nats) = &self.nats {
+            nats.print_tail();
+        }
     }
 
     /// A `lockstep` command pointed at this system: every node
@@ -425,7 +500,13 @@ impl Drop for System {
         // the test failed, before the testnet's directory (which holds the
         // logs) is deleted.
         self.bridge.finish();
+        for bridge in &mut self.more_bridges {
+            bridge.finish();
+        }
         self.events.finish();
+        if let Some(nats) = &mut self.nats {
+            nats.process.finish();
+        }
     }
 }
 
