@@ -5,11 +5,13 @@
 # Usage: scripts/test.sh
 #
 # On a fresh Debian machine it first installs the system packages the build
-# needs (libclang-dev for RocksDB's bindings, a C++ compiler), only those
-# that are missing.
+# needs (libclang-dev for RocksDB's bindings, a C++ compiler) and the
+# tests need (nats-server, for the message bus on NATS JetStream), only
+# those that are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+LOCKSTEP_NEED_NATS=1
 source scripts/lib/ensure-packages.sh
 
 echo "==> cargo fmt --check"
