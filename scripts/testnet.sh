@@ -4,7 +4,7 @@
 # (lockstep-offchain) with its embedded message bus, and the account bridge
 # (lockstep-bridge) with a SQLite ledger seeded for the dev accounts.
 #
-#   scripts/testnet.sh start [N] [--ledger postgres]
+#   scripts/testnet.sh start [N] [--bus nats] [--ledger postgres]
 #                                  build (release); write a chain spec, N
 #                                  validator keys, a bridge key and the
 #                                  event system's credentials (a token per
@@ -12,7 +12,14 @@
 #                                  validators (default 4), the event system
 #                                  and the bridge; wait until blocks are
 #                                  finalized and the event system follows
-#                                  them; print the URLs and what to run next
+#                                  them; print the URLs and what to run next.
+#                                  With --bus nats, the message bus is NATS
+#                                  JetStream: a nats-server of its own
+#                                  (Debian's package, installed when
+#                                  missing) with its store in
+#                                  run/testnet/nats/, on a loopback port
+#                                  from 4222; the event system and the
+#                                  bridge run with --bus nats://...
 #   scripts/testnet.sh status      every process: pid, height, peers, events
 #   scripts/testnet.sh stop        stop what this script started (by the pids
 #                                  recorded in run/testnet/pids)
@@ -24,7 +31,8 @@
 #
 # `start` wipes run/testnet/ from an earlier run (stop it first). Data and
 # logs stay in run/testnet/ after `stop`: node-<i>/ and node-<i>.log, events/
-# and events.log, ledger.sqlite and bridge.log.
+# and events.log, ledger.sqlite and bridge.log (with --bus nats: nats/ and
+# nats.log).
 #
 # The event system admits only callers with a token: `start` creates one per
 # role (submitter, reader, bridge) with `lockstep-offchain token create`,
@@ -144,10 +152,18 @@ bridge_running() {
     running | grep -q '^bridge '
 }
 
+nats_ready() {
+    grep -q "Server is ready" "$RUN_DIR/nats.log" 2>/dev/null && running | grep -q '^nats '
+}
+
 start() {
-    local count=4
-    while [ $# -gt 0 ]; do
+    local count=4 bus=embedded
+    while (($#)); do
         case "$1" in
+        --bus)
+            bus=${2:-}
+            shift 2 || true
+            ;;
         --ledger)
             LEDGER_KIND=${2:-}
             shift 2 || true
@@ -159,13 +175,21 @@ start() {
         esac
     done
     if [ "$LEDGER_KIND" != sqlite ] && [ "$LEDGER_KIND" != postgres ]; then
-        echo "usage: $0 start [N] [--ledger sqlite|postgres]" >&2
+        echo "usage: $0 start [N] [--bus nats] [--ledger postgres]: --ledger is sqlite (the default) or postgres" >&2
         exit 2
     fi
     if ! [[ "$count" =~ ^[0-9]+$ ]] || [ "$count" -lt 1 ] || [ "$count" -gt 100 ]; then
-        echo "usage: $0 start [N], N between 1 and 100" >&2
+        echo "usage: $0 start [N] [--bus nats], N between 1 and 100" >&2
         exit 2
     fi
+    case "$bus" in
+    embedded) ;;
+    nats) LOCKSTEP_NEED_NATS=1 ;;
+    *)
+        echo "usage: $0 start [N] [--bus nats]: --bus is embedded (the default) or nats" >&2
+        exit 2
+        ;;
+    esac
     if [ -n "$(running)" ]; then
         echo "a testnet is running already (scripts/testnet.sh status); stop it first" >&2
         exit 1
@@ -227,6 +251,18 @@ start() {
     done
     echo "events $(next_free_port 9955)" >>"$PORTS"
     echo "metrics-events $(next_free_port 9615)" >>"$PORTS"
+    local bus_args=()
+    if [ "$bus" = nats ]; then
+        local nats_server
+        nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
+        echo "nats $(next_free_port 4222)" >>"$PORTS"
+        echo "metrics-nats $(next_free_port 8222)" >>"$PORTS"
+        echo "==> starting nats-server with JetStream (store $RUN_DIR/nats)"
+        launch nats "$RUN_DIR/nats.log" "$nats_server" -a 127.0.0.1 -p "$(port_of nats)" \
+            -m "$(port_of metrics-nats)" -js -sd "$RUN_DIR/nats"
+        await "nats-server to accept clients" 30 nats_ready
+        bus_args=(--bus "nats://127.0.0.1:$(port_of nats)")
+    fi
 
     echo "==> starting $count validators"
     local j bootnodes node_urls=""
@@ -255,7 +291,7 @@ start() {
         --prometheus-port "$(port_of metrics-events)" \
         --credentials "$CREDENTIALS" \
         --scan-interval 1s \
-        --resend-base 5s --resend-cap 1m
+        --resend-base 5s --resend-cap 1m "${bus_args[@]}"
     await "the event system to follow the chain" 30 events_following
     local bridges=bridge
     [ "$LEDGER_KIND" != postgres ] || bridges="bridge bridge-2"
@@ -263,7 +299,7 @@ start() {
     for name in $bridges; do
         launch "$name" "$RUN_DIR/$name.log" "$BRIDGE" run --event-system "$events_url" \
             --ledger "$LEDGER" --key "$RUN_DIR/bridge-key.json" --event-system-key "$events_key" \
-            --token-file "$RUN_DIR/bridge.token"
+            --token-file "$RUN_DIR/bridge.token" "${bus_args[@]}"
     done
     await "the bridge to start" 10 bridge_running
     local ledger_at="$PWD/$LEDGER"
@@ -279,6 +315,9 @@ start() {
     done
     echo "  event system:  JSON-RPC $events_url (a token per role in $RUN_DIR/env), metrics http://127.0.0.1:$(port_of metrics-events)/metrics"
     echo "  bridge ledger: $LEDGER (dev accounts alice..heidi hold 1,000,000.00 USD each)"
+    if [ "$bus" = nats ]; then
+        echo "  message bus:   NATS JetStream nats://127.0.0.1:$(port_of nats), stream LOCKSTEP_INSTRUCTIONS, monitoring http://127.0.0.1:$(port_of metrics-nats)/jsz"
+    fi
     echo "  logs:          $RUN_DIR/*.log"
     cat <<NEXT
 
@@ -319,6 +358,12 @@ status() {
             stats=$(events_rpc event_stats)
             echo "events: running (pid $pid), at #$(json_number lastHeight <<<"$stats"), events registered $(json_number registered <<<"$stats"), pending $(json_number pendingAccount <<<"$stats"), completed $(json_number completed <<<"$stats"), cancelled $(json_number cancelled <<<"$stats"); RPC http://127.0.0.1:$port"
             ;;
+        nats)
+            local jsz
+            jsz=$(curl -s --max-time 2 "http://127.0.0.1:$(port_of metrics-nats)/jsz" 2>/dev/null || true)
+            # /jsz is indented JSON: "messages": N, the first for the server.
+            echo "nats: running (pid $pid), nats://127.0.0.1:$port, JetStream messages $(sed -n 's/.*"messages": *\([0-9]*\).*/\1/p' <<<"$jsz" | head -n 1), store $RUN_DIR/nats"
+            ;;
         esac
     done <"$PORTS"
     local ledger
@@ -342,9 +387,10 @@ stop() {
     fi
     # The bridges and the event system first: they talk to the nodes (and
     # the bridges to PostgreSQL, which a SIGINT stops at once: fast
-    # shutdown, a checkpoint, no waiting for sessions).
+    # shutdown, a checkpoint, no waiting for sessions; and both to the NATS
+    # server, stopped last).
     local name pid
-    for group in bridge events postgres node-; do
+    for group in bridge events postgres node- nats; do
         while read -r name pid; do
             [[ "$name" == "$group"* ]] || continue
             if [ "$group" = postgres ]; then
@@ -374,7 +420,7 @@ start)
 status) status ;;
 stop) stop ;;
 *)
-    echo "usage: $0 start [N] [--ledger sqlite|postgres] | status | stop" >&2
+    echo "usage: $0 start [N] [--bus nats] [--ledger postgres] | status | stop" >&2
     exit 2
     ;;
 esac

@@ -1,9 +1,13 @@
 //! A bus consumer: pull a batch of instructions, pay it in one SQL
-//! transaction, and acknowledge it only after the commit.
+//! transaction, and acknowledge it only after the commit. The batch comes
+//! from a [`MessageSource`]: the event system's embedded bus (`bus_pull`,
+//! `bus_ack`) or NATS JetStream (a durable pull consumer, double acks);
+//! the loop is the same for both.
 //!
 //! The order is what makes delivery exactly-once in effect:
 //!
-//! 1. `bus_pull` leases a batch (the bus re-delivers it if we vanish);
+//! 1. the source leases a batch (`bus_pull`, or a JetStream fetch: the bus
+//!    re-delivers it if we vanish);
 //! 2. each message's signature is checked against the event system's key
 //!    (one batch check, [`BusMessage::verify_all`]); a message that key did
 //!    not sign, or that does not decode, is counted, logged and set aside
@@ -14,9 +18,13 @@
 //!    payment and the obligation to report it are durable together;
 //! 4. the poster is woken (receipts leave from the outbox, never from
 //!    memory);
-//! 5. `bus_ack`. A crash anywhere before this means re-delivery, which the
-//!    ledger absorbs: the payment row keyed by event id is found and only
-//!    its receipt is queued again.
+//! 5. the ack (`bus_ack`, or a JetStream double ack of each message). A
+//!    crash anywhere before this means re-delivery, which the ledger
+//!    absorbs: the payment row keyed by event id is found and only its
+//!    receipt is queued again. Nothing relies on the ack having worked: a
+//!    late one may be confirmed although the message went to another
+//!    bridge meanwhile (nats-server#5113), and the ledger pays once all
+//!    the same.
 //!
 //! A batch that fails to commit (a database error) is not acknowledged: its
 //! lease runs out and the bus hands it out again.
@@ -35,7 +43,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_api::bus::{BusMessage, Delivery, Pulled};
+use lockstep_api::bus::{BusMessage, Delivery};
 use lockstep_api::event::{check_event_id, PaymentReceipt, MAX_EVENT_ID, MAX_FAILURE_REASON};
 use lockstep_runtime::{AccountId, Keypair};
 use lockstep_service::backoff;
@@ -45,6 +53,7 @@ use crate::client::{EventSystemClient, MAX_BATCH_CALLS};
 use crate::ledger::{Instruction, LedgerError, PayOutcome, PaymentLedger};
 use crate::metrics::BridgeMetrics;
 use crate::now_ms;
+use crate::source::{Batch, MessageSource};
 
 /// The payment reference of a failure receipt for an instruction that
 /// wrote nothing (there is no ledger entry to name).
@@ -70,7 +79,9 @@ pub fn idle_pause(poll_interval: Duration, empty_pulls: u32) -> Duration {
 pub struct Consumer {
     /// Its number, for logs.
     pub id: usize,
-    /// The event system.
+    /// Where batches come from.
+    pub source: MessageSource,
+    /// The event system (failure receipts are posted to it).
     pub client: EventSystemClient,
     /// The ledger.
     pub ledger: Arc<dyn PaymentLedger>,
@@ -138,10 +149,10 @@ impl Consumer {
             }
             let pulled = tokio::select! {
                 _ = shutdown.changed() => return,
-                pulled = self.client.pull(self.batch, self.lease) => pulled,
+                pulled = self.source.pull(self.batch, self.lease) => pulled,
             };
             let pause = match pulled {
-                Ok(pulled) if !pulled.messages.is_empty() => {
+                Ok(pulled) if !pulled.deliveries.is_empty() => {
                     errors = 0;
                     // There may be more: the others stop waiting.
                     self.work.notify_waiters();
@@ -170,9 +181,9 @@ impl Consumer {
                 }
                 Err(e) => {
                     errors = errors.saturating_add(1);
-                    BridgeMetrics::add(&self.metrics.event_system_errors, 1);
+                    self.count_bus_error();
                     if errors == 1 || errors.is_power_of_two() {
-                        tracing::warn!(target: "lockstep::bridge", "consumer {}: bus_pull: {e}", self.id);
+                        tracing::warn!(target: "lockstep::bridge", "consumer {}: pull: {e}", self.id);
                     }
                     backoff(self.poll_interval, Duration::from_secs(5), errors)
                 }
@@ -191,10 +202,10 @@ impl Consumer {
     /// instructions were taken (paid, absorbed or refused with a receipt),
     /// as opposed to set aside. An error means the batch was not committed
     /// and is not acknowledged.
-    async fn handle(&self, pulled: Pulled) -> Result<usize, LedgerError> {
+    async fn handle(&self, pulled: Batch) -> Result<usize, LedgerError> {
         let started = std::time::Instant::now();
-        let mut messages = Vec::with_capacity(pulled.messages.len());
-        for delivery in pulled.messages {
+        let mut messages = Vec::with_capacity(pulled.deliveries.len());
+        for delivery in pulled.deliveries {
             match delivery {
                 Delivery::Message(message) => messages.push(message),
                 Delivery::Undecodable(raw) => {
@@ -267,13 +278,23 @@ impl Consumer {
         if !rejected.is_empty() {
             self.report_rejected(rejected).await;
         }
-        if let Err(e) = self.client.ack(&pulled.lease_id).await {
+        if let Err(e) = self.source.ack(&pulled.ack).await {
             // The payments are committed: a re-delivery is absorbed.
-            BridgeMetrics::add(&self.metrics.event_system_errors, 1);
-            tracing::warn!(target: "lockstep::bridge", "bus_ack {}: {e}; the batch will be re-delivered and absorbed", pulled.lease_id);
+            self.count_bus_error();
+            tracing::warn!(target: "lockstep::bridge", "ack of {:?}: {e}; the batch will be re-delivered and absorbed", pulled.ack);
         }
         self.metrics.bump();
         Ok(taken)
+    }
+
+    /// Counts a failed pull or ack: the broker's, or the event system's.
+    fn count_bus_error(&self) {
+        let counter = if self.source.is_broker() {
+            &self.metrics.bus_errors
+        } else {
+            &self.metrics.event_system_errors
+        };
+        BridgeMetrics::add(counter, 1);
     }
 
     /// Instructions that wrote nothing: logged, counted, and reported with

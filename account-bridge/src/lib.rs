@@ -10,11 +10,14 @@
 //! ## Tasks
 //!
 //! - **consumers** ([`consumer`], `--concurrency` of them): each pulls a
-//!   batch from `bus_pull`, checks that the event system's key signed each
+//!   batch from `bus_pull` (or, with `--bus nats://...`, fetches it from
+//!   a durable JetStream pull consumer shared with the other bridges:
+//!   [`source`]), checks that the event system's key signed each
 //!   instruction (`--event-system-key`; one that it did not sign is set
 //!   aside, never paid), pays the whole batch in one SQL transaction
 //!   (each payment atomic on its own), and only after the commit
-//!   acknowledges it with `bus_ack`. At most one batch per consumer is in
+//!   acknowledges it (`bus_ack`, or a double ack per JetStream message).
+//!   At most one batch per consumer is in
 //!   memory; a crash before the ack means re-delivery, which the ledger
 //!   absorbs as a duplicate.
 //! - the **receipt poster** ([`poster`]): the ledger's outbox is the queue of
@@ -73,6 +76,7 @@ pub mod consumer;
 pub mod ledger;
 pub mod metrics;
 pub mod poster;
+pub mod source;
 pub mod summary;
 
 use std::net::SocketAddr;
@@ -86,6 +90,7 @@ use tokio::task::JoinHandle;
 use crate::client::EventSystemClient;
 use crate::ledger::PaymentLedger;
 use crate::metrics::BridgeMetrics;
+use crate::source::{JetStreamSettings, JetStreamSource, MessageSource};
 
 /// The test-only crash hook's variable (see the crate docs).
 #[cfg(feature = "test-hooks")]
@@ -127,6 +132,10 @@ pub struct Config {
     pub post_concurrency: usize,
     /// Prometheus endpoint, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bus on NATS JetStream (`--bus nats://...`); none: the event
+    /// system's embedded bus (`bus_pull`/`bus_ack`). Receipts go to the
+    /// event system either way.
+    pub nats: Option<JetStreamSettings>,
     /// Abort after the first commit that pays (tests only).
     #[cfg(feature = "test-hooks")]
     pub crash_after_commit: bool,
@@ -149,6 +158,7 @@ impl Config {
             receipt_retry_cap: Duration::from_secs(60),
             post_concurrency: 4,
             metrics_addr: None,
+            nats: None,
             #[cfg(feature = "test-hooks")]
             crash_after_commit: false,
         }
@@ -164,6 +174,9 @@ pub enum BridgeError {
     /// The event system URL is unusable.
     #[error(transparent)]
     Client(#[from] client::ClientError),
+    /// The bus could not be set up.
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -212,6 +225,13 @@ pub async fn start(
         config.token.clone(),
         config.cas.clone(),
     )?;
+    let source = match &config.nats {
+        None => MessageSource::EventSystem(client.clone()),
+        Some(settings) => {
+            tracing::info!(target: "lockstep::bridge", "message bus: NATS JetStream at {}, stream {:?}, durable consumer {:?}", settings.servers, settings.stream, settings.consumer);
+            MessageSource::JetStream(Arc::new(JetStreamSource::connect(settings.clone()).await?))
+        }
+    };
     let metrics = Arc::new(BridgeMetrics::default());
     let (metrics_task, metrics_addr) = match config.metrics_addr {
         Some(addr) => {
@@ -237,6 +257,7 @@ pub async fn start(
     for n in 0..config.concurrency {
         let consumer = consumer::Consumer {
             id: n,
+            source: source.clone(),
             client: client.clone(),
             ledger: ledger.clone(),
             key: key.clone(),

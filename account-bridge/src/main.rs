@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lockstep_api::broker::{self, BusChoice};
 use lockstep_api::client::{TokenArg, TrustedCas};
 use lockstep_bridge::ledger::{
     parse_amount, Durability, LedgerError, LedgerLocation, PaymentLedger, PaymentStatus,
 };
+use lockstep_bridge::source::JetStreamSettings;
 use lockstep_bridge::Config;
 use lockstep_runtime::{AccountId, Keypair};
 use lockstep_service::logging::LogFormat;
@@ -36,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the bridge until SIGINT or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Operates on the ledger: open and fund accounts, balances, payments.
     Ledger(LedgerArgs),
     /// Bridge keys.
@@ -124,6 +126,24 @@ struct RunArgs {
     /// as durable as its server's synchronous_commit.
     #[arg(long)]
     no_fsync: bool,
+    /// The message bus: `embedded` (bus_pull/bus_ack on the event system),
+    /// or NATS JetStream at nats://HOST:PORT[,HOST:PORT...], read through a
+    /// durable pull consumer that every bridge on it shares (the event
+    /// system must run with the same --bus). Receipts go to the event
+    /// system either way.
+    #[arg(
+        long,
+        default_value = "embedded",
+        value_name = "embedded|nats://HOST:PORT,..."
+    )]
+    bus: BusChoice,
+    /// With --bus nats://: the stream the event system publishes to.
+    #[arg(long, default_value = broker::DEFAULT_STREAM)]
+    bus_stream: String,
+    /// With --bus nats://: the durable consumer (created if missing, with
+    /// --lease as its ack wait); bridges on one consumer share the work.
+    #[arg(long, default_value = broker::DEFAULT_CONSUMER)]
+    bus_consumer: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -208,7 +228,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     lockstep_service::logging::init(cli.log_format, "info");
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Ledger(args) => ledger(args),
         Command::Key { command } => key(command),
     };
@@ -263,6 +283,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     config.metrics_addr = args
         .prometheus_port
         .map(|p| SocketAddr::new(args.listen, p));
+    if let BusChoice::Nats(servers) = args.bus {
+        broker::check_name("--bus-stream", &args.bus_stream)?;
+        broker::check_name("--bus-consumer", &args.bus_consumer)?;
+        let mut nats = JetStreamSettings::new(servers, args.lease);
+        nats.stream = args.bus_stream;
+        nats.consumer = args.bus_consumer;
+        nats.timeout = args.call_timeout;
+        config.nats = Some(nats);
+    }
     #[cfg(feature = "test-hooks")]
     {
         config.crash_after_commit =

@@ -34,6 +34,9 @@ pub struct BridgeMetrics {
     pub receipt_backlog: AtomicU64,
     /// Calls to the event system that failed (transport or refusal).
     pub event_system_errors: AtomicU64,
+    /// Calls to a broker bus (NATS JetStream: consumer set-up, fetches,
+    /// acks) that failed.
+    pub bus_errors: AtomicU64,
     /// Batches committed.
     pub batches: AtomicU64,
     /// From pulling a batch to committing its payments, in seconds.
@@ -53,6 +56,7 @@ impl Default for BridgeMetrics {
             receipt_retries: AtomicU64::new(0),
             receipt_backlog: AtomicU64::new(0),
             event_system_errors: AtomicU64::new(0),
+            bus_errors: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             payment_seconds: lockstep_service::metrics::seconds_histogram(),
             changed: watch::channel(0).0,
@@ -84,7 +88,7 @@ impl BridgeMetrics {
 
 impl Exposed for BridgeMetrics {
     fn expose(&self, out: &mut Exposition<'_>) -> std::fmt::Result {
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             ("lockstep_bridge_payments", "Payments made", &self.payments),
             (
                 "lockstep_bridge_duplicates",
@@ -120,6 +124,11 @@ impl Exposed for BridgeMetrics {
                 "lockstep_bridge_event_system_errors",
                 "Calls to the event system that failed",
                 &self.event_system_errors,
+            ),
+            (
+                "lockstep_bridge_bus_errors",
+                "Calls to the NATS JetStream bus that failed",
+                &self.bus_errors,
             ),
             (
                 "lockstep_bridge_batches",

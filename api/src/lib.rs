@@ -18,6 +18,8 @@
 //!   registration and its checks, the record, transitions, the bridge's
 //!   receipt and the bytes it signs) and the states' legal moves;
 //! - [`bus`]: the message a bus carries to the account bridge;
+//! - [`broker`]: what both sides agree on when that bus is NATS JetStream
+//!   (`--bus`, the stream, subject and consumer names, the bounds);
 //! - [`quorum`]: the quorum rule the confirmer and the audit share;
 //! - [`client`]: building clients (one place for timeouts, limits, the
 //!   bearer token and the CAs trusted for TLS), batches, and readable
@@ -27,6 +29,7 @@
 //! its clients already use: linking it
 //! brings in no storage engine and no networking stack.
 
+pub mod broker;
 pub mod bus;
 pub mod client;
 pub mod event;

@@ -78,6 +78,7 @@ pub const MAX_CURSOR: usize = 2 * (9 + 128);
 /// | 2020 | unknown lease (never issued, fully acknowledged, or pruned) |
 /// | 2021 | the lease expired; its messages are back in the queue |
 /// | 2022 | the lease does not hold that message |
+/// | 2023 | `bus_pull`/`bus_ack` on an event system whose bus is a broker (`--bus nats://...`): bridges consume from the broker, not from the event system |
 /// | 2030 | invalid list cursor |
 /// | 2040 | illegal lifecycle move (never expected through the API) |
 /// | 2050 | no credential, or one not on record (HTTP 401 before any call is read) |
@@ -113,6 +114,8 @@ pub mod error {
     pub const LEASE_EXPIRED: i32 = 2021;
     /// Message not in the lease.
     pub const NOT_IN_LEASE: i32 = 2022;
+    /// The bus is a broker: `bus_pull` and `bus_ack` are not served.
+    pub const BUS_NOT_SERVED: i32 = 2023;
     /// Bad cursor.
     pub const BAD_CURSOR: i32 = 2030;
     /// Illegal move.

@@ -1,9 +1,10 @@
 //! The message bus between the event system and the account bridge.
 //!
-//! [`MessageBus`] is the interface; [`EmbeddedBus`] the default (and, so
-//! far, only) implementation: a durable queue kept in the event store
-//! itself. A broker (NATS JetStream: a work-queue stream with explicit acks
-//! and `AckWait` as the lease) can implement the same trait.
+//! [`MessageBus`] is the interface; [`EmbeddedBus`] the default
+//! implementation: a durable queue kept in the event store itself.
+//! [`nats::NatsBus`] implements the same trait on a broker (NATS
+//! JetStream: a work-queue stream that the bridges read with a durable
+//! pull consumer, explicit acks and `AckWait` as the lease).
 //!
 //! ## Who does what
 //!
@@ -75,6 +76,8 @@ use lockstep_runtime::{AccountId, Keypair};
 use crate::store::{EventStore, Requeue, StoreError};
 use lockstep_service::now_ms;
 
+pub mod nats;
+
 /// How long the embedded bus keeps an expired lease before pruning it: an
 /// ack in that window is refused as expired (2021), later as unknown (2020).
 pub const EXPIRED_LEASE_RETENTION: Duration = Duration::from_secs(60);
@@ -102,6 +105,10 @@ pub enum BusError {
     /// failure; the embedded bus fails with [`BusError::Store`]).
     #[error("message bus unavailable: {0}")]
     Unavailable(String),
+    /// The bus is a broker: consumers read from it, not through the event
+    /// system (`bus_pull` and `bus_ack` are not served).
+    #[error("the message bus is a broker (NATS JetStream): bridges consume from it with `--bus`, not through bus_pull/bus_ack")]
+    NotServed,
     /// The event store failed (it holds the outbox, and the embedded bus's
     /// queue).
     #[error(transparent)]

@@ -22,6 +22,9 @@
 //! - the reconciler ([`reconciler::Reconciler`]): re-checks Registered
 //!   events after a grace period, hands unreceipted instructions to the bus
 //!   again;
+//! - with the bus on NATS JetStream ([`Config::nats`]), the relay
+//!   ([`bus::nats::Relay`]): publishes each new instruction once its move
+//!   committed, from a durable cursor on the transition feed;
 //! - the log summary ([`summary`]): one INFO line per interval in which
 //!   something happened (events per state, receipts, re-sends, the
 //!   watcher's lag); each event's own lines are DEBUG;
@@ -77,7 +80,8 @@ use lockstep_service::tls::{server_urls, ServerTls};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::bus::{EmbeddedBus, MessageBus};
+use crate::bus::nats::{NatsBus, NatsSettings};
+use crate::bus::{BusError, EmbeddedBus, MessageBus};
 use crate::confirmer::{Quorum, QuorumConfirmer, RecheckPolicy};
 use crate::metrics::Metrics;
 use crate::nodes::{Node, NodeError};
@@ -198,6 +202,9 @@ pub struct Config {
     pub sync_writes: bool,
     /// How often the log summary is considered ([`summary`]).
     pub summary_interval: Duration,
+    /// The message bus on NATS JetStream (`--bus nats://...`); none: the
+    /// embedded bus, in the store.
+    pub nats: Option<NatsSettings>,
 }
 
 impl Config {
@@ -230,6 +237,7 @@ impl Config {
             max_catch_up: 10_000,
             sync_writes: true,
             summary_interval: summary::SUMMARY_INTERVAL,
+            nats: None,
         }
     }
 }
@@ -272,6 +280,9 @@ pub enum ServiceError {
     /// could register anything, and it is not "unbounded" either.
     #[error("--max-registered-per-credential must be at least 1")]
     ZeroRegisteredBound,
+    /// The message bus could not be set up.
+    #[error(transparent)]
+    Bus(#[from] BusError),
 }
 
 /// A started event system.
@@ -360,10 +371,20 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         },
         config.resend_base,
     ));
-    let embedded = EmbeddedBus::new(store.clone(), config.instruction_key.clone());
-    let instruction_key = embedded.signing_key();
+    let instruction_key = config.instruction_key.public();
     tracing::info!(target: "lockstep::offchain", "payment instructions are signed with key {instruction_key}");
-    let bus: Arc<dyn MessageBus> = Arc::new(embedded);
+    let (bus, relay): (Arc<dyn MessageBus>, _) = match &config.nats {
+        None => {
+            let embedded = EmbeddedBus::new(store.clone(), config.instruction_key.clone());
+            (Arc::new(embedded), None)
+        }
+        Some(settings) => {
+            let nats = NatsBus::connect(settings.clone(), config.instruction_key.clone()).await?;
+            tracing::info!(target: "lockstep::offchain", "message bus: NATS JetStream at {}, stream {:?}, subject {:?}", settings.servers, settings.stream, settings.subject);
+            let relay = nats.relay(store.clone());
+            (Arc::new(nats), Some(relay))
+        }
+    };
     let handler = rpc::EventRpc::new(
         store.clone(),
         bus.clone(),
@@ -379,6 +400,10 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     .with_validity_bound(config.max_validity_blocks, metrics.clone())
     .with_block_time(config.block_time)
     .with_metrics(metrics.clone());
+    let handler = match relay {
+        Some(_) => handler.with_broker_depth(metrics.clone()),
+        None => handler,
+    };
     let registrar_done = handler.registrar_done();
     let tls = config.tls.is_some();
     let (rpc, rpc_addr) = rpc::start(
@@ -430,7 +455,11 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
             overdue_after: config.overdue_after,
         },
     );
-    let tasks = vec![
+    let mut tasks = Vec::new();
+    if let Some(relay) = relay {
+        tasks.push(tokio::spawn(relay.run(shutdown_rx.clone())));
+    }
+    tasks.extend([
         tokio::spawn(watcher.run(shutdown_rx.clone())),
         tokio::spawn(reconciler.run(shutdown_rx.clone())),
         tokio::spawn(summary::run(
@@ -439,7 +468,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
             config.summary_interval,
             shutdown_rx,
         )),
-    ];
+    ]);
     Ok(RunningService {
         rpc_addr,
         prometheus_addr,

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lockstep_api::broker::{self, BusChoice};
 use lockstep_api::client::TrustedCas;
 use lockstep_api::offchain::Role;
+use lockstep_offchain::bus::nats::NatsSettings;
 use lockstep_offchain::confirmer::Quorum;
 use lockstep_offchain::{
     Auth, Config, DEFAULT_MAX_REGISTERED_PER_CREDENTIAL, DEFAULT_REGISTER_RATE,
@@ -206,6 +208,33 @@ struct RunArgs {
     /// Do not fsync writes (faster; survives process crashes but not power loss).
     #[arg(long)]
     no_fsync: bool,
+    /// The message bus: `embedded` (the queue in the event store, served
+    /// by bus_pull/bus_ack), or NATS JetStream at
+    /// nats://HOST:PORT[,HOST:PORT...]: each instruction is published to a
+    /// work-queue stream once its event enters PendingAccount, and the
+    /// bridges consume the stream (bus_pull/bus_ack are then refused with
+    /// 2023).
+    #[arg(
+        long,
+        default_value = "embedded",
+        value_name = "embedded|nats://HOST:PORT,..."
+    )]
+    bus: BusChoice,
+    /// With --bus nats://: the JetStream stream (created if missing).
+    #[arg(long, default_value = broker::DEFAULT_STREAM)]
+    bus_stream: String,
+    /// With --bus nats://: the subject instructions are published on.
+    #[arg(long, default_value = broker::DEFAULT_SUBJECT)]
+    bus_subject: String,
+    /// With --bus nats://: the stream's replicas, when it is created here
+    /// (3 on a cluster that must survive the loss of a server).
+    #[arg(long, default_value_t = 1)]
+    bus_replicas: usize,
+    /// With --bus nats://: the stream's duplicate window, when it is
+    /// created here: a publish repeated within it (same event and
+    /// generation) is stored once.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    bus_duplicate_window: Duration,
 }
 
 #[tokio::main]
@@ -240,6 +269,22 @@ async fn main() -> anyhow::Result<()> {
     config.resend_cap = args.resend_cap;
     config.overdue_after = args.overdue_after;
     config.sync_writes = !args.no_fsync;
+    if let BusChoice::Nats(servers) = args.bus {
+        broker::check_name("--bus-stream", &args.bus_stream)?;
+        broker::check_subject(&args.bus_subject)?;
+        if !(1..=5).contains(&args.bus_replicas) {
+            anyhow::bail!("--bus-replicas: 1 to 5");
+        }
+        if args.bus_duplicate_window.is_zero() {
+            anyhow::bail!("--bus-duplicate-window: more than 0");
+        }
+        let mut nats = NatsSettings::new(servers);
+        nats.stream = args.bus_stream;
+        nats.subject = args.bus_subject;
+        nats.replicas = args.bus_replicas;
+        nats.duplicate_window = args.bus_duplicate_window;
+        config.nats = Some(nats);
+    }
     config.auth = match (args.credentials, args.insecure_no_auth) {
         (Some(path), _) => Auth::Credentials(path),
         (None, true) => Auth::InsecureNoAuth,

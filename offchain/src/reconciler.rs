@@ -156,7 +156,15 @@ impl Reconciler {
             .store(stats.pending_account, Ordering::Relaxed);
         m.completed.store(stats.completed, Ordering::Relaxed);
         m.cancelled.store(stats.cancelled, Ordering::Relaxed);
-        m.bus_depth.store(stats.bus_depth, Ordering::Relaxed);
+        // The bus's own count: the embedded queue's counter (as in the
+        // stats), or a broker's, which keeps its last value while the
+        // broker does not answer.
+        match self.bus.depth().await {
+            Ok(depth) => m.bus_depth.store(depth, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(target: "lockstep::offchain", "bus depth: {e}")
+            }
+        }
         m.overdue.store(stats.overdue, Ordering::Relaxed);
         m.transitions.store(stats.last_seq, Ordering::Relaxed);
         m.bump();

@@ -88,6 +88,7 @@ impl From<BusError> for ErrorObjectOwned {
             BusError::UnknownLease(_) => error(UNKNOWN_LEASE, message),
             BusError::LeaseExpired(_) => error(LEASE_EXPIRED, message),
             BusError::NotInLease { .. } => error(NOT_IN_LEASE, message),
+            BusError::NotServed => error(BUS_NOT_SERVED, message),
             BusError::Store(store) => store.into(),
             BusError::Unavailable(_) => {
                 tracing::error!(target: "lockstep::offchain", "bus error: {message}");
@@ -117,6 +118,9 @@ pub struct EventRpc {
     block_time: Option<Duration>,
     /// Where receipts are counted; none: nowhere (tests of the RPC alone).
     metrics: Option<Arc<Metrics>>,
+    /// The bus is a broker: `event_stats` reports the depth the reconciler
+    /// last read from it (in `metrics`), not the embedded queue's.
+    broker_depth: bool,
 }
 
 /// What bounds each caller's registrations: its payer scope (on its
@@ -226,7 +230,17 @@ impl EventRpc {
             validity: None,
             block_time: None,
             metrics: None,
+            broker_depth: false,
         }
+    }
+
+    /// The same handler, for a bus that is a broker: `event_stats`'s
+    /// `busDepth` is the broker's, as the reconciler last read it into
+    /// `metrics`.
+    pub fn with_broker_depth(mut self, metrics: Arc<Metrics>) -> EventRpc {
+        self.metrics = Some(metrics);
+        self.broker_depth = true;
+        self
     }
 
     /// The same handler, counting what it records in `metrics` (for the
@@ -625,9 +639,13 @@ impl EventApiServer for EventRpc {
     }
 
     fn stats(&self) -> RpcResult<Stats> {
-        Ok(self
+        let mut stats = self
             .store
-            .stats(now_ms(), self.overdue_after.as_millis() as u64)?)
+            .stats(now_ms(), self.overdue_after.as_millis() as u64)?;
+        if let (true, Some(metrics)) = (self.broker_depth, &self.metrics) {
+            stats.bus_depth = metrics.bus_depth.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(stats)
     }
 
     async fn subscribe_transitions(

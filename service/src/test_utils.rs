@@ -22,6 +22,9 @@
 //! (or at [`TestProcess::finish`], for owners whose log directory goes
 //! before they do).
 //!
+//! [`NatsServer`] runs `nats-server` with JetStream on a loopback port,
+//! for the tests of the message bus on NATS.
+//!
 //! [`TestCa`] makes a CA and a server certificate for `localhost` and
 //! `127.0.0.1` as PEM files, for tests of the servers' TLS and of the
 //! clients' `--ca-file`.
@@ -34,9 +37,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod nats;
 mod postgres;
 mod test_ca;
 
+pub use self::nats::{nats_server_binary, NatsServer};
 pub use self::postgres::TestPostgres;
 pub use self::test_ca::TestCa;
 

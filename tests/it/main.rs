@@ -11,6 +11,7 @@ mod end_to_end;
 mod faults;
 mod garbage;
 mod harness;
+mod nats;
 mod resync;
 mod system;
 mod tls;

@@ -12,6 +12,11 @@
 //! ([`Tokens`]); the bridge gets its token from the environment, the
 //! clients here present the submitter's, the audit the reader's.
 //!
+//! [`System::start_nats`] runs the message bus on NATS JetStream: a
+//! `nats-server` of the test's own ([`NatsServer`]), the event system and
+//! every bridge with `--bus nats://...`, and as many bridges as asked for,
+//! all on one durable consumer and one SQLite ledger.
+//!
 //! [`System::start_tls`] runs every JSON-RPC endpoint over TLS, as issue 13
 //! has it: the validators and the event system serve `https://` with the
 //! certificate of the testnet's [`TestCa`](lockstep_service::test_utils::TestCa),
@@ -40,7 +45,7 @@ use lockstep_runtime::crypto::DEV_NAMES;
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, Keypair, SignedTx};
-use lockstep_service::test_utils::{TestPostgres, TestProcess};
+use lockstep_service::test_utils::{NatsServer, TestPostgres, TestProcess};
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
@@ -155,6 +160,14 @@ pub struct System {
     pub events: TestProcess,
     /// `lockstep-bridge run`, logging to `bridge.log`.
     pub bridge: TestProcess,
+    /// More bridges on the same bus and ledger (`bridge-1.log`, ...):
+    /// only with [`System::start_nats`].
+    pub more_bridges: Vec<TestProcess>,
+    /// The NATS server the bus runs on ([`System::start_nats`]).
+    pub nats: Option<NatsServer>,
+    /// With NATS, each bridge's metrics port: `bridge`'s, then
+    /// `more_bridges`'.
+    pub bridge_metrics_ports: Vec<u16>,
     /// The event system's JSON-RPC URL.
     pub events_url: String,
     /// The bridge's ledger as its command lines name it: a SQLite file, or
@@ -184,22 +197,37 @@ impl System {
     /// [`System::start`], with `events_args` added to the event system's
     /// command line.
     pub async fn start_with(validators: usize, events_args: &[&str]) -> System {
-        System::launch(validators, events_args, false, false).await
+        System::launch(validators, events_args, false, false, None).await
     }
 
     /// [`System::start`] with the ledger on a PostgreSQL server of its own,
     /// whatever `LOCKSTEP_TEST_LEDGER` says.
     pub async fn start_on_postgres(validators: usize) -> System {
-        System::launch(validators, &[], false, true).await
+        System::launch(validators, &[], false, true, None).await
+    }
+
+    /// [`System::start`] with the message bus on NATS JetStream (see the
+    /// [module docs](self)) and `bridges` bridges (at least 1).
+    pub async fn start_nats(validators: usize, bridges: usize) -> System {
+        System::launch(validators, &[], false, false, Some(bridges.max(1))).await
     }
 
     /// [`System::start`] with TLS on every JSON-RPC endpoint (see the
     /// [module docs](self)): the CA is `net.tls`.
     pub async fn start_tls(validators: usize) -> System {
-        System::launch(validators, &[], true, false).await
+        System::launch(validators, &[], true, false, None).await
     }
 
-    async fn launch(validators: usize, events_args: &[&str], tls: bool, postgres: bool) -> System {
+    /// `postgres`: the ledger on PostgreSQL (also when
+    /// `LOCKSTEP_TEST_LEDGER=postgres`); `nats_bridges`: with the bus on
+    /// NATS, how many bridges.
+    async fn launch(
+        validators: usize,
+        events_args: &[&str],
+        tls: bool,
+        postgres: bool,
+        nats_bridges: Option<usize>,
+    ) -> System {
         let net = if tls {
             Testnet::start_tls(validators, 0).await
         } else {
@@ -247,6 +275,24 @@ impl System {
         let events_key = dir.join("events-key.json");
         let event_system_key = generate_event_system_key(&events_key);
 
+        let nats = nats_bridges.map(|_| NatsServer::start(&dir, "nats"));
+        // The bus flags of both sides; a short ack wait, so that a
+        // delivery lost with the server comes back within a test's time,
+        // and small fetches, so that bridges on one consumer take turns.
+        let (events_bus, bridge_bus): (Vec<OsString>, Vec<OsString>) = match &nats {
+            Some(server) => (
+                args(&["--bus".into(), server.url().into()]),
+                args(&[
+                    "--bus".into(),
+                    server.url().into(),
+                    "--lease".into(),
+                    "5s".into(),
+                    "--batch".into(),
+                    "25".into(),
+                ]),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         let events_port = free_port();
         let scheme = if net.tls.is_some() { "https" } else { "http" };
         let events_url = format!("{scheme}://127.0.0.1:{events_port}");
@@ -290,18 +336,45 @@ impl System {
             .chain(server_tls)
             .chain(client_tls.iter().cloned())
             .chain(events_args.iter().map(OsString::from))
+            .chain(events_bus)
             .collect(),
             &dir,
         );
+        // A short lease: a bridge frozen mid-batch hands its batch back
+        // within a test's time (NATS sets its own ack wait above).
+        let lease: Vec<OsString> = match &nats {
+            Some(_) => Vec::new(),
+            None => args(&["--lease".into(), "3s".into()]),
+        };
         let bridge_args: Vec<OsString> =
             bridge_run_args(&events_url, &ledger, &bridge_key, &event_system_key)
                 .into_iter()
-                .chain(client_tls)
-                // A short lease: a bridge frozen mid-batch hands its batch
-                // back within a test's time.
-                .chain(["--lease".into(), "3s".into()])
+                .chain(client_tls.iter().cloned())
+                .chain(bridge_bus.iter().cloned())
+                .chain(lease)
                 .collect();
-        let bridge = bridge_service("bridge", &bridge_args, &tokens, &dir);
+        let bridge_metrics_ports: Vec<u16> = match nats_bridges {
+            Some(n) => (0..n).map(|_| free_port()).collect(),
+            None => Vec::new(),
+        };
+        let bridge_process = |i: usize| {
+            let name = match i {
+                0 => "bridge".to_owned(),
+                i => format!("bridge-{i}"),
+            };
+            let with_metrics: Vec<OsString> = match bridge_metrics_ports.get(i) {
+                Some(port) => bridge_args
+                    .iter()
+                    .cloned()
+                    .chain(["--prometheus-port".into(), port.to_string().into()])
+                    .collect(),
+                None => bridge_args.clone(),
+            };
+            bridge_service(&name, &with_metrics, &tokens, &dir)
+        };
+        let bridge = bridge_process(0);
+        let more_bridges: Vec<TestProcess> =
+            (1..nats_bridges.unwrap_or(1)).map(bridge_process).collect();
         let events_rpc = lockstep_api::client::http_with(
             &events_url,
             &client_options(net.tls.as_ref()).with_token(Some(tokens.submitter.clone())),
@@ -311,6 +384,9 @@ impl System {
             net,
             events,
             bridge,
+            more_bridges,
+            nats,
+            bridge_metrics_ports,
             events_url,
             ledger,
             postgres,
@@ -322,6 +398,9 @@ impl System {
         };
         system.events.spawn();
         system.bridge.spawn();
+        for bridge in &mut system.more_bridges {
+            bridge.spawn();
+        }
         system.await_events_following().await;
         system
     }
@@ -403,6 +482,12 @@ impl System {
         self.net.print_log_tails();
         self.events.print_tail();
         self.bridge.print_tail();
+        for bridge in &self.more_bridges {
+            bridge.print_tail();
+        }
+        if let Some(nats) = &self.nats {
+            nats.print_tail();
+        }
     }
 
     /// Another bridge on the same ledger and event system, as `name`, not
@@ -458,7 +543,13 @@ impl Drop for System {
         // the test failed, before the testnet's directory (which holds the
         // logs) is deleted.
         self.bridge.finish();
+        for bridge in &mut self.more_bridges {
+            bridge.finish();
+        }
         self.events.finish();
+        if let Some(nats) = &mut self.nats {
+            nats.process.finish();
+        }
         // Before the testnet's directory, which holds its data, goes.
         if let Some(mut server) = self.postgres.take() {
             server.stop();

@@ -141,7 +141,7 @@ pub(super) async fn check_proofs(
             }
         }
         done += 1;
-        if done % 500 == 0 {
+        if done.is_multiple_of(500) {
             progress.update(&format!("checking proofs: {done}/{}", decided.len()));
         }
     }

@@ -11,6 +11,7 @@
 //! | `lease_floor` | every lease numbered below it is deleted |
 //! | `floor/<range>` | a range's floor, hex (`floors.rs`) |
 //! | `last_height` | last finalized height the watcher processed |
+//! | `relay_seq` | a broker's relay (`bus/nats.rs`): every transition numbered below it has been relayed (its instruction, if it entered PendingAccount, published and confirmed by the broker) |
 //!
 //! A store written before `bus_depth` existed has its queue counted once
 //! at open (from the queue's floor), and the count written.
@@ -30,6 +31,7 @@ pub(super) const META_LAST_HEIGHT: &[u8] = b"last_height";
 pub(super) const META_LEASE_SEQ: &[u8] = b"lease_seq";
 pub(super) const META_LEASE_FLOOR: &[u8] = b"lease_floor";
 const META_BUS_DEPTH: &[u8] = b"bus_depth";
+const META_RELAY_SEQ: &[u8] = b"relay_seq";
 
 /// What the writer keeps in memory between batches (and commits with them).
 #[derive(Debug, Clone, Copy)]
@@ -186,6 +188,34 @@ impl EventStore {
             &self.write_options(),
         )?;
         Ok(())
+    }
+}
+
+impl EventStore {
+    /// The broker relay's cursor: the first transition it has not relayed;
+    /// none before a relay first ran on this store.
+    pub fn relay_cursor(&self) -> StoreResult<Option<u64>> {
+        match self.db.get_cf(self.cf(CF_META)?, META_RELAY_SEQ)? {
+            Some(bytes) => Ok(Some(decode("relay cursor", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the relay's cursor (after the broker confirmed every
+    /// publish below it, so that a crash re-publishes rather than skips).
+    pub fn set_relay_cursor(&self, next_seq: u64) -> StoreResult<()> {
+        self.db.put_cf_opt(
+            self.cf(CF_META)?,
+            META_RELAY_SEQ,
+            encode(&next_seq),
+            &self.write_options(),
+        )?;
+        Ok(())
+    }
+
+    /// The number the next transition will get.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().counters.next_seq
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 /// `GET /metrics` on a loopback port; none while nothing answers there.
-fn scrape(port: u16) -> Option<String> {
+pub(crate) fn scrape(port: u16) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream
@@ -22,13 +22,13 @@ fn scrape(port: u16) -> Option<String> {
 }
 
 /// A series' value in a Prometheus exposition.
-fn metric(text: &str, series: &str) -> Option<u64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<u64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// The event ids of a ledger's payments (`lockstep-bridge ledger payments`).
-fn paid_events(ledger: impl AsRef<std::ffi::OsStr>) -> Vec<String> {
+pub(crate) fn paid_events(ledger: impl AsRef<std::ffi::OsStr>) -> Vec<String> {
     let rows = crate::system::ledger_json(ledger, &["payments", "--json"]);
     let rows = rows.as_array().expect("payments as a JSON array");
     rows.iter()
