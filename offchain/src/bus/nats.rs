@@ -359,6 +359,9 @@ impl Relay {
     /// Relays one batch of transitions from the cursor: returns how many
     /// transitions it moved past (0: caught up).
     pub async fn round(&self) -> BusResult<usize> {
+        // First of all, so that the stream exists before the first
+        // instruction does (a bridge started first waits for it).
+        self.bus.ensure_stream().await?;
         let read = self
             .store
             .blocking(|store| {
@@ -391,7 +394,6 @@ impl Relay {
             return Ok(0);
         };
         if !owed.is_empty() {
-            self.bus.ensure_stream().await?;
             // Every publish of the batch is sent before any ack is awaited.
             let mut acks = Vec::with_capacity(owed.len());
             for message in owed {
