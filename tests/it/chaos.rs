@@ -225,6 +225,7 @@ async fn two_bridges_on_postgres_survive_the_database_and_each_others_faults() {
     second.spawn();
     let load = Load::start(&system, "pg-chaos").await;
     let mut round = 0;
+    let mut crashes = 0;
     while round < ROUNDS || !load.is_finished() {
         for fault in [
             LedgerFault::ServerStop,
@@ -260,6 +261,9 @@ async fn two_bridges_on_postgres_survive_the_database_and_each_others_faults() {
                         );
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
+                    if !system.bridge.is_running() {
+                        crashes += 1;
+                    }
                 }
                 _ => await_blocks(&system, before + DOWN_FOR_BLOCKS).await,
             }
@@ -284,6 +288,8 @@ async fn two_bridges_on_postgres_survive_the_database_and_each_others_faults() {
         }
         round += 1;
     }
+    // The hook did abort a bridge between a commit and its ack.
+    assert!(crashes >= 1, "no bridge crashed after a commit");
     load.finish(&system, round).await;
     second.finish();
 }

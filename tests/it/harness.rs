@@ -88,6 +88,10 @@ fn build_binaries() -> anyhow::Result<PathBuf> {
         for (package, bin) in BINARIES {
             command.args(["-p", package, "--bin", bin]);
         }
+        // The bridge with its crash hook (inert unless its variable is
+        // set), as `cargo test` builds it for the bridge's own tests: the
+        // chaos test aborts a bridge between its commit and its ack.
+        command.args(["--features", "lockstep-bridge/test-hooks"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             command.arg("--release");
         }
