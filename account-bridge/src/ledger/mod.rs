@@ -139,6 +139,43 @@ impl LedgerLocation {
     }
 }
 
+/// How `--ledger` is parsed on a command line (the bridge's, the CLI's):
+/// as [`LedgerLocation::from_str`](std::str::FromStr), but a refusal never
+/// repeats the value given, which may hold a password (clap's own message
+/// for an invalid value quotes it whole).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LedgerLocationParser;
+
+impl clap::builder::TypedValueParser for LedgerLocationParser {
+    type Value = LedgerLocation;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<LedgerLocation, clap::Error> {
+        let flag = arg.map_or_else(|| "--ledger".to_owned(), |a| a.to_string());
+        let refused = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{flag}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value.to_str().ok_or_else(|| refused("not UTF-8".into()))?;
+        text.parse().map_err(refused)
+    }
+}
+
+impl clap::builder::ValueParserFactory for LedgerLocation {
+    type Parser = LedgerLocationParser;
+
+    fn value_parser() -> LedgerLocationParser {
+        LedgerLocationParser
+    }
+}
+
 /// Prefix of system account ids; refused for customer accounts.
 pub const SYSTEM_PREFIX: char = '@';
 

@@ -1,11 +1,16 @@
 //! Bad input, through the library and the command line: clear errors, and
-//! nothing written. Also the CLI's normal paths (seeding, listing, keys).
+//! nothing written, on either ledger engine. Also the CLI's normal paths
+//! (seeding, listing, keys).
+
+use std::sync::Arc;
 
 use lockstep_api::event::PaymentInstruction;
-use lockstep_bridge::ledger::{Instruction, LedgerError, PayOutcome, PaymentLedger, SqliteLedger};
+use lockstep_bridge::ledger::{
+    Instruction, LedgerError, LedgerLocation, PayOutcome, PaymentLedger, SqliteLedger,
+};
 use serde_json::Value;
 
-use crate::harness::{assert_conserved, bridge_bin, dump, ledger_cli};
+use crate::harness::{assert_conserved, bridge_bin, ledger_cli, Engine, TestLedger};
 
 fn instruction(payer: &str, payee: &str, amount: &str, currency: &str) -> PaymentInstruction {
     PaymentInstruction {
@@ -16,24 +21,20 @@ fn instruction(payer: &str, payee: &str, amount: &str, currency: &str) -> Paymen
     }
 }
 
-fn seeded(dir: &std::path::Path) -> (std::path::PathBuf, SqliteLedger) {
-    let path = dir.join("ledger.db");
-    let ledger = SqliteLedger::open(&path).unwrap();
+fn seeded(engine: Engine, dir: &std::path::Path) -> (TestLedger, Arc<dyn PaymentLedger>) {
+    let test_ledger = TestLedger::new(engine, dir);
+    let ledger = test_ledger.open();
     ledger
         .open_accounts(&["alice".into(), "bob".into()], "USD", 0, 1_000, 1)
         .unwrap();
     ledger
         .open_accounts(&["erika".into()], "EUR", 0, 1_000, 1)
         .unwrap();
-    (path, ledger)
+    (test_ledger, ledger)
 }
 
 #[test]
 fn bad_instructions_get_clear_errors_and_write_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (path, ledger) = seeded(dir.path());
-    let before = dump(&path);
-
     // Refused while parsing: the ledger is never asked.
     for (id, payment, expected) in [
         (
@@ -113,6 +114,26 @@ fn bad_instructions_get_clear_errors_and_write_nothing() {
             "{payment:?}: {message}"
         );
     }
+    ledger_refusals(Engine::Sqlite);
+
+    // A file that is not a ledger is refused; so is a missing one, read-only.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, b"this is not a database").unwrap();
+    assert!(SqliteLedger::open(&junk).is_err());
+    assert!(SqliteLedger::open_read_only(&dir.path().join("missing.db")).is_err());
+}
+
+#[test]
+fn bad_instructions_get_clear_errors_and_write_nothing_on_postgres() {
+    ledger_refusals(Engine::Postgres);
+}
+
+/// What the ledger itself refuses, with nothing written.
+fn ledger_refusals(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (test_ledger, ledger) = seeded(engine, dir.path());
+    let before = test_ledger.dump();
 
     // Refused by the ledger, nothing written: a currency it does not hold,
     // a currency other than the accounts', a balance that would overflow.
@@ -128,17 +149,17 @@ fn bad_instructions_get_clear_errors_and_write_nothing() {
     );
     let mixed = pay("alice", "erika", "5", "USD").unwrap_err();
     assert!(mixed.to_string().contains("erika holds EUR"), "{mixed}");
-    assert_eq!(dump(&path), before);
+    assert_eq!(test_ledger.dump(), before);
 
     // A valid payment, then the same event id with another instruction.
     assert!(matches!(
         pay("alice", "bob", "5", "USD").unwrap(),
         PayOutcome::Paid { .. }
     ));
-    let after_payment = dump(&path);
+    let after_payment = test_ledger.dump();
     let conflict = pay("alice", "bob", "6", "USD").unwrap_err();
     assert!(matches!(conflict, LedgerError::Conflict(_)), "{conflict}");
-    assert_eq!(dump(&path), after_payment);
+    assert_eq!(test_ledger.dump(), after_payment);
 
     // Operator calls.
     for result in [
@@ -163,17 +184,18 @@ fn bad_instructions_get_clear_errors_and_write_nothing() {
     ] {
         assert!(result.is_err());
     }
-    assert_eq!(dump(&path), after_payment);
-    assert_conserved(&ledger);
+    assert_eq!(test_ledger.dump(), after_payment);
+    assert_conserved(ledger.as_ref());
 
-    // A read-only ledger refuses writes; a file that is not a ledger is refused.
-    let read_only = SqliteLedger::open_read_only(&path).unwrap();
+    // A read-only ledger refuses writes.
+    let location: LedgerLocation = test_ledger.location.parse().unwrap();
+    let read_only = location.open_read_only().unwrap();
     assert!(read_only.deposit("alice", 5, 7).is_err());
+    assert!(read_only
+        .open_accounts(&["new".into()], "USD", 0, 0, 7)
+        .is_err());
     assert_eq!(read_only.payments().unwrap().len(), 1);
-    let junk = dir.path().join("junk.db");
-    std::fs::write(&junk, b"this is not a database").unwrap();
-    assert!(SqliteLedger::open(&junk).is_err());
-    assert!(SqliteLedger::open_read_only(&dir.path().join("missing.db")).is_err());
+    assert_eq!(test_ledger.dump(), after_payment);
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -193,50 +215,10 @@ fn set_mode(path: &std::path::Path, mode: u32) {
 #[test]
 fn bad_cli_input_gets_clear_errors_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, ledger) = seeded(dir.path());
+    let (test_ledger, ledger) = cli_refusals(Engine::Sqlite, dir.path());
     drop(ledger);
-    let before = dump(&path);
-    for (args, code, expected) in [
-        (&["deposit", "alice", "0"][..], 1, "must be positive"),
-        (&["deposit", "alice", "-5"], 1, "negative"),
-        (&["deposit", "alice", "12.50"], 1, "not an integer"),
-        (&["deposit", "alice", "99999999999999999999"], 1, "exceeds"),
-        (&["deposit", "nobody", "5"], 1, "no account \"nobody\""),
-        (&["deposit", "alice"], 2, "AMOUNT"),
-        (
-            &["open", "carol", "--currency", "usd"],
-            1,
-            "three upper-case",
-        ),
-        (&["open", "carol"], 2, "--currency"),
-        (
-            &["open", "@carol", "--currency", "USD"],
-            1,
-            "system accounts",
-        ),
-        (&["open", "alice", "--currency", "EUR"], 1, "already exists"),
-        (
-            &["open", "carol", "--currency", "USD", "--deposit", "0"],
-            1,
-            "must be positive",
-        ),
-        (
-            &["open", "carol", "--currency", "USD", "--overdraft", "-1"],
-            1,
-            "negative",
-        ),
-        (&["balance", "nobody"], 1, "no account"),
-        (&["frobnicate"], 2, "unrecognized subcommand"),
-    ] {
-        let out = ledger_cli(&path, args);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains(expected),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-        assert_eq!(dump(&path), before, "{args:?} wrote to the ledger");
-    }
+    let path = test_ledger.location.clone();
+    let before = test_ledger.dump();
     // No --ledger at all.
     let out = bridge_bin()
         .args(["ledger", "balance"])
@@ -307,13 +289,111 @@ fn bad_cli_input_gets_clear_errors_and_writes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("http://"), "{}", stderr(&out));
-    assert_eq!(dump(&path), before);
+    assert_eq!(test_ledger.dump(), before);
+}
+
+#[test]
+fn bad_cli_input_gets_clear_errors_and_writes_nothing_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let (test_ledger, ledger) = cli_refusals(Engine::Postgres, dir.path());
+    drop(ledger);
+    // A URL that is not PostgreSQL's, and a server that is not there: clear
+    // errors, with no password shown.
+    for (ledger, code, expected) in [
+        (
+            "mysql://root:hunter2@127.0.0.1/x",
+            2,
+            "a SQLite file or a postgres:// URL",
+        ),
+        (
+            "postgres://lockstep:hunter2@127.0.0.1:port/ledger",
+            2,
+            "not a PostgreSQL URL",
+        ),
+        (
+            "postgres://lockstep:hunter2@127.0.0.1:1/ledger",
+            1,
+            "opening the ledger postgres://",
+        ),
+    ] {
+        let out = ledger_cli(ledger, &["balance"]);
+        assert_eq!(out.status.code(), Some(code), "{ledger}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{ledger}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+    }
+    drop(test_ledger);
+}
+
+/// The ledger commands' refusals on a seeded ledger on `engine`: each
+/// exits with its code and message and writes nothing.
+fn cli_refusals(engine: Engine, dir: &std::path::Path) -> (TestLedger, Arc<dyn PaymentLedger>) {
+    let (test_ledger, ledger) = seeded(engine, dir);
+    let before = test_ledger.dump();
+    for (args, code, expected) in [
+        (&["deposit", "alice", "0"][..], 1, "must be positive"),
+        (&["deposit", "alice", "-5"], 1, "negative"),
+        (&["deposit", "alice", "12.50"], 1, "not an integer"),
+        (&["deposit", "alice", "99999999999999999999"], 1, "exceeds"),
+        (&["deposit", "nobody", "5"], 1, "no account \"nobody\""),
+        (&["deposit", "alice"], 2, "AMOUNT"),
+        (
+            &["open", "carol", "--currency", "usd"],
+            1,
+            "three upper-case",
+        ),
+        (&["open", "carol"], 2, "--currency"),
+        (
+            &["open", "@carol", "--currency", "USD"],
+            1,
+            "system accounts",
+        ),
+        (&["open", "alice", "--currency", "EUR"], 1, "already exists"),
+        (
+            &["open", "carol", "--currency", "USD", "--deposit", "0"],
+            1,
+            "must be positive",
+        ),
+        (
+            &["open", "carol", "--currency", "USD", "--overdraft", "-1"],
+            1,
+            "negative",
+        ),
+        (&["balance", "nobody"], 1, "no account"),
+        (&["frobnicate"], 2, "unrecognized subcommand"),
+    ] {
+        let out = ledger_cli(&test_ledger.location, args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(test_ledger.dump(), before, "{args:?} wrote to the ledger");
+    }
+    (test_ledger, ledger)
 }
 
 #[test]
 fn cli_seeds_lists_and_makes_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
+    cli_seeds_and_lists(Engine::Sqlite, dir.path());
+    keys_and_help(dir.path());
+}
+
+#[test]
+fn cli_seeds_and_lists_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    cli_seeds_and_lists(Engine::Postgres, dir.path());
+}
+
+/// Seeding (twice: the second changes nothing), a deposit, the listings.
+fn cli_seeds_and_lists(engine: Engine, dir: &std::path::Path) {
+    let test_ledger = TestLedger::new(engine, dir);
+    let path = test_ledger.location.clone();
     let seed = [
         "open",
         "alice",
@@ -327,11 +407,11 @@ fn cli_seeds_lists_and_makes_keys() {
     let out = ledger_cli(&path, &seed);
     assert!(out.status.success(), "{}", stderr(&out));
     // Seeding again changes nothing (safe to re-run in scripts).
-    let seeded = dump(&path);
+    let seeded = test_ledger.dump();
     let out = ledger_cli(&path, &seed);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("left unchanged"));
-    assert_eq!(dump(&path), seeded);
+    assert_eq!(test_ledger.dump(), seeded);
 
     let out = ledger_cli(&path, &["deposit", "alice", "250"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -354,9 +434,11 @@ fn cli_seeds_lists_and_makes_keys() {
     );
     let out = ledger_cli(&path, &["balance"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("total USD: 0"));
+}
 
-    // Keys: generate (0600, never overwritten), inspect.
-    let key = dir.path().join("bridge.json");
+/// Keys (generate: 0600, never overwritten; inspect) and help.
+fn keys_and_help(dir: &std::path::Path) {
+    let key = dir.join("bridge.json");
     let out = bridge_bin()
         .args(["key", "generate", "--out"])
         .arg(&key)

@@ -1,18 +1,16 @@
 //! Money is conserved after any run: four writers on their own
-//! connections to one ledger file make a seeded random mix of payments
-//! (fresh, re-delivered, refused for funds or an unknown account, invalid)
-//! and deposits; afterwards every currency's balances sum to zero, every
-//! balance equals its account's postings, and each event moved money at
-//! most once.
+//! connections to one ledger (a SQLite file, or a PostgreSQL database)
+//! make a seeded random mix of payments (fresh, re-delivered, refused for
+//! funds or an unknown account, invalid) and deposits; afterwards every
+//! currency's balances sum to zero, every balance equals its account's
+//! postings, and each event moved money at most once.
 
 use std::collections::{BTreeMap, HashSet};
 
 use lockstep_api::event::PaymentInstruction;
-use lockstep_bridge::ledger::{
-    Instruction, PayOutcome, PaymentLedger, PaymentStatus, SqliteLedger,
-};
+use lockstep_bridge::ledger::{Instruction, PayOutcome, PaymentStatus};
 
-use crate::harness::assert_conserved;
+use crate::harness::{assert_conserved, Engine, TestLedger};
 
 const WRITERS: u64 = 4;
 const OPERATIONS: usize = 400;
@@ -40,14 +38,23 @@ fn account(i: usize) -> String {
 
 #[test]
 fn money_is_conserved_under_a_random_concurrent_mix() {
+    random_concurrent_mix(Engine::Sqlite);
+}
+
+#[test]
+fn money_is_conserved_under_a_random_concurrent_mix_on_postgres() {
+    random_concurrent_mix(Engine::Postgres);
+}
+
+fn random_concurrent_mix(engine: Engine) {
     let seed = std::env::var("LOCKSTEP_LEDGER_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(lockstep_bridge::now_ms);
     println!("ledger mix seed: {seed} (LOCKSTEP_LEDGER_SEED to replay)");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let test_ledger = TestLedger::new(engine, dir.path());
+    let ledger = test_ledger.open();
     let usd: Vec<String> = (0..=5).map(account).collect();
     let eur: Vec<String> = (6..=9).map(account).collect();
     ledger.open_accounts(&usd, "USD", 0, 5_000, 1).unwrap();
@@ -55,9 +62,8 @@ fn money_is_conserved_under_a_random_concurrent_mix() {
 
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let path = path.clone();
+            let ledger = test_ledger.open();
             std::thread::spawn(move || {
-                let ledger = SqliteLedger::open(&path).unwrap();
                 let mut rng = Rng((seed ^ (w + 1).wrapping_mul(0x9e37_79b9)) | 1);
                 let mut paid = Vec::new();
                 for op in 0..OPERATIONS {
@@ -130,32 +136,22 @@ fn money_is_conserved_under_a_random_concurrent_mix() {
 
     // Balances sum to zero per currency; postings sum to zero per currency
     // and, per account, to its balance.
-    assert_conserved(&ledger);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let mut per_account = BTreeMap::new();
-    let mut statement = conn
-        .prepare("SELECT account, sum(amount) FROM postings GROUP BY account")
-        .unwrap();
-    let mut query = statement.query([]).unwrap();
-    while let Some(row) = query.next().unwrap() {
-        per_account.insert(
-            row.get::<_, String>(0).unwrap(),
-            row.get::<_, i64>(1).unwrap(),
-        );
+    assert_conserved(ledger.as_ref());
+    let contents = ledger.contents().unwrap();
+    let mut per_account: BTreeMap<&str, i128> = BTreeMap::new();
+    for posting in &contents.postings {
+        *per_account.entry(posting.account.as_str()).or_default() += posting.amount;
     }
-    for account in ledger.accounts().unwrap() {
-        let posted = per_account.get(&account.id).copied().unwrap_or(0);
-        assert_eq!(i128::from(posted), account.balance, "{}", account.id);
+    for account in &contents.accounts {
+        let posted = per_account.get(account.id.as_str()).copied().unwrap_or(0);
+        assert_eq!(posted, account.balance, "{}", account.id);
         assert!(
             account.system || account.balance >= -account.overdraft,
             "{account:?}"
         );
     }
-    let postings: i64 = conn
-        .query_row("SELECT count(*) FROM postings", [], |r| r.get(0))
-        .unwrap();
-    let deposits: i64 = conn
-        .query_row("SELECT count(*) FROM deposits", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(postings, 2 * (deposits + paid_rows.len() as i64));
+    assert_eq!(
+        contents.postings.len(),
+        2 * (contents.deposits.len() + paid_rows.len())
+    );
 }

@@ -1,23 +1,35 @@
 //! kill -9 of the bridge between the ledger commit and the receipt, then a
 //! restart: no second payment, the receipt is delivered, the events become
-//! Completed, money is conserved.
+//! Completed, money is conserved. On either ledger engine.
 
-use lockstep_bridge::ledger::{PaymentLedger, PaymentStatus, SqliteLedger};
+use lockstep_bridge::ledger::PaymentStatus;
 use lockstep_bridge::CRASH_AFTER_COMMIT_ENV;
 
-use crate::harness::{assert_conserved, payment, poll, BridgeProcess, DevNode, EventSystem};
+use crate::harness::{
+    assert_conserved, blocking, payment, poll, BridgeProcess, DevNode, Engine, EventSystem,
+    TestLedger,
+};
 
 const EVENTS: usize = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_after_commit_then_restart_pays_once_and_completes() {
+    kill_9_after_commit_then_restart(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_after_commit_then_restart_pays_once_and_completes_on_postgres() {
+    kill_9_after_commit_then_restart(Engine::Postgres).await;
+}
+
+async fn kill_9_after_commit_then_restart(engine: Engine) {
     let node = DevNode::start().await;
     let events = EventSystem::start(&node).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
-    let ledger = SqliteLedger::open(&path).unwrap();
-    ledger
-        .open_accounts(&["payer".into(), "payee".into()], "USD", 0, 1_000_000, 1)
+    let test_ledger = TestLedger::new(engine, dir.path());
+    let path = test_ledger.location.clone();
+    let ledger = test_ledger.open();
+    blocking(|| ledger.open_accounts(&["payer".into(), "payee".into()], "USD", 0, 1_000_000, 1))
         .unwrap();
     for i in 0..EVENTS {
         let id = format!("crash-{i}");
@@ -43,10 +55,13 @@ async fn kill_9_after_commit_then_restart_pays_once_and_completes() {
     let status = poll("the bridge to abort", || first.try_wait()).await;
     assert!(!status.success(), "the crash hook did not fire: {status:?}");
     drop(first);
-    let paid_first = ledger.payments().unwrap();
+    let paid_first = blocking(|| ledger.payments()).unwrap();
     assert!(!paid_first.is_empty(), "the aborted run committed nothing");
     assert!(paid_first.iter().all(|p| p.status == PaymentStatus::Paid));
-    assert_eq!(ledger.receipt_backlog().unwrap(), paid_first.len() as u64);
+    assert_eq!(
+        blocking(|| ledger.receipt_backlog()).unwrap(),
+        paid_first.len() as u64
+    );
     for p in &paid_first {
         assert_eq!(events.get(&p.event_id).await["state"], "PendingAccount");
     }
@@ -60,11 +75,13 @@ async fn kill_9_after_commit_then_restart_pays_once_and_completes() {
             .as_str()
             .unwrap()
             .to_owned();
-        let record = ledger.payment(&format!("crash-{i}")).unwrap().unwrap();
+        let record = blocking(|| ledger.payment(&format!("crash-{i}")))
+            .unwrap()
+            .unwrap();
         assert_eq!(record.reference, reference);
     }
     poll("the receipt outbox to drain", || {
-        (ledger.receipt_backlog().unwrap() == 0).then_some(())
+        (blocking(|| ledger.receipt_backlog()).unwrap() == 0).then_some(())
     })
     .await;
     assert!(
@@ -72,7 +89,7 @@ async fn kill_9_after_commit_then_restart_pays_once_and_completes() {
         "the bridge did not stop cleanly on SIGTERM"
     );
 
-    let payments = ledger.payments().unwrap();
+    let payments = blocking(|| ledger.payments()).unwrap();
     assert_eq!(payments.len(), EVENTS);
     for p in &payments {
         assert_eq!(p.status, PaymentStatus::Paid);
@@ -80,21 +97,17 @@ async fn kill_9_after_commit_then_restart_pays_once_and_completes() {
         assert_eq!(p.attempts, 1, "{p:?}");
     }
     for p in &paid_first {
-        let now = ledger.payment(&p.event_id).unwrap().unwrap();
+        let now = blocking(|| ledger.payment(&p.event_id)).unwrap().unwrap();
         assert_eq!(
             (now.reference.as_str(), now.created_ms),
             (p.reference.as_str(), p.created_ms)
         );
     }
-    assert_eq!(
-        ledger.account("payer").unwrap().unwrap().balance,
-        1_000_000 - 1000 * EVENTS as i128
-    );
-    assert_eq!(
-        ledger.account("payee").unwrap().unwrap().balance,
-        1_000_000 + 1000 * EVENTS as i128
-    );
-    assert_conserved(&ledger);
+    let balance = |id: &str| blocking(|| ledger.account(id)).unwrap().unwrap().balance;
+    assert_eq!(balance("payer"), 1_000_000 - 1000 * EVENTS as i128);
+    assert_eq!(balance("payee"), 1_000_000 + 1000 * EVENTS as i128);
+    assert_conserved(ledger.as_ref());
+    drop(ledger);
     events.stop().await;
     node.stop().await;
 }

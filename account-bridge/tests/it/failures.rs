@@ -1,24 +1,35 @@
 //! Payments the ledger refuses: a failure receipt, the event flagged and
 //! still PendingAccount, then paid once the funds arrive; instructions the
-//! ledger can never pay write nothing and are reported.
+//! ledger can never pay write nothing and are reported. On either ledger
+//! engine.
 
-use lockstep_bridge::ledger::{PaymentLedger, PaymentStatus, SqliteLedger};
+use lockstep_bridge::ledger::PaymentStatus;
 use std::sync::atomic::Ordering;
 
 use crate::harness::{
-    assert_conserved, await_metrics, dump, ledger_cli, payment, start_bridge, DevNode, EventSystem,
+    assert_conserved, await_metrics, blocking, ledger_cli, payment, start_bridge, DevNode, Engine,
+    EventSystem, TestLedger,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn insufficient_funds_reports_failure_then_pays_after_deposit() {
+    insufficient_funds_then_deposit(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insufficient_funds_reports_failure_then_pays_after_deposit_on_postgres() {
+    insufficient_funds_then_deposit(Engine::Postgres).await;
+}
+
+async fn insufficient_funds_then_deposit(engine: Engine) {
     let node = DevNode::start().await;
     let events = EventSystem::start(&node).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
-    let (bridge, ledger) = start_bridge(&events.url(), &path).await;
-    ledger
-        .open_accounts(&["poor".into(), "shop".into()], "EUR", 0, 100, 1)
-        .unwrap();
+    let test_ledger = TestLedger::new(engine, dir.path());
+    let ledger = test_ledger.open();
+    let bridge = start_bridge(&events.url(), &ledger).await;
+    blocking(|| ledger.open_accounts(&["poor".into(), "shop".into()], "EUR", 0, 100, 1)).unwrap();
+    let balance = |id: &str| blocking(|| ledger.account(id)).unwrap().unwrap().balance;
 
     events
         .pending_event(
@@ -33,18 +44,18 @@ async fn insufficient_funds_reports_failure_then_pays_after_deposit() {
     assert_eq!(flagged["state"], "PendingAccount");
     let reason = flagged["paymentFailure"]["reason"].as_str().unwrap();
     assert!(reason.contains("insufficient funds"), "{reason}");
-    let record = ledger.payment("short-1").unwrap().unwrap();
+    let record = blocking(|| ledger.payment("short-1")).unwrap().unwrap();
     assert_eq!(record.status, PaymentStatus::Failed);
     assert_eq!(
         flagged["paymentFailure"]["paymentReference"],
         record.reference.as_str()
     );
-    assert_eq!(ledger.account("poor").unwrap().unwrap().balance, 100);
+    assert_eq!(balance("poor"), 100);
     assert_conserved(ledger.as_ref());
 
-    // Funds arrive through the operator CLI (another process, same file,
+    // Funds arrive through the operator CLI (another process, same ledger,
     // while the bridge runs); the reconciler's next re-send pays it.
-    let out = ledger_cli(&path, &["deposit", "poor", "1000"]);
+    let out = ledger_cli(&test_ledger.location, &["deposit", "poor", "1000"]);
     assert!(
         out.status.success(),
         "{}",
@@ -56,11 +67,11 @@ async fn insufficient_funds_reports_failure_then_pays_after_deposit() {
         done["receipt"]["paymentReference"],
         record.reference.as_str()
     );
-    let record = ledger.payment("short-1").unwrap().unwrap();
+    let record = blocking(|| ledger.payment("short-1")).unwrap().unwrap();
     assert_eq!(record.status, PaymentStatus::Paid);
     assert!(record.attempts >= 2, "{record:?}");
-    assert_eq!(ledger.account("poor").unwrap().unwrap().balance, 600);
-    assert_eq!(ledger.account("shop").unwrap().unwrap().balance, 600);
+    assert_eq!(balance("poor"), 600);
+    assert_eq!(balance("shop"), 600);
     assert_conserved(ledger.as_ref());
     assert!(bridge.metrics.failures.load(Ordering::SeqCst) >= 1);
     assert_eq!(bridge.metrics.payments.load(Ordering::SeqCst), 1);
@@ -71,16 +82,24 @@ async fn insufficient_funds_reports_failure_then_pays_after_deposit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unpayable_instructions_are_reported_and_write_nothing_or_a_refusal() {
+    unpayable_instructions(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unpayable_instructions_are_reported_and_write_nothing_or_a_refusal_on_postgres() {
+    unpayable_instructions(Engine::Postgres).await;
+}
+
+async fn unpayable_instructions(engine: Engine) {
     let node = DevNode::start().await;
     let events = EventSystem::start(&node).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
-    let ledger = SqliteLedger::open(&path).unwrap();
-    ledger
-        .open_accounts(&["payer".into(), "payee".into()], "USD", 0, 1_000, 1)
+    let test_ledger = TestLedger::new(engine, dir.path());
+    let ledger = test_ledger.open();
+    blocking(|| ledger.open_accounts(&["payer".into(), "payee".into()], "USD", 0, 1_000, 1))
         .unwrap();
     drop(ledger);
-    let before = dump(&path);
+    let before = test_ledger.dump();
 
     // Valid for the event system (it takes any currency code), but not
     // payable by this ledger. (Amounts beyond 63 bits are refused already
@@ -95,7 +114,8 @@ async fn unpayable_instructions_are_reported_and_write_nothing_or_a_refusal() {
             payment("payer", "payee", "10", "GBP"),
         )
         .await;
-    let (bridge, ledger) = start_bridge(&events.url(), &path).await;
+    let ledger = test_ledger.open();
+    let bridge = start_bridge(&events.url(), &ledger).await;
     {
         let (id, expected) = ("pounds", "GBP");
         let event = events.await_failure(id).await;
@@ -108,14 +128,15 @@ async fn unpayable_instructions_are_reported_and_write_nothing_or_a_refusal() {
     await_metrics(&bridge, |m| m.invalid.load(Ordering::SeqCst) >= 1).await;
     bridge.stop().await;
     assert_eq!(
-        dump(&path),
+        test_ledger.dump(),
         before,
         "an invalid instruction wrote to the ledger"
     );
 
     // An account that does not exist (yet) is a refusal that may heal: a
     // failed payment row, no money moved.
-    let (bridge, ledger2) = start_bridge(&events.url(), &path).await;
+    let ledger2 = test_ledger.open();
+    let bridge = start_bridge(&events.url(), &ledger2).await;
     events
         .pending_event(
             &node,
@@ -130,9 +151,10 @@ async fn unpayable_instructions_are_reported_and_write_nothing_or_a_refusal() {
         .as_str()
         .unwrap()
         .contains("unknown account ghost"));
-    let record = ledger2.payment("nobody").unwrap().unwrap();
+    let record = blocking(|| ledger2.payment("nobody")).unwrap().unwrap();
     assert_eq!(record.status, PaymentStatus::Failed);
-    assert_eq!(ledger2.account("payer").unwrap().unwrap().balance, 1_000);
+    let payer = blocking(|| ledger2.account("payer")).unwrap().unwrap();
+    assert_eq!(payer.balance, 1_000);
     assert_conserved(ledger2.as_ref());
     bridge.stop().await;
     drop(ledger);

@@ -1,9 +1,12 @@
 //! A dev chain and the event system in this process (real services on
-//! loopback ports), the bridge in-process or as its real binary, and
-//! helpers to get events into PendingAccount for real.
+//! loopback ports), the bridge in-process or as its real binary, helpers
+//! to get events into PendingAccount for real, and the ledger a test runs
+//! on ([`TestLedger`]: a SQLite file, or a database on a PostgreSQL server
+//! of the test's own).
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
 use std::sync::Arc;
@@ -11,13 +14,13 @@ use std::time::Duration;
 
 use lockstep_api::event::{settlement_commitment, Event, PaymentInstruction, RegisterRequest};
 use lockstep_api::offchain::EventApiClient;
-use lockstep_bridge::ledger::{PaymentLedger, SqliteLedger};
+use lockstep_bridge::ledger::{Durability, LedgerLocation, PaymentLedger};
 use lockstep_bridge::{Config, RunningBridge};
 use lockstep_runtime::genesis::DEV_ASSET;
 use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::{Call, Keypair, SignedTx};
 use lockstep_service::keyfile;
-use lockstep_service::test_utils::TestProcess;
+use lockstep_service::test_utils::{TestPostgres, TestProcess};
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
@@ -230,13 +233,95 @@ pub fn bridge_config(event_system: &str) -> Config {
     config
 }
 
-/// The bridge in this process, on the ledger at `path`.
-pub async fn start_bridge(event_system: &str, path: &Path) -> (RunningBridge, Arc<SqliteLedger>) {
-    let ledger = Arc::new(SqliteLedger::open(path).unwrap());
-    let bridge = lockstep_bridge::start(bridge_config(event_system), ledger.clone(), bridge_key())
+/// The bridge in this process, on `ledger`.
+pub async fn start_bridge(event_system: &str, ledger: &Arc<dyn PaymentLedger>) -> RunningBridge {
+    lockstep_bridge::start(bridge_config(event_system), ledger.clone(), bridge_key())
         .await
-        .unwrap();
-    (bridge, ledger)
+        .unwrap()
+}
+
+/// The ledger engines a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// A SQLite file in the test's directory.
+    Sqlite,
+    /// A database on a PostgreSQL server of the test's own.
+    Postgres,
+}
+
+/// The ledger a test runs on: `location` is what `--ledger` names it by
+/// (a file, or a `postgres://` URL); the server, if any, stops with it.
+pub struct TestLedger {
+    pub engine: Engine,
+    pub location: String,
+    server: Option<TestPostgres>,
+}
+
+impl TestLedger {
+    /// A new, empty ledger on `engine`, its files under `dir`.
+    pub fn new(engine: Engine, dir: &Path) -> TestLedger {
+        let (location, server) = match engine {
+            Engine::Sqlite => (dir.join("ledger.db").display().to_string(), None),
+            Engine::Postgres => {
+                let server = TestPostgres::start(dir);
+                (server.create_database("ledger"), Some(server))
+            }
+        };
+        TestLedger {
+            engine,
+            location,
+            server,
+        }
+    }
+
+    fn parsed(&self) -> LedgerLocation {
+        self.location.parse().unwrap()
+    }
+
+    /// A connection to it (the schema made if missing), as a bridge opens
+    /// it. PostgreSQL's client blocks: call it off the async workers
+    /// ([`blocking`]).
+    pub fn open(&self) -> Arc<dyn PaymentLedger> {
+        blocking(|| self.parsed().open(Durability::Full).unwrap())
+    }
+
+    /// Every row of every table, as a read-only connection sees them, to
+    /// compare before and after: accounts, payments, deposits, postings,
+    /// and the receipts not yet delivered.
+    pub fn dump(&self) -> Vec<String> {
+        blocking(|| {
+            let ledger = self.parsed().open_read_only().unwrap();
+            let contents = ledger.contents().unwrap();
+            let mut out = Vec::new();
+            out.extend(contents.accounts.iter().map(|r| format!("accounts: {r:?}")));
+            out.extend(contents.payments.iter().map(|r| format!("payments: {r:?}")));
+            out.extend(contents.deposits.iter().map(|r| format!("deposits: {r:?}")));
+            out.extend(contents.postings.iter().map(|r| format!("postings: {r:?}")));
+            let due = ledger
+                .due_receipts(i64::MAX.unsigned_abs(), 10_000)
+                .unwrap();
+            out.extend(due.iter().map(|r| format!("receipt_outbox: {r:?}")));
+            out
+        })
+    }
+}
+
+impl Drop for TestLedger {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.stop();
+        }
+    }
+}
+
+/// Runs `f`, a blocking ledger call, where it may block: in place on a
+/// multi-threaded runtime's worker (PostgreSQL's client must not run on
+/// one as it is), or directly outside a runtime.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => tokio::task::block_in_place(f),
+        Err(_) => f(),
+    }
 }
 
 /// Waits until `check` holds on the bridge's metrics, re-testing after
@@ -262,12 +347,12 @@ pub fn bridge_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lockstep-bridge"))
 }
 
-/// Runs `lockstep-bridge ledger --ledger <path> <args>`.
-pub fn ledger_cli(path: &Path, args: &[&str]) -> Output {
+/// Runs `lockstep-bridge ledger --ledger <ledger> <args>`.
+pub fn ledger_cli(ledger: impl AsRef<OsStr>, args: &[&str]) -> Output {
     bridge_bin()
         .arg("ledger")
         .arg("--ledger")
-        .arg(path)
+        .arg(ledger)
         .args(args)
         .output()
         .unwrap()
@@ -283,13 +368,13 @@ impl BridgeProcess {
     /// to) and waits for its "running" line.
     pub fn start(
         event_system: &str,
-        ledger: &Path,
+        ledger: impl AsRef<OsStr>,
         dir: &Path,
         env: &[(&str, &str)],
     ) -> BridgeProcess {
         let mut process = TestProcess::new("bridge", env!("CARGO_BIN_EXE_lockstep-bridge"), dir)
             .args(["run", "--event-system", event_system, "--ledger"])
-            .arg(ledger)
+            .arg(ledger.as_ref())
             .arg("--key")
             .arg(bridge_key_file(dir))
             .args([
@@ -330,36 +415,14 @@ impl BridgeProcess {
     }
 }
 
-/// Every row of every ledger table, to compare before and after.
-pub fn dump(path: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let mut out = Vec::new();
-    for table in [
-        "accounts",
-        "payments",
-        "deposits",
-        "postings",
-        "receipt_outbox",
-    ] {
-        let mut statement = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
-        let columns = statement.column_count();
-        let mut rows = statement.query([]).unwrap();
-        while let Some(row) = rows.next().unwrap() {
-            let values: Vec<String> = (0..columns)
-                .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
-                .collect();
-            out.push(format!("{table}: {}", values.join(", ")));
-        }
-    }
-    out
-}
-
 /// Asserts that every currency's balances sum to zero, and so do postings.
 pub fn assert_conserved(ledger: &dyn PaymentLedger) {
-    for (currency, total) in ledger.totals().unwrap() {
+    let (totals, posting_totals) =
+        blocking(|| (ledger.totals().unwrap(), ledger.posting_totals().unwrap()));
+    for (currency, total) in totals {
         assert_eq!(total, 0, "{currency}: balances do not sum to zero");
     }
-    for (currency, total) in ledger.posting_totals().unwrap() {
+    for (currency, total) in posting_totals {
         assert_eq!(total, 0, "{currency}: postings do not sum to zero");
     }
 }
