@@ -4,7 +4,7 @@
 # (lockstep-offchain) with its embedded message bus, and the account bridge
 # (lockstep-bridge) with a SQLite ledger seeded for the dev accounts.
 #
-#   scripts/testnet.sh start [N] [--bus nats] [--ledger postgres]
+#   scripts/testnet.sh start [N] [--bus nats] [--ledger postgres] [--bridges B]
 #                                  build (release); write a chain spec, N
 #                                  validator keys, a bridge key and the
 #                                  event system's credentials (a token per
@@ -27,7 +27,8 @@
 # `--ledger postgres` puts the ledger on a PostgreSQL server of the
 # testnet's own (scripts/lib/postgres.sh: Debian's postgresql, installed
 # when missing; data in run/testnet/postgres, a loopback port) and starts
-# two bridges on it instead of one.
+# two bridges on it instead of one. `--bridges B` (1 to 4) sets how many
+# bridges share the bus and the ledger (bridge, bridge-2, ...).
 #
 # `start` wipes run/testnet/ from an earlier run (stop it first). Data and
 # logs stay in run/testnet/ after `stop`: node-<i>/ and node-<i>.log, events/
@@ -157,9 +158,13 @@ nats_ready() {
 }
 
 start() {
-    local count=4 bus=embedded
+    local count=4 bus=embedded bridge_count=""
     while (($#)); do
         case "$1" in
+        --bridges)
+            bridge_count=${2:-}
+            shift 2 || true
+            ;;
         --bus)
             bus=${2:-}
             shift 2 || true
@@ -180,6 +185,11 @@ start() {
     fi
     if ! [[ "$count" =~ ^[0-9]+$ ]] || [ "$count" -lt 1 ] || [ "$count" -gt 100 ]; then
         echo "usage: $0 start [N] [--bus nats], N between 1 and 100" >&2
+        exit 2
+    fi
+    [ -n "$bridge_count" ] || { [ "$LEDGER_KIND" = postgres ] && bridge_count=2 || bridge_count=1; }
+    if ! [[ "$bridge_count" =~ ^[1-4]$ ]]; then
+        echo "usage: $0 start [N] [--bridges B]: B between 1 and 4" >&2
         exit 2
     fi
     case "$bus" in
@@ -293,8 +303,8 @@ start() {
         --scan-interval 1s \
         --resend-base 5s --resend-cap 1m "${bus_args[@]}"
     await "the event system to follow the chain" 30 events_following
-    local bridges=bridge
-    [ "$LEDGER_KIND" != postgres ] || bridges="bridge bridge-2"
+    local bridges=bridge b
+    for ((b = 2; b <= bridge_count; b++)); do bridges+=" bridge-$b"; done
     local name
     for name in $bridges; do
         launch "$name" "$RUN_DIR/$name.log" "$BRIDGE" run --event-system "$events_url" \
@@ -420,7 +430,7 @@ start)
 status) status ;;
 stop) stop ;;
 *)
-    echo "usage: $0 start [N] [--bus nats] [--ledger postgres] | status | stop" >&2
+    echo "usage: $0 start [N] [--bus nats] [--ledger postgres] [--bridges B] | status | stop" >&2
     exit 2
     ;;
 esac

@@ -1,24 +1,32 @@
 //! Chaos: while a load of well over a thousand settlements runs, a
 //! validator, the event system and the bridge are killed with SIGKILL and
-//! restarted, one at a time, over and over; and, with two bridges on one
-//! PostgreSQL ledger, the database stops at once (`pg_ctl stop -m
-//! immediate`), loses its sessions (`pg_terminate_backend`), a bridge dies
-//! between its commit and its ack, and the other is frozen past its lease. At the end every event is
-//! final, at least a thousand are paid, and the audit finds no violation:
-//! nothing lost, nothing paid twice, nothing paid for a cancelled transfer,
-//! asset supply and ledger money conserved.
+//! restarted, one at a time, over and over; and, with the bus on NATS
+//! JetStream and two bridges on one durable consumer and one PostgreSQL
+//! ledger, one engine fault at a time: the NATS server is killed with
+//! SIGKILL, the database stops at once (`pg_ctl stop -m immediate`), loses
+//! its sessions (`pg_terminate_backend`), a bridge dies between its commit
+//! and its ack, and the other is frozen past its ack wait. At the end every
+//! event is final, at least a thousand are paid, and the audit finds no
+//! violation: nothing lost, nothing paid twice, nothing paid for a
+//! cancelled transfer, asset supply and ledger money conserved; the
+//! ledger's rows agree, event by event.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use lockstep_api::event::Event;
 use lockstep_api::lifecycle::State;
 use lockstep_api::offchain::{EventApiClient, ListParams};
 use lockstep_runtime::crypto::DEV_NAMES;
 
 use crate::harness::exclusive;
-use lockstep_service::test_utils::TestProcess;
+use lockstep_service::test_utils::{TestPostgres, TestProcess};
 
-use crate::system::{head, Client, Deal, Settlement, System};
+use crate::system::{head, ledger_json, Client, Deal, Settlement, System, NATS_ACK_WAIT};
+
+/// The bridge's crash hook (`lockstep_bridge::CRASH_AFTER_COMMIT_ENV`; the
+/// bridge is built with its `test-hooks` feature for these tests).
+const CRASH_AFTER_COMMIT_ENV: &str = "LOCKSTEP_BRIDGE_CRASH_AFTER_COMMIT";
 
 /// Settlements per dev account (8 accounts).
 const PER_ACCOUNT: u64 = 150;
@@ -109,7 +117,8 @@ impl Load {
 
     /// Waits for the load to end and every event to be final, then checks
     /// that at least a thousand were paid and that the audit is clean.
-    async fn finish(self, system: &System, rounds: usize) {
+    /// Returns the final events.
+    async fn finish(self, system: &System, rounds: usize) -> Vec<Event> {
         self.task.await.expect("the load ran to the end");
         // A transfer can be lost with a killed node's pool; the transaction
         // system re-submits whatever is still Registered (a node that knows
@@ -148,6 +157,7 @@ impl Load {
         );
         let (code, report) = system.audit();
         assert_eq!(code, 0, "the audit found violations: {report:#}");
+        events
     }
 }
 
@@ -193,17 +203,20 @@ async fn kill_and_restart_every_process_kind_during_load() {
     load.finish(&system, round).await;
 }
 
-/// The faults of the PostgreSQL ledger's chaos test.
+/// The faults of the chaos test on the broker and the database.
 #[derive(Debug, Clone, Copy)]
-enum LedgerFault {
+enum EngineFault {
+    /// The NATS server is killed with SIGKILL, and started again on the
+    /// same port and store after a while.
+    NatsKill,
     /// `pg_ctl stop -m immediate`, and a start after a while.
-    ServerStop,
+    PostgresStop,
     /// `pg_terminate_backend` of every bridge session, mid-batch or not.
     TerminateBackends,
     /// The first bridge aborts right after a commit, before its ack.
     CrashAfterCommit,
-    /// The second bridge is stopped (SIGSTOP) for longer than the lease,
-    /// then goes on (SIGCONT).
+    /// The second bridge is stopped (SIGSTOP) for longer than the ack
+    /// wait, then goes on (SIGCONT).
     StopSecondBridge,
 }
 
@@ -218,45 +231,43 @@ fn signal(process: &TestProcess, signal: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_bridges_on_postgres_survive_the_database_and_each_others_faults() {
+async fn two_bridges_on_nats_and_postgres_survive_every_engine_fault() {
     let _one_at_a_time = exclusive().await;
-    let mut system = System::start_on_postgres(4).await;
-    let mut second = system.extra_bridge("bridge-2");
-    second.spawn();
-    let load = Load::start(&system, "pg-chaos").await;
+    let mut system = System::start_nats_on_postgres(4, 2).await;
+    let load = Load::start(&system, "engine-chaos").await;
     let mut round = 0;
     let mut crashes = 0;
     while round < ROUNDS || !load.is_finished() {
         for fault in [
-            LedgerFault::ServerStop,
-            LedgerFault::TerminateBackends,
-            LedgerFault::CrashAfterCommit,
-            LedgerFault::StopSecondBridge,
+            EngineFault::NatsKill,
+            EngineFault::PostgresStop,
+            EngineFault::TerminateBackends,
+            EngineFault::CrashAfterCommit,
+            EngineFault::StopSecondBridge,
         ] {
             let before = head(&system).await;
-            let postgres = system.postgres.as_mut().expect("a PostgreSQL ledger");
+            let started = Instant::now();
             match fault {
-                LedgerFault::ServerStop => postgres.stop_immediate(),
-                LedgerFault::TerminateBackends => {
-                    postgres.terminate_backends("ledger");
+                EngineFault::NatsKill => system.nats.as_mut().expect("a NATS bus").kill(),
+                EngineFault::PostgresStop => postgres(&mut system).stop_immediate(),
+                EngineFault::TerminateBackends => {
+                    postgres(&mut system).terminate_backends("ledger");
                 }
-                LedgerFault::CrashAfterCommit => {
+                EngineFault::CrashAfterCommit => {
                     system.bridge.kill();
-                    system
-                        .bridge
-                        .set_env("LOCKSTEP_BRIDGE_CRASH_AFTER_COMMIT", "1");
+                    system.bridge.set_env(CRASH_AFTER_COMMIT_ENV, "1");
                     system.bridge.spawn();
                 }
-                LedgerFault::StopSecondBridge => signal(&second, "STOP"),
+                EngineFault::StopSecondBridge => signal(&system.more_bridges[0], "STOP"),
             }
             match fault {
-                LedgerFault::CrashAfterCommit => {
+                EngineFault::CrashAfterCommit => {
                     // It dies by itself at its first commit that paid (or
                     // lives on if the other bridge took everything).
-                    let deadline = std::time::Instant::now() + crate::harness::DEADLINE;
+                    let deadline = Instant::now() + crate::harness::DEADLINE;
                     while system.bridge.is_running() && !load.is_finished() {
                         assert!(
-                            std::time::Instant::now() < deadline,
+                            Instant::now() < deadline,
                             "the bridge never crashed after a commit"
                         );
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -265,23 +276,25 @@ async fn two_bridges_on_postgres_survive_the_database_and_each_others_faults() {
                         crashes += 1;
                     }
                 }
+                EngineFault::StopSecondBridge => {
+                    // Past the ack wait: what it held is delivered again,
+                    // to the other bridge.
+                    await_blocks(&system, before + DOWN_FOR_BLOCKS).await;
+                    let past_ack_wait = NATS_ACK_WAIT + Duration::from_secs(1);
+                    tokio::time::sleep(past_ack_wait.saturating_sub(started.elapsed())).await;
+                }
                 _ => await_blocks(&system, before + DOWN_FOR_BLOCKS).await,
             }
             match fault {
-                LedgerFault::ServerStop => system
-                    .postgres
-                    .as_mut()
-                    .expect("a PostgreSQL ledger")
-                    .restart(),
-                LedgerFault::TerminateBackends => {}
-                LedgerFault::CrashAfterCommit => {
+                EngineFault::NatsKill => system.nats.as_mut().expect("a NATS bus").spawn(),
+                EngineFault::PostgresStop => postgres(&mut system).restart(),
+                EngineFault::TerminateBackends => {}
+                EngineFault::CrashAfterCommit => {
                     system.bridge.kill();
-                    system
-                        .bridge
-                        .remove_env("LOCKSTEP_BRIDGE_CRASH_AFTER_COMMIT");
+                    system.bridge.remove_env(CRASH_AFTER_COMMIT_ENV);
                     system.bridge.spawn();
                 }
-                LedgerFault::StopSecondBridge => signal(&second, "CONT"),
+                EngineFault::StopSecondBridge => signal(&system.more_bridges[0], "CONT"),
             }
             let back = head(&system).await;
             await_blocks(&system, back + DOWN_FOR_BLOCKS).await;
@@ -290,8 +303,40 @@ async fn two_bridges_on_postgres_survive_the_database_and_each_others_faults() {
     }
     // The hook did abort a bridge between a commit and its ack.
     assert!(crashes >= 1, "no bridge crashed after a commit");
-    load.finish(&system, round).await;
-    second.finish();
+    let events = load.finish(&system, round).await;
+    assert_each_event_paid_per_its_state(&system, &events);
+}
+
+/// The system's PostgreSQL server.
+fn postgres(system: &mut System) -> &mut TestPostgres {
+    system.postgres.as_mut().expect("a PostgreSQL ledger")
+}
+
+/// Beyond the audit, from the ledger's own rows: at most one payment row
+/// per event id, a paid one for every Completed event, none for a
+/// Cancelled one.
+fn assert_each_event_paid_per_its_state(system: &System, events: &[Event]) {
+    let rows = ledger_json(&system.ledger, &["payments", "--json"]);
+    let mut paid: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in rows.as_array().expect("payments as a JSON array") {
+        let id = row["eventId"].as_str().expect("an event id").to_owned();
+        let status = row["status"].as_str().expect("a status").to_owned();
+        paid.entry(id).or_default().push(status);
+    }
+    let twice: Vec<_> = paid.iter().filter(|(_, rows)| rows.len() > 1).collect();
+    assert!(twice.is_empty(), "more than one payment row: {twice:?}");
+    for event in events {
+        let rows = paid.get(&event.id).map(Vec::as_slice).unwrap_or_default();
+        match event.state {
+            State::Completed => assert_eq!(
+                rows,
+                ["Paid".to_owned()],
+                "completed without one payment: {event:?}"
+            ),
+            State::Cancelled => assert!(rows.is_empty(), "cancelled but paid: {event:?}"),
+            _ => panic!("not final: {event:?}"),
+        }
+    }
 }
 
 /// Waits until the chain (any node) has finalized `height`.

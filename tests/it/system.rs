@@ -2,7 +2,7 @@
 //! event system (`lockstep-offchain`) watching all of them, and the account
 //! bridge (`lockstep-bridge`) with a ledger seeded for the dev accounts: a
 //! SQLite file, or a database on a PostgreSQL server of the test's own
-//! ([`System::start_on_postgres`], or every system when the environment
+//! ([`System::start_nats_on_postgres`], or every system when the environment
 //! has `LOCKSTEP_TEST_LEDGER=postgres`, which `scripts/test.sh` sets for a
 //! second run of these tests). Any process can be killed with SIGKILL and
 //! restarted on the same data and ports.
@@ -15,7 +15,8 @@
 //! [`System::start_nats`] runs the message bus on NATS JetStream: a
 //! `nats-server` of the test's own ([`NatsServer`]), the event system and
 //! every bridge with `--bus nats://...`, and as many bridges as asked for,
-//! all on one durable consumer and one SQLite ledger.
+//! all on one durable consumer and one ledger (SQLite, or PostgreSQL with
+//! [`System::start_nats_on_postgres`]).
 //!
 //! [`System::start_tls`] runs every JSON-RPC endpoint over TLS, as issue 13
 //! has it: the validators and the event system serve `https://` with the
@@ -54,6 +55,11 @@ use crate::harness::{binary, client_options, free_port, poll_until, Testnet, DEA
 /// Money each dev account starts with in the ledger: 1,000,000.00 USD in
 /// cents.
 pub const LEDGER_FUNDS: u128 = 100_000_000;
+
+/// The bridges' ack wait (`--lease`) on NATS: short, so that a delivery
+/// lost with the server or held by a frozen bridge comes back within a
+/// test's time.
+pub const NATS_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// The currency of every test payment.
 pub const CURRENCY: &str = "USD";
@@ -152,6 +158,18 @@ pub fn events_client(url: &str, token: Option<&BearerToken>) -> HttpClient {
     lockstep_api::client::http_with(url, &options).expect("event system client")
 }
 
+/// What a [`System`] runs on besides its defaults (plain HTTP, the embedded
+/// bus, a SQLite ledger).
+#[derive(Debug, Default, Clone, Copy)]
+struct Backends {
+    /// TLS on every JSON-RPC endpoint.
+    tls: bool,
+    /// The ledger on PostgreSQL (also when `LOCKSTEP_TEST_LEDGER=postgres`).
+    postgres: bool,
+    /// With the bus on NATS, how many bridges.
+    nats_bridges: Option<usize>,
+}
+
 /// The testnet, the event system and the bridge.
 pub struct System {
     /// The validators.
@@ -175,8 +193,6 @@ pub struct System {
     pub ledger: String,
     /// The PostgreSQL server of the ledger, when it is not SQLite.
     pub postgres: Option<TestPostgres>,
-    /// The bridge's command line (for more bridges on the same ledger).
-    bridge_args: Vec<OsString>,
     /// The event system's public key, which signs its instructions (the
     /// bridge's `--event-system-key`).
     pub event_system_key: String,
@@ -197,37 +213,47 @@ impl System {
     /// [`System::start`], with `events_args` added to the event system's
     /// command line.
     pub async fn start_with(validators: usize, events_args: &[&str]) -> System {
-        System::launch(validators, events_args, false, false, None).await
-    }
-
-    /// [`System::start`] with the ledger on a PostgreSQL server of its own,
-    /// whatever `LOCKSTEP_TEST_LEDGER` says.
-    pub async fn start_on_postgres(validators: usize) -> System {
-        System::launch(validators, &[], false, true, None).await
+        System::launch(validators, events_args, Backends::default()).await
     }
 
     /// [`System::start`] with the message bus on NATS JetStream (see the
     /// [module docs](self)) and `bridges` bridges (at least 1).
     pub async fn start_nats(validators: usize, bridges: usize) -> System {
-        System::launch(validators, &[], false, false, Some(bridges.max(1))).await
+        let backends = Backends {
+            nats_bridges: Some(bridges.max(1)),
+            ..Backends::default()
+        };
+        System::launch(validators, &[], backends).await
+    }
+
+    /// [`System::start_nats`] with the ledger on PostgreSQL too: both
+    /// engines of issue 15, `bridges` bridges sharing one durable consumer
+    /// and one database.
+    pub async fn start_nats_on_postgres(validators: usize, bridges: usize) -> System {
+        let backends = Backends {
+            postgres: true,
+            nats_bridges: Some(bridges.max(1)),
+            ..Backends::default()
+        };
+        System::launch(validators, &[], backends).await
     }
 
     /// [`System::start`] with TLS on every JSON-RPC endpoint (see the
     /// [module docs](self)): the CA is `net.tls`.
     pub async fn start_tls(validators: usize) -> System {
-        System::launch(validators, &[], true, false, None).await
+        let backends = Backends {
+            tls: true,
+            ..Backends::default()
+        };
+        System::launch(validators, &[], backends).await
     }
 
-    /// `postgres`: the ledger on PostgreSQL (also when
-    /// `LOCKSTEP_TEST_LEDGER=postgres`); `nats_bridges`: with the bus on
-    /// NATS, how many bridges.
-    async fn launch(
-        validators: usize,
-        events_args: &[&str],
-        tls: bool,
-        postgres: bool,
-        nats_bridges: Option<usize>,
-    ) -> System {
+    async fn launch(validators: usize, events_args: &[&str], backends: Backends) -> System {
+        let Backends {
+            tls,
+            postgres,
+            nats_bridges,
+        } = backends;
         let net = if tls {
             Testnet::start_tls(validators, 0).await
         } else {
@@ -286,7 +312,7 @@ impl System {
                     "--bus".into(),
                     server.url().into(),
                     "--lease".into(),
-                    "5s".into(),
+                    format!("{}s", NATS_ACK_WAIT.as_secs()).into(),
                     "--batch".into(),
                     "25".into(),
                 ]),
@@ -390,7 +416,6 @@ impl System {
             events_url,
             ledger,
             postgres,
-            bridge_args,
             event_system_key,
             credentials,
             tokens,
@@ -488,12 +513,6 @@ impl System {
         if let Some(nats) = &self.nats {
             nats.print_tail();
         }
-    }
-
-    /// Another bridge on the same ledger and event system, as `name`, not
-    /// started.
-    pub fn extra_bridge(&self, name: &str) -> TestProcess {
-        bridge_service(name, &self.bridge_args, &self.tokens, self.net.dir())
     }
 
     /// A `lockstep` command pointed at this system: every node

@@ -28,6 +28,7 @@ use lockstep_runtime::primitives::to_hex;
 use lockstep_runtime::SignedTx;
 use parity_scale_codec::Encode;
 
+use super::paid_events;
 use crate::harness::exclusive;
 use crate::system::{head, ledger_json, Deal, Settlement, System, CURRENCY};
 
@@ -43,16 +44,6 @@ fn balances(ledger: &str) -> BTreeMap<String, i128> {
             let balance = a["balance"].as_str().expect("a balance");
             (id, balance.parse().expect("a balance in minor units"))
         })
-        .collect()
-}
-
-/// The event ids of the ledger's payments, paid or failed.
-fn paid_events(ledger: &str) -> Vec<String> {
-    let rows = ledger_json(ledger, &["payments", "--json"]);
-    rows.as_array()
-        .expect("payments")
-        .iter()
-        .map(|row| row["eventId"].as_str().expect("an event id").to_owned())
         .collect()
 }
 
