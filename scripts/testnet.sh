@@ -150,11 +150,14 @@ events_following() {
 }
 
 bridge_running() {
-    running | grep -q '^bridge '
+    # Not `running | grep -q`: grep quits at its first match, and under
+    # pipefail the SIGPIPE that `running` then gets on its next line (a
+    # second bridge) fails the check.
+    grep -q '^bridge ' <<<"$(running)"
 }
 
 nats_ready() {
-    grep -q "Server is ready" "$RUN_DIR/nats.log" 2>/dev/null && running | grep -q '^nats '
+    grep -q "Server is ready" "$RUN_DIR/nats.log" 2>/dev/null && grep -q '^nats ' <<<"$(running)"
 }
 
 start() {

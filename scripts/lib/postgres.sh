@@ -33,8 +33,17 @@ pg_start() { # pg_start DATA PORT LOG: initdb, start, record the pid, create the
     [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$data"
     chmod 700 "$data"
     as_postgres "$bin/initdb" -D "$data" --locale=C -E UTF8 -A trust -U postgres >"$log" 2>&1
-    as_postgres "$bin/postgres" -D "$data" -p "$port" -c listen_addresses=127.0.0.1 \
-        -c unix_socket_directories= >>"$log" 2>&1 &
+    # A simple command in the background, so that $! is the server itself
+    # (setpriv execs it): a function there would record a bash subshell,
+    # which `status` and `stop` would not take for the server.
+    local server=("$bin/postgres" -D "$data" -p "$port" -c listen_addresses=127.0.0.1
+        -c unix_socket_directories=)
+    if [ "$(id -u)" -eq 0 ]; then
+        setpriv --reuid="$(id -u postgres)" --regid="$(id -g postgres)" --init-groups \
+            "${server[@]}" >>"$log" 2>&1 &
+    else
+        "${server[@]}" >>"$log" 2>&1 &
+    fi
     echo "postgres $! postgres" >>"$PIDS"
     local deadline=$((SECONDS + 30))
     until psql -X -q -d "postgres://postgres@127.0.0.1:$port/postgres" -c 'SELECT 1' >/dev/null 2>&1; do
