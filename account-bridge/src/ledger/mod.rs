@@ -232,6 +232,22 @@ pub enum LedgerError {
 /// The ledger's `Result`.
 pub type LedgerResult<T> = Result<T, LedgerError>;
 
+/// A stored count or time (never negative) as unsigned.
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A count or time as both engines store it (saturating).
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// An amount already checked to fit in i64 (every stored amount is), as
+/// both engines store it.
+fn db_amount(value: i128) -> LedgerResult<i64> {
+    i64::try_from(value).map_err(|_| invalid("amount", format!("{value} is out of range")))
+}
+
 fn invalid(field: &'static str, reason: impl Into<String>) -> LedgerError {
     LedgerError::Invalid {
         field,

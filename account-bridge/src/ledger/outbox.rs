@@ -38,8 +38,7 @@ pub(super) const RESCHEDULE: &str =
     "UPDATE receipt_outbox SET attempts = attempts + 1, next_ms = ?4 \
      WHERE event_id = ?1 AND reference = ?2 AND failure IS ?3";
 
-use super::sqlite::{to_i64, to_u64};
-use super::LedgerResult;
+use super::{to_i64, to_u64, LedgerResult};
 
 /// A receipt waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]

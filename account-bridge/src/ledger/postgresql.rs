@@ -78,9 +78,9 @@ use postgres::error::SqlState;
 use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statement, Transaction};
 
 use super::{
-    check_deposit_terms, check_open_terms, decide, external_account, invalid, Account, Decision,
-    Deposit, Instruction, LedgerContents, LedgerError, LedgerResult, OutboxReceipt, PayOutcome,
-    PaymentLedger, PaymentRecord, PaymentStatus, Posting,
+    check_deposit_terms, check_open_terms, db_amount, decide, external_account, to_i64, to_u64,
+    Account, Decision, Deposit, Instruction, LedgerContents, LedgerError, LedgerResult,
+    OutboxReceipt, PayOutcome, PaymentLedger, PaymentRecord, PaymentStatus, Posting,
 };
 
 /// How many times a transaction is run before its error is returned.
@@ -951,18 +951,6 @@ fn schema_version_in(tx: &mut Transaction<'_>) -> LedgerResult<Option<i32>> {
         .query_one("SELECT max(version) FROM lockstep_schema", &[])?
         .get(0);
     Ok(Some(version.unwrap_or(0)))
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-fn db_amount(value: i128) -> LedgerResult<i64> {
-    i64::try_from(value).map_err(|_| invalid("amount", format!("{value} is out of range")))
 }
 
 fn account_row(row: &Row) -> LedgerResult<Account> {

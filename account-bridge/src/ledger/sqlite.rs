@@ -66,9 +66,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use super::outbox::{self, queue_receipt};
 use super::{
-    check_deposit_terms, check_open_terms, decide, external_account, invalid, Account, Decision,
-    Deposit, Instruction, LedgerContents, LedgerError, LedgerResult, OutboxReceipt, PayOutcome,
-    PaymentLedger, PaymentRecord, PaymentStatus, Posting,
+    check_deposit_terms, check_open_terms, db_amount, decide, external_account, to_i64, to_u64,
+    Account, Decision, Deposit, Instruction, LedgerContents, LedgerError, LedgerResult,
+    OutboxReceipt, PayOutcome, PaymentLedger, PaymentRecord, PaymentStatus, Posting,
 };
 
 /// The columns [`payment_row`] reads, in its order.
@@ -158,19 +158,6 @@ CREATE TABLE IF NOT EXISTS receipt_outbox (
 );
 CREATE INDEX IF NOT EXISTS receipt_outbox_by_due ON receipt_outbox(next_ms);
 ";
-
-pub(super) fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-pub(super) fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// An amount already checked to fit in i64 (every stored amount is).
-fn db_amount(value: i128) -> LedgerResult<i64> {
-    i64::try_from(value).map_err(|_| invalid("amount", format!("{value} is out of range")))
-}
 
 impl SqliteLedger {
     /// Opens (creating if missing) a ledger with full durability.
