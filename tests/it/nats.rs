@@ -189,6 +189,29 @@ async fn two_bridges_on_one_consumer_share_the_work_and_pay_once() {
     );
 }
 
+/// Registers and submits `id`: the first transfer (nonce 0) of one asset
+/// unit from `from` to `to`, for which `to` pays `from` `cents`.
+async fn send_first(
+    system: &System,
+    client: &Client,
+    id: &str,
+    (from, to, cents): (&str, &str, u128),
+    valid_until: u64,
+) -> Settlement {
+    let deal = Deal {
+        from,
+        nonce: 0,
+        to,
+        asset: 1,
+        cents,
+        valid_until,
+    };
+    let settlement = Settlement::new(&system.net, id.into(), deal);
+    settlement.register(client).await;
+    settlement.submit(client, 0).await;
+    settlement
+}
+
 /// Publishes `payload` to the bus's stream, as anyone who reaches the NATS
 /// server can (Lockstep's bus needs the server's own access control for
 /// that: the bridge's defence is the event system's signature), with
@@ -223,20 +246,14 @@ async fn instructions_published_to_the_stream_by_a_stranger_are_not_paid() {
         .expect("subscribe");
     nats.flush().await.expect("flush the subscription");
     let client = system.client();
-    let genuine = Settlement::new(
-        &system.net,
-        "genuine-1".into(),
-        Deal {
-            from: "alice",
-            nonce: 0,
-            to: "bob",
-            asset: 1,
-            cents: 555,
-            valid_until,
-        },
-    );
-    genuine.register(&client).await;
-    genuine.submit(&client, 0).await;
+    let genuine = send_first(
+        &system,
+        &client,
+        "genuine-1",
+        ("alice", "bob", 555),
+        valid_until,
+    )
+    .await;
     let copied: BusMessage = loop {
         let message = tokio::time::timeout(DEADLINE, seen.next())
             .await
@@ -302,20 +319,14 @@ async fn instructions_published_to_the_stream_by_a_stranger_are_not_paid() {
     // And the system still settles: a later event is paid; the ledger holds
     // exactly the two genuine payments, nothing for the stranger, and the
     // genuine one once, to bob.
-    let later = Settlement::new(
-        &system.net,
-        "genuine-2".into(),
-        Deal {
-            from: "charlie",
-            nonce: 0,
-            to: "dave",
-            asset: 1,
-            cents: 444,
-            valid_until,
-        },
-    );
-    later.register(&client).await;
-    later.submit(&client, 0).await;
+    let later = send_first(
+        &system,
+        &client,
+        "genuine-2",
+        ("charlie", "dave", 444),
+        valid_until,
+    )
+    .await;
     assert_paid_once(&system, &[genuine.id.clone(), later.id.clone()]).await;
     let rows = ledger_json(&system.ledger, &["payments", "--json"]);
     for row in rows.as_array().expect("payments") {
