@@ -355,15 +355,7 @@ impl TestProcess {
     /// exit; returns how it exited. Panics, with the end of the log, if it
     /// is not running or does not exit in time (it is killed then).
     pub fn terminate(&mut self) -> ExitStatus {
-        let pid = self
-            .pid()
-            .unwrap_or_else(|| panic!("{}: terminate, but it is not running", self.name));
-        // `kill(1)`: sending a signal from Rust needs `unsafe` or a crate.
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap_or_else(|e| panic!("{}: running kill -TERM {pid}: {e}", self.name));
-        assert!(sent.success(), "{}: kill -TERM {pid} failed", self.name);
+        self.signal("TERM");
         // Both pipes close when it exits; a process still holding them
         // past the deadline did not stop.
         if !self.await_output_closed() {
@@ -376,6 +368,31 @@ impl TestProcess {
         }
         self.reap()
             .unwrap_or_else(|| panic!("{}: no exit status after SIGTERM", self.name))
+    }
+
+    /// Freezes the running process (SIGSTOP): it holds its sockets and
+    /// files but runs no code, as a process on a stalled machine or a
+    /// paused VM does, until [`Self::resume`]. Panics if none runs.
+    pub fn pause(&mut self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a process frozen by [`Self::pause`] go on (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("CONT");
+    }
+
+    /// Sends `SIG<name>` to the running process; panics if none runs.
+    fn signal(&self, name: &str) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("{}: SIG{name}, but it is not running", self.name));
+        // `kill(1)`: sending a signal from Rust needs `unsafe` or a crate.
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("{}: running kill -{name} {pid}: {e}", self.name));
+        assert!(sent.success(), "{}: kill -{name} {pid} failed", self.name);
     }
 
     /// Waits, bounded by the timeout, for the run to exit on its own and

@@ -8,7 +8,7 @@
 //! [`TestProcess`]: every process is killed when the testnet is dropped; a
 //! failing test prints the tail of each node's log.
 //!
-//! [`Testnet::start_tls`] starts the same testnet serving JSON-RPC over TLS
+//! [`Testnet::launch`] starts the same testnet serving JSON-RPC over TLS
 //! only (`--tls-cert`/`--tls-key`), with a [`TestCa`] it makes in its
 //! directory: its URLs are `https://`, its clients trust that CA.
 //!
@@ -31,6 +31,8 @@ use lockstep_runtime::{Call, ChainSpec, Hash, Header, Keypair, SignedTx, Signing
 pub use lockstep_service::test_utils::free_port;
 use lockstep_service::test_utils::{TestCa, TestProcess};
 use parity_scale_codec::Encode;
+
+use crate::faultnet::FaultNet;
 
 /// How long any wait may take before the test fails. Generous: CI machines
 /// are slow and twenty-odd processes share two cores.
@@ -160,26 +162,39 @@ pub struct Testnet {
     /// What transactions sign over.
     pub context: SigningContext,
     /// The CA whose certificate every node serves JSON-RPC with, when the
-    /// testnet runs with TLS ([`Testnet::start_tls`]).
+    /// testnet runs with TLS ([`Testnet::launch`]).
     pub tls: Option<TestCa>,
+    /// The links between the nodes, when the network can split
+    /// ([`System::start_split`](crate::system::System::start_split)).
+    pub faults: Option<FaultNet>,
+}
+
+/// Node `i`'s name: its process's and its logs' (`node-<i>.log`), and its
+/// end of the links of a [`FaultNet`].
+pub fn node_name(i: usize) -> String {
+    format!("node-{i}")
 }
 
 impl Testnet {
     /// Starts `validators` validators and `full_nodes` full nodes, and
     /// waits until every node has finalized block 1.
     pub async fn start(validators: usize, full_nodes: usize) -> Testnet {
-        Testnet::launch(validators, full_nodes, false).await
+        Testnet::launch(validators, full_nodes, false, None).await
     }
 
-    /// [`Testnet::start`] with TLS on every node's JSON-RPC port: a new
-    /// [`TestCa`] in the testnet's directory (`tls/`), its server
-    /// certificate on every node, `https://` URLs and clients that trust
-    /// the CA.
-    pub async fn start_tls(validators: usize, full_nodes: usize) -> Testnet {
-        Testnet::launch(validators, full_nodes, true).await
-    }
-
-    async fn launch(validators: usize, full_nodes: usize, tls: bool) -> Testnet {
+    /// Starts `validators` validators and `full_nodes` full nodes, with
+    /// TLS on every node's JSON-RPC port when `tls` (a new [`TestCa`] in
+    /// the testnet's directory, `tls/`: `https://` URLs, clients that trust
+    /// the CA), and, with `faults`, every node reaching every other through
+    /// a link of it (see [`crate::faultnet`]): node `i` reaches node `j`
+    /// through the link `node-i -> node-j`, so that the test can split the
+    /// network ([`Testnet::faults`]).
+    pub(crate) async fn launch(
+        validators: usize,
+        full_nodes: usize,
+        tls: bool,
+        mut faults: Option<FaultNet>,
+    ) -> Testnet {
         let binary = node_binary();
         let dir = tempfile::tempdir().expect("temporary directory");
         let tls = tls.then(|| TestCa::new(&dir.path().join("tls")));
@@ -206,7 +221,18 @@ impl Testnet {
         let context = SigningContext::new(spec.genesis().expect("genesis").hash());
         let count = validators + full_nodes;
         let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
-        let p2p_addr = |j: usize| format!("/ip4/127.0.0.1/tcp/{}", ports[j].1);
+        // Node i's way to node j: straight to its port, or through the
+        // link between them.
+        let mut routes = vec![vec![0u16; count]; count];
+        for (i, row) in routes.iter_mut().enumerate() {
+            for (j, route) in row.iter_mut().enumerate() {
+                *route = match faults.as_mut() {
+                    Some(faults) if i != j => faults.add(&node_name(i), &node_name(j), ports[j].1),
+                    _ => ports[j].1,
+                };
+            }
+        }
+        let p2p_addr = |i: usize, j: usize| format!("/ip4/127.0.0.1/tcp/{}", routes[i][j]);
         let nodes = (0..count)
             .map(|i| {
                 let (rpc_port, p2p_port) = ports[i];
@@ -217,8 +243,11 @@ impl Testnet {
                 .expect("rpc client");
                 let base_path = dir.path().join(format!("node-{i}"));
                 let key = (i < validators).then(|| dir.path().join(format!("validator-{i}.json")));
-                let bootnodes: Vec<String> = (0..count).filter(|&j| j != i).map(p2p_addr).collect();
-                let mut process = TestProcess::new(format!("node-{i}"), &binary, dir.path())
+                let bootnodes: Vec<String> = (0..count)
+                    .filter(|&j| j != i)
+                    .map(|j| p2p_addr(i, j))
+                    .collect();
+                let mut process = TestProcess::new(node_name(i), &binary, dir.path())
                     .arg("run")
                     .arg("--chain")
                     .arg(&spec_path)
@@ -258,6 +287,7 @@ impl Testnet {
             nodes,
             context,
             tls,
+            faults,
         };
         for i in 0..net.nodes.len() {
             net.spawn(i);
@@ -296,6 +326,22 @@ impl Testnet {
     /// Kills node `i` with SIGKILL and reaps it.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].process.kill();
+    }
+
+    /// The links between the nodes; panics unless the testnet was
+    /// started with links ([`Testnet::launch`]).
+    pub fn faults(&self) -> &FaultNet {
+        self.faults.as_ref().expect("a testnet started with links")
+    }
+
+    /// Freezes node `i` (SIGSTOP) until [`Testnet::resume`].
+    pub fn pause(&mut self, i: usize) {
+        self.nodes[i].process.pause();
+    }
+
+    /// Lets node `i` go on (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        self.nodes[i].process.resume();
     }
 
     /// Deletes node `i`'s base path (it must be stopped).
@@ -360,6 +406,24 @@ impl Testnet {
     pub async fn header_at(&self, i: usize, number: u64) -> Option<Option<Header>> {
         let hash = self.rpc(i).block_hash(Some(number)).await.ok()??;
         self.rpc(i).header(Some(hash)).await.ok()
+    }
+
+    /// The consensus round each block in `from..=to` was decided in, as
+    /// node `i`'s justifications say.
+    pub async fn decided_rounds(&self, i: usize, from: u64, to: u64) -> Vec<u32> {
+        let mut rounds = Vec::new();
+        for number in from..=to {
+            let hash = self.rpc(i).block_hash(Some(number)).await.ok().flatten();
+            let block = match hash {
+                Some(hash) => self.rpc(i).block(Some(hash)).await.ok().flatten(),
+                None => None,
+            };
+            let justification = block.and_then(|b| b.justification);
+            let justification =
+                justification.unwrap_or_else(|| panic!("node {i} has no justified #{number}"));
+            rounds.push(justification.round);
+        }
+        rounds
     }
 
     /// Checks that `nodes` hold identical headers (hence block hashes,

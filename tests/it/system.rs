@@ -24,6 +24,10 @@
 //! and every client (the event system's node client, the bridge, the
 //! clients here, the CLI) trusts that CA alone (`--ca-file`).
 //!
+//! [`System::start_split`] runs on a network that can split (see
+//! [`crate::faultnet`]): every path between the validators, and from the
+//! event system to each of them, crosses a link the test can cut.
+//!
 //! [`Settlement`] is the transaction system's side of the protocol: it signs
 //! a transfer, registers its event, and only then submits it to a node,
 //! retrying through process failures the way a real client must (the event
@@ -50,11 +54,16 @@ use lockstep_service::test_utils::{NatsServer, TestPostgres, TestProcess};
 use parity_scale_codec::Encode;
 use serde_json::Value;
 
-use crate::harness::{binary, client_options, free_port, poll_until, Testnet, DEADLINE};
+use crate::faultnet::FaultNet;
+use crate::harness::{binary, client_options, free_port, node_name, poll_until, Testnet, DEADLINE};
 
 /// Money each dev account starts with in the ledger: 1,000,000.00 USD in
 /// cents.
 pub const LEDGER_FUNDS: u128 = 100_000_000;
+
+/// The bridges' lease on the embedded bus (`--lease`): a bridge frozen
+/// mid-batch hands its batch back after this long.
+pub const BRIDGE_LEASE: Duration = Duration::from_secs(3);
 
 /// The bridges' ack wait (`--lease`) on NATS: short, so that a delivery
 /// lost with the server or held by a frozen bridge comes back within a
@@ -168,6 +177,9 @@ struct Backends {
     postgres: bool,
     /// With the bus on NATS, how many bridges.
     nats_bridges: Option<usize>,
+    /// The network can split: the validators reach each other, and the
+    /// event system reaches each of them, through links of a [`FaultNet`].
+    split: bool,
 }
 
 /// The testnet, the event system and the bridge.
@@ -238,6 +250,19 @@ impl System {
         System::launch(validators, &[], backends).await
     }
 
+    /// [`System::start`] on a network that can split: the validators
+    /// reach each other through the links `node-i -> node-j`, and the
+    /// event system reaches node `j` through `events -> node-j`, of the
+    /// testnet's [`FaultNet`] (`net.faults()`). The test's own clients
+    /// reach every process directly.
+    pub async fn start_split(validators: usize) -> System {
+        let backends = Backends {
+            split: true,
+            ..Backends::default()
+        };
+        System::launch(validators, &[], backends).await
+    }
+
     /// [`System::start`] with TLS on every JSON-RPC endpoint (see the
     /// [module docs](self)): the CA is `net.tls`.
     pub async fn start_tls(validators: usize) -> System {
@@ -253,12 +278,9 @@ impl System {
             tls,
             postgres,
             nats_bridges,
+            split,
         } = backends;
-        let net = if tls {
-            Testnet::start_tls(validators, 0).await
-        } else {
-            Testnet::start(validators, 0).await
-        };
+        let mut net = Testnet::launch(validators, 0, tls, split.then(FaultNet::new)).await;
         let dir = net.dir().to_path_buf();
         // The event system serves TLS with the nodes' certificate (it names
         // 127.0.0.1 too) and checks the nodes' against the CA; the bridge
@@ -322,7 +344,13 @@ impl System {
         let events_port = free_port();
         let scheme = if net.tls.is_some() { "https" } else { "http" };
         let events_url = format!("{scheme}://127.0.0.1:{events_port}");
-        let nodes: Vec<String> = (0..validators).map(|i| net.rpc_url(i)).collect();
+        let mut nodes: Vec<String> = (0..validators).map(|i| net.rpc_url(i)).collect();
+        if let Some(faults) = net.faults.as_mut() {
+            for (j, url) in nodes.iter_mut().enumerate() {
+                let port = faults.add("events", &node_name(j), net.nodes[j].rpc_port);
+                *url = format!("http://127.0.0.1:{port}");
+            }
+        }
         let events = service(
             "events",
             binary("lockstep-offchain"),
@@ -370,7 +398,10 @@ impl System {
         // within a test's time (NATS sets its own ack wait above).
         let lease: Vec<OsString> = match &nats {
             Some(_) => Vec::new(),
-            None => args(&["--lease".into(), "3s".into()]),
+            None => args(&[
+                "--lease".into(),
+                format!("{}s", BRIDGE_LEASE.as_secs()).into(),
+            ]),
         };
         let bridge_args: Vec<OsString> =
             bridge_run_args(&events_url, &ledger, &bridge_key, &event_system_key)
