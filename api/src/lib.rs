@@ -20,6 +20,9 @@
 //! - [`bus`]: the message a bus carries to the account bridge;
 //! - [`broker`]: what both sides agree on when that bus is NATS JetStream
 //!   (`--bus`, the stream, subject and consumer names, the bounds);
+//! - [`p2p`]: what nodes say to each other over libp2p (consensus
+//!   gossip, transaction batches, block announcements, sync), with the
+//!   bounds and decoders of each message;
 //! - [`quorum`]: the quorum rule the confirmer and the audit share;
 //! - [`client`]: building clients (one place for timeouts, limits, the
 //!   bearer token and the CAs trusted for TLS), batches, and readable
@@ -36,6 +39,7 @@ pub mod event;
 pub mod lifecycle;
 pub mod node;
 pub mod offchain;
+pub mod p2p;
 pub mod proof;
 pub mod quorum;
 

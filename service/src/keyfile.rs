@@ -152,7 +152,17 @@ pub fn read(path: &Path) -> Result<Keypair, KeyFileError> {
     file.take(MAX_KEY_FILE + 1)
         .read_to_string(&mut text)
         .map_err(io)?;
-    let file: KeyFile = serde_json::from_str(&text).map_err(|e| invalid(parse_error(&e)))?;
+    parse(&name, &text)
+}
+
+/// Parses a key file's content (`name` is the file, for messages only).
+/// No error quotes the content.
+pub fn parse(name: &str, text: &str) -> Result<Keypair, KeyFileError> {
+    let invalid = |reason: String| KeyFileError::Invalid {
+        path: name.to_owned(),
+        reason,
+    };
+    let file: KeyFile = serde_json::from_str(text).map_err(|e| invalid(parse_error(&e)))?;
     if file.kind != "ed25519" {
         return Err(invalid(
             r#"unsupported key type (only "ed25519" is)"#.into(),

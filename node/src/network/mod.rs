@@ -67,7 +67,6 @@ use libp2p::gossipsub::{self, MessageAcceptance, MessageAuthenticity, MessageId,
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, identify, identity, ping, Multiaddr, PeerId, Swarm};
-use lockstep_runtime::codec::decode_exact;
 use lockstep_runtime::{Hash, ValidatorSet};
 use parity_scale_codec::Encode;
 use sha2::{Digest, Sha256};
@@ -572,7 +571,7 @@ impl NetworkService {
         data: &[u8],
         engine: Option<&mpsc::Sender<EngineEvent>>,
     ) -> (MessageAcceptance, Option<(Offence, String)>) {
-        let gossip = match decode_exact::<Gossip>(data, MAX_CONSENSUS_MESSAGE) {
+        let gossip = match lockstep_api::p2p::decode_gossip(data) {
             Ok(gossip) => gossip,
             Err(error) => {
                 return (
@@ -631,7 +630,7 @@ impl NetworkService {
         peer: PeerId,
         data: &[u8],
     ) -> (MessageAcceptance, Option<(Offence, String)>) {
-        let announcement = match decode_exact::<BlockAnnouncement>(data, MAX_BLOCK_MESSAGE) {
+        let announcement = match lockstep_api::p2p::decode_announcement(data) {
             Ok(announcement) => announcement,
             Err(error) => {
                 return (

@@ -1,5 +1,9 @@
 //! What peers say to each other, and the bounds on every message.
 //!
+//! The messages themselves, their bounds and decoders are
+//! [`lockstep_api::p2p`]'s; this module names the topics and frames the
+//! sync protocol.
+//!
 //! - Gossipsub topics (names carry the genesis hash, so nodes of different
 //!   chains never share a topic): [`Topics::transactions`] (a batch of
 //!   transactions, SCALE `Vec<SignedTx>` of at most [`MAX_TXS_PER_GOSSIP`]:
@@ -18,84 +22,14 @@ use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
-use lockstep_runtime::block::MAX_BLOCK_SIZE;
-use lockstep_runtime::codec::{decode_exact, DecodeError};
-use lockstep_runtime::{Block, BlockNumber, Hash, Justification, SignedTx, MAX_TX_SIZE};
-use parity_scale_codec::{Decode, Encode};
-
-/// Most transactions in one gossip message.
-pub const MAX_TXS_PER_GOSSIP: usize = 512;
-/// Largest transactions message on gossip. A batch is sent before it would
-/// grow past this, so any single transaction fits.
-pub const MAX_TX_MESSAGE: usize = 128 * 1024;
-const _: () = assert!(MAX_TX_MESSAGE > 2 * MAX_TX_SIZE);
-/// Largest consensus message (a proposal carries a whole block).
-pub const MAX_CONSENSUS_MESSAGE: usize = MAX_BLOCK_SIZE + 64 * 1024;
-/// Largest block announcement (a block and its justification).
-pub const MAX_BLOCK_MESSAGE: usize = MAX_BLOCK_SIZE + 64 * 1024;
-/// Largest sync request.
-pub const MAX_SYNC_REQUEST: usize = 1024;
-/// Largest sync response: at least one whole block always fits.
-pub const MAX_SYNC_RESPONSE: usize = MAX_BLOCK_SIZE + 1024 * 1024;
-/// Most blocks one sync response may carry.
-pub const MAX_BLOCKS_PER_RESPONSE: u32 = 128;
-/// A server stops adding blocks to a response once it holds this many
-/// bytes (it always sends at least one block).
-pub const SOFT_SYNC_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-
-/// Transactions accepted by the local pool, waiting to be gossiped as one
-/// message.
-#[derive(Debug, Default)]
-pub struct TxBatch {
-    count: usize,
-    body: Vec<u8>,
-}
-
-impl TxBatch {
-    /// Adds a SCALE-encoded transaction. Returns the batch so far as a
-    /// message to send first when this one would not fit beside it.
-    pub fn push(&mut self, tx: &[u8]) -> Option<Vec<u8>> {
-        // 5 bytes: the longest compact length prefix of the count.
-        let full =
-            self.count == MAX_TXS_PER_GOSSIP || 5 + self.body.len() + tx.len() > MAX_TX_MESSAGE;
-        let previous = if full { self.take() } else { None };
-        self.body.extend_from_slice(tx);
-        self.count += 1;
-        previous
-    }
-
-    /// The batch as a message (SCALE `Vec<SignedTx>`), if it holds any.
-    pub fn take(&mut self) -> Option<Vec<u8>> {
-        if self.count == 0 {
-            return None;
-        }
-        let count = u32::try_from(self.count).unwrap_or(u32::MAX);
-        let mut message = parity_scale_codec::Compact(count).encode();
-        message.append(&mut self.body);
-        self.count = 0;
-        Some(message)
-    }
-}
-
-/// Decodes a gossiped batch of transactions: at most [`MAX_TX_MESSAGE`]
-/// bytes, at most [`MAX_TXS_PER_GOSSIP`] transactions, none larger than
-/// [`MAX_TX_SIZE`].
-pub fn decode_tx_batch(data: &[u8]) -> Result<Vec<SignedTx>, DecodeError> {
-    let txs: Vec<SignedTx> = decode_exact(data, MAX_TX_MESSAGE)?;
-    if txs.len() > MAX_TXS_PER_GOSSIP {
-        return Err(DecodeError::Invalid(format!(
-            "{} transactions in one message, at most {MAX_TXS_PER_GOSSIP}",
-            txs.len()
-        )));
-    }
-    if let Some(tx) = txs.iter().find(|tx| tx.encoded_size() > MAX_TX_SIZE) {
-        return Err(DecodeError::TooLarge {
-            size: tx.encoded_size(),
-            limit: MAX_TX_SIZE,
-        });
-    }
-    Ok(txs)
-}
+use lockstep_api::p2p::{decode_sync_request, decode_sync_response};
+pub use lockstep_api::p2p::{
+    decode_tx_batch, BlockAnnouncement, SyncRequest, SyncResponse, TxBatch,
+    MAX_BLOCKS_PER_RESPONSE, MAX_BLOCK_MESSAGE, MAX_CONSENSUS_MESSAGE, MAX_SYNC_REQUEST,
+    MAX_SYNC_RESPONSE, MAX_TXS_PER_GOSSIP, MAX_TX_MESSAGE, SOFT_SYNC_RESPONSE_BYTES,
+};
+use lockstep_runtime::Hash;
+use parity_scale_codec::Encode;
 
 /// The gossipsub topics of one chain.
 #[derive(Debug, Clone)]
@@ -132,46 +66,6 @@ pub fn sync_protocol(genesis: &Hash) -> StreamProtocol {
     // The name is ASCII and starts with '/', so this cannot fail; fall back
     // to a fixed name rather than panic.
     StreamProtocol::try_from_owned(name).unwrap_or_else(|_| StreamProtocol::new("/lockstep/sync/1"))
-}
-
-/// A finalized block as announced on the blocks topic.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub struct BlockAnnouncement {
-    /// The block.
-    pub block: Block,
-    /// Its justification.
-    pub justification: Justification,
-}
-
-/// A request on the sync protocol.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub enum SyncRequest {
-    /// The peer's chain and finalized head.
-    Status,
-    /// Finalized blocks `from ..= from + count - 1` (fewer if the peer has
-    /// fewer, or the response would be too large).
-    Blocks {
-        /// The first block number.
-        from: BlockNumber,
-        /// How many, at most [`MAX_BLOCKS_PER_RESPONSE`].
-        count: u32,
-    },
-}
-
-/// A response on the sync protocol.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub enum SyncResponse {
-    /// Answer to [`SyncRequest::Status`].
-    Status {
-        /// The peer's genesis hash.
-        genesis: Hash,
-        /// Its finalized height.
-        finalized_number: BlockNumber,
-        /// Its finalized head's hash.
-        finalized_hash: Hash,
-    },
-    /// Answer to [`SyncRequest::Blocks`]: consecutive blocks from `from`.
-    Blocks(Vec<BlockAnnouncement>),
 }
 
 /// A request that could not be read: oversize or undecodable. The codec
@@ -240,7 +134,7 @@ impl libp2p::request_response::Codec for SyncCodec {
         }
         let mut bytes = vec![0u8; length];
         io.read_exact(&mut bytes).await?;
-        Ok(decode_exact(&bytes, MAX_SYNC_REQUEST).map_err(|e| MalformedRequest(e.to_string())))
+        Ok(decode_sync_request(&bytes).map_err(|e| MalformedRequest(e.to_string())))
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
@@ -248,7 +142,7 @@ impl libp2p::request_response::Codec for SyncCodec {
         T: AsyncRead + Unpin + Send,
     {
         let bytes = read_frame(io, MAX_SYNC_RESPONSE).await?;
-        decode_exact(&bytes, MAX_SYNC_RESPONSE).map_err(invalid)
+        decode_sync_response(&bytes).map_err(invalid)
     }
 
     async fn write_request<T>(
@@ -280,48 +174,6 @@ impl libp2p::request_response::Codec for SyncCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lockstep_runtime::{Call, Keypair, SigningContext};
-
-    fn tx(nonce: u64) -> SignedTx {
-        let call = Call::Transfer {
-            asset: 1,
-            to: Keypair::dev("bob").public(),
-            amount: 1,
-            reference: None,
-        };
-        let context = SigningContext::new(Hash([1; 32]));
-        SignedTx::sign(&Keypair::dev("alice"), &context, nonce, 100, call)
-    }
-
-    #[test]
-    fn a_tx_batch_fills_up_then_starts_again_and_round_trips() {
-        let mut batch = TxBatch::default();
-        assert_eq!(batch.take(), None);
-        let txs: Vec<SignedTx> = (0..MAX_TXS_PER_GOSSIP as u64 + 3).map(tx).collect();
-        let mut sent = Vec::new();
-        for tx in &txs {
-            sent.extend(batch.push(&tx.encode()));
-        }
-        sent.extend(batch.take());
-        assert_eq!(sent.len(), 2, "one full batch, then the rest");
-        let decoded: Vec<SignedTx> = sent
-            .iter()
-            .flat_map(|message| decode_tx_batch(message).unwrap())
-            .collect();
-        assert_eq!(decoded, txs);
-        assert!(sent.iter().all(|m| m.len() <= MAX_TX_MESSAGE));
-    }
-
-    #[test]
-    fn bad_tx_batches_are_refused() {
-        assert!(decode_tx_batch(&[0xff; 40]).is_err());
-        assert!(decode_tx_batch(&vec![0u8; MAX_TX_MESSAGE + 1]).is_err());
-        let too_many: Vec<SignedTx> = (0..MAX_TXS_PER_GOSSIP as u64 + 1).map(tx).collect();
-        assert!(decode_tx_batch(&too_many.encode()).is_err());
-        let mut trailing = vec![tx(0)].encode();
-        trailing.push(0);
-        assert!(decode_tx_batch(&trailing).is_err());
-    }
 
     #[test]
     fn oversize_and_garbage_frames_are_refused() {
