@@ -10,7 +10,8 @@
 #
 # Needs only the stable toolchain: cargo fuzz passes the sanitizer flags
 # as `-Z` options, which stable rustc accepts under RUSTC_BOOTSTRAP=1 (set
-# here, for the fuzz build only). The sanitizer is off (`-s none`): the
+# here on the cargo fuzz commands only: in the environment of the other
+# builds it would change their fingerprints and rebuild the workspace). The sanitizer is off (`-s none`): the
 # fuzzed code is safe Rust, so libFuzzer's own checks (panics, aborts,
 # out-of-memory, time-outs) are what can fail, and runs are several times
 # faster.
@@ -33,11 +34,10 @@ if ! command -v cargo-fuzz >/dev/null; then
     echo "==> installing cargo-fuzz (once)"
     cargo install cargo-fuzz --locked
 fi
-export RUSTC_BOOTSTRAP=1
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    mapfile -t targets < <(cd fuzz && cargo fuzz list)
+    mapfile -t targets < <(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list)
 fi
 
 echo "==> seed corpus"
@@ -45,7 +45,7 @@ cargo run --release --locked --example fuzz_corpus -- fuzz/corpus
 
 echo "==> building ${targets[*]}"
 for target in "${targets[@]}"; do
-    (cd fuzz && cargo fuzz build -s none "$target")
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none "$target")
 done
 
 mkdir -p fuzz/work
@@ -57,7 +57,7 @@ run() {
     mkdir -p "fuzz/work/$target" "fuzz/artifacts/$target"
     echo "==> $target for ${seconds}s (log: $log)"
     local status=0
-    (cd fuzz && cargo fuzz run -s none "$target" "work/$target" "corpus/$target" -- \
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none "$target" "work/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="artifacts/$target/") >"$log" 2>&1 || status=$?
     local done_line execs

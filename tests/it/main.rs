@@ -17,5 +17,6 @@ mod nats;
 mod partitions;
 mod pauses;
 mod resync;
+mod seeded;
 mod system;
 mod tls;
