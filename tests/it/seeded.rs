@@ -23,6 +23,7 @@ use std::fmt;
 use std::time::Duration;
 
 use lockstep_runtime::crypto::DEV_NAMES;
+use lockstep_service::test_utils::TestProcess;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -191,6 +192,20 @@ fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
     Ok(seeds)
 }
 
+/// Kills `process` (SIGKILL) and starts it again after `lasts`.
+async fn kill_for(process: &mut TestProcess, lasts: Duration) {
+    process.kill();
+    tokio::time::sleep(lasts).await;
+    process.spawn();
+}
+
+/// Freezes `process` (SIGSTOP) for `lasts`, then lets it go on.
+async fn pause_for(process: &mut TestProcess, lasts: Duration) {
+    process.pause();
+    tokio::time::sleep(lasts).await;
+    process.resume();
+}
+
 /// Applies `fault`, waits out its time, heals it, and waits until the
 /// process it hit is back: caught up with the chain, or following it.
 async fn apply(system: &mut System, fault: Fault, lasts: Duration) {
@@ -242,26 +257,10 @@ async fn apply(system: &mut System, fault: Fault, lasts: Duration) {
             tokio::time::sleep(lasts).await;
             system.net.faults().heal_all();
         }
-        Fault::KillEvents => {
-            system.events.kill();
-            tokio::time::sleep(lasts).await;
-            system.events.spawn();
-        }
-        Fault::PauseEvents => {
-            system.events.pause();
-            tokio::time::sleep(lasts).await;
-            system.events.resume();
-        }
-        Fault::KillBridge => {
-            system.bridge.kill();
-            tokio::time::sleep(lasts).await;
-            system.bridge.spawn();
-        }
-        Fault::PauseBridge => {
-            system.bridge.pause();
-            tokio::time::sleep(lasts).await;
-            system.bridge.resume();
-        }
+        Fault::KillEvents => kill_for(&mut system.events, lasts).await,
+        Fault::PauseEvents => pause_for(&mut system.events, lasts).await,
+        Fault::KillBridge => kill_for(&mut system.bridge, lasts).await,
+        Fault::PauseBridge => pause_for(&mut system.bridge, lasts).await,
     }
     // Healed: every validator catches up with the best of them, and the
     // chain finalizes again (which needs a quorum of them voting).
